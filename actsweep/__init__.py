@@ -1,0 +1,1 @@
+"""actsweep: how FFN activations interact with normalization, learning rate and attention."""
