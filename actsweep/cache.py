@@ -1,0 +1,187 @@
+"""Token cache: each (corpus, tokenizer, split) is tokenized once into a flat binary array.
+
+Layout: ``<name>.bin`` (raw uint16/uint32 tokens) and ``<name>.json`` (metadata). Both are written
+to pid-named temporary files in the same directory, fsync'd and renamed; the metadata goes LAST
+(and any old one is removed first), so an interrupted build never leaves a cache a later run
+trusts. On load the metadata, fingerprint, size and sha256 are checked; stale or damaged caches
+are rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from actsweep.tokenizers import Tokenizer
+
+FORMAT_VERSION = 1
+CACHE_ENV = "ACTSWEEP_CACHE_DIR"
+CHUNK_DOCS = 1000  # documents per encode_batch call (tiktoken spreads each call over all cores)
+HASH_BLOCK = 1 << 24
+
+
+class CacheDirError(OSError):
+    """The cache directory cannot be created or written."""
+
+
+@dataclass(frozen=True)
+class TokenArray:
+    """A verified cache: read-only memmap of tokens, its metadata and the ``.bin`` path."""
+
+    tokens: np.memmap
+    meta: dict[str, Any]
+    path: Path
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def default_cache_dir() -> Path:
+    """``$ACTSWEEP_CACHE_DIR`` or ``~/.cache/actsweep``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "actsweep").expanduser()
+
+
+def token_dtype(n_vocab: int) -> np.dtype:
+    """Smallest unsigned dtype holding every id (uint16 halves the size of GPT-2 caches)."""
+    return np.dtype(np.uint16 if n_vocab <= np.iinfo(np.uint16).max + 1 else np.uint32)
+
+
+def _paths(cache_dir: Path, name: str) -> tuple[Path, Path]:
+    return cache_dir / f"{name}.bin", cache_dir / f"{name}.json"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load(name: str, fingerprint: str, cache_dir: str | Path | None = None) -> TokenArray | None:
+    """The cache ``name`` if present and verified, else None (warning when it was stale or damaged)."""
+    bin_path, meta_path = _paths(Path(cache_dir or default_cache_dir()), name)
+    if not meta_path.exists():
+        return None
+    problem, meta = _check(bin_path, meta_path, fingerprint)
+    if problem:
+        warnings.warn(f"token cache {bin_path} is {problem}; rebuilding it", stacklevel=2)
+        return None
+    tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["count"],))
+    return TokenArray(tokens=tokens, meta=meta, path=bin_path)
+
+
+def _check(bin_path: Path, meta_path: Path, fingerprint: str) -> tuple[str | None, dict[str, Any]]:
+    """(reason the cache cannot be trusted or None, its metadata)."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        itemsize = np.dtype(meta["dtype"]).itemsize
+        expected_bytes, sha256 = meta["count"] * itemsize, meta["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"damaged (unreadable metadata: {err})", {}
+    if meta.get("format") != FORMAT_VERSION or meta.get("fingerprint") != fingerprint:
+        return "stale (its source or format changed)", meta
+    size = bin_path.stat().st_size if bin_path.exists() else -1
+    if size != expected_bytes:
+        return f"damaged (size {size} bytes, expected {expected_bytes})", meta
+    if _sha256_file(bin_path) != sha256:
+        return "damaged (sha256 mismatch)", meta
+    return None, meta
+
+
+def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[str, Any],
+          cache_dir: str | Path | None = None) -> TokenArray:
+    """Tokenize ``documents`` into cache ``name``; ``meta`` (source, fingerprint, split, ...) is
+    stored alongside the token count, dtype, tokenizer and checksum."""
+    directory = _writable_dir(Path(cache_dir or default_cache_dir()))
+    bin_path, meta_path = _paths(directory, name)
+    meta_path.unlink(missing_ok=True)  # an old .json must never vouch for a new .bin
+    dtype = token_dtype(tokenizer.n_vocab)
+    tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
+    try:
+        count, sha256 = _write_tokens(tmp, documents, tokenizer, dtype, meta.get("source", name))
+        if count == 0:
+            raise ValueError(
+                f"corpus {meta.get('source', name)!r} produced no tokens ({len(documents)} documents); "
+                "check the path / text column / separator"
+            )
+        os.replace(tmp, bin_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    full_meta = {**meta, "format": FORMAT_VERSION, "count": count, "dtype": dtype.name,
+                 "tokenizer": tokenizer.to_meta(), "sha256": sha256, "n_documents": len(documents)}
+    _write_atomic(meta_path, json.dumps(full_meta, indent=1).encode())
+    return TokenArray(np.memmap(bin_path, dtype=dtype, mode="r", shape=(count,)), full_meta, bin_path)
+
+
+def _writable_dir(directory: Path) -> Path:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise CacheDirError(
+            f"cannot write the token cache directory {directory} ({err}); choose another with "
+            f"--data.cache_dir or the {CACHE_ENV} environment variable"
+        ) from err
+    return directory
+
+
+def _write_tokens(path: Path, documents: Sequence[str], tokenizer: Tokenizer, dtype: np.dtype,
+                  label: str) -> tuple[int, str]:
+    """Stream tokens of ``documents`` to ``path`` chunk by chunk; return (count, sha256)."""
+    digest, count = hashlib.sha256(), 0
+    bar = tqdm(total=len(documents), unit="doc", desc=f"tokenizing {label}", file=sys.stderr,
+               mininterval=1.0, dynamic_ncols=True)
+    with open(path, "wb") as f, bar:
+        for start in range(0, len(documents), CHUNK_DOCS):
+            chunk = documents[start:start + CHUNK_DOCS]
+            ids = tokenizer.encode_batch(list(chunk))
+            n = sum(map(len, ids))
+            data = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=n).tobytes()
+            f.write(data)
+            digest.update(data)
+            count += n
+            bar.update(len(chunk))
+            bar.set_postfix_str(f"{count * dtype.itemsize / 1e6:.1f} MB")
+        f.flush()
+        os.fsync(f.fileno())
+    return count, digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_or_build(name: str, fingerprint: str, documents: Callable[[], Sequence[str]],
+                  tokenizer: Callable[[], Tokenizer], meta: dict[str, Any] | None = None,
+                  cache_dir: str | Path | None = None) -> TokenArray:
+    """Verified cache ``name`` or, when missing/stale/damaged, one freshly built.
+
+    ``documents`` and ``tokenizer`` are called only when a build is needed (loading a corpus can
+    take minutes; a char vocabulary needs the corpus).
+    """
+    cached = load(name, fingerprint, cache_dir)
+    if cached is not None:
+        return cached
+    return build(name, documents(), tokenizer(), {**(meta or {}), "fingerprint": fingerprint}, cache_dir)

@@ -1,0 +1,62 @@
+"""Named places to observe activations, in the manner of TransformerLens' hook points.
+
+Every `HookPoint` in a model has a dotted name (`blocks.0.mlp.hook_act`). `hooks()` registers forward
+hooks on chosen points for the length of a `with` block and always removes them; `capture()` is the
+notebook shortcut that records what passes through.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from contextlib import contextmanager
+from typing import Callable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+
+
+class HookPoint(nn.Identity):
+    """Identity module whose only job is to be a named place for forward hooks."""
+
+
+def hook_points(model: nn.Module) -> dict[str, HookPoint]:
+    return {name: m for name, m in model.named_modules() if isinstance(m, HookPoint)}
+
+
+def select(model: nn.Module, pattern: str) -> dict[str, HookPoint]:
+    """Hook points whose name matches a glob pattern such as `blocks.*.mlp.hook_act`."""
+    points = {n: m for n, m in hook_points(model).items() if fnmatch.fnmatchcase(n, pattern)}
+    if not points:
+        raise KeyError(f"no hook point matches {pattern!r}; available: {', '.join(hook_points(model))}")
+    return points
+
+
+@contextmanager
+def hooks(model: nn.Module, fwd_hooks: Mapping[str, HookFn]) -> Iterator[None]:
+    """Run `fn(tensor, name)` at every hook point matching each pattern; removed on exit, always.
+
+    A hook that returns a tensor replaces the activation (for ablations); `None` leaves it unchanged.
+    """
+    handles = []
+    try:
+        for pattern, fn in fwd_hooks.items():
+            for name, point in select(model, pattern).items():
+                handles.append(point.register_forward_hook(lambda _m, _i, out, n=name, f=fn: f(out, n)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def capture(model: nn.Module, *patterns: str) -> Iterator[dict[str, torch.Tensor]]:
+    """Record detached copies of the activations at the matching hook points, keyed by name."""
+    cache: dict[str, torch.Tensor] = {}
+
+    def store(t: torch.Tensor, name: str) -> None:
+        cache[name] = t.detach()
+
+    with hooks(model, {p: store for p in patterns}):
+        yield cache

@@ -1,0 +1,197 @@
+"""A pre-norm GPT whose FFN activation, normalization and biases are switches.
+
+Read top to bottom: `GPTConfig` (names and numbers, validated), the switch registries (`NORMS`,
+`BIAS_SITES`), then attention, MLP, block and the GPT itself. With `norm="layernorm"`,
+`activation="gelu_tanh"`, `bias="all"` and tied weights the model is GPT-2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
+from .hooks import HookPoint
+
+NORMS = {
+    "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),
+    "rmsnorm": lambda dim, eps, bias: nn.RMSNorm(dim, eps=eps),
+    "none": lambda dim, eps, bias: nn.Identity(),
+}
+
+# Which sites carry a bias. "qk" is ReLU's Revival: only the query and key projections.
+BIAS_SITES = {
+    "all": frozenset({"q", "k", "v", "attn_out", "fc", "fc_out", "norm"}),
+    "qk": frozenset({"q", "k"}),
+    "none": frozenset(),
+}
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 128
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    mlp_hidden: int | None = None  # default 4 * n_embd
+    activation: str | list[str] = "gelu"  # one name, or one name per layer
+    slope_scope: str = "layer"  # learnable_leaky_relu: global | layer | neuron
+    slope_init: float = 0.01
+    leaky_slope: float = 0.01  # fixed slope of `leaky_relu`
+    norm: str = "layernorm"  # per block: layernorm | rmsnorm | none
+    final_norm: str = "layernorm"  # before the LM head; ReLU's Revival keeps it in LN-free models
+    norm_eps: float = 1e-5
+    bias: str = "all"  # all | qk | none
+    dropout: float = 0.0
+    tie_weights: bool = True
+    init_std: float = 0.02
+    pad_vocab_multiple: int = 1  # e.g. 64: 50257 -> 50304 rows in the embedding
+    activations: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "pad_vocab_multiple"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
+                f"e.g. n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
+            )
+        names = [self.activation] * self.n_layer if isinstance(self.activation, str) else list(self.activation)
+        if len(names) != self.n_layer:
+            raise ValueError(
+                f"activation lists one name per layer: got {len(names)} names for n_layer={self.n_layer}"
+            )
+        for name in names:
+            check_activation(name)
+        self.activations = names
+        for switch, value, allowed in (
+            ("norm", self.norm, NORMS),
+            ("final_norm", self.final_norm, NORMS),
+            ("bias", self.bias, BIAS_SITES),
+            ("slope_scope", self.slope_scope, SLOPE_SCOPES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.mlp_hidden is None:
+            self.mlp_hidden = 4 * self.n_embd
+
+    @property
+    def padded_vocab_size(self) -> int:
+        m = self.pad_vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
+
+    @property
+    def sites(self) -> frozenset[str]:
+        return BIAS_SITES[self.bias]
+
+
+def make_norm(kind: str, cfg: GPTConfig) -> nn.Module:
+    return NORMS[kind](cfg.n_embd, cfg.norm_eps, "norm" in cfg.sites)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal attention on `scaled_dot_product_attention`; q and k pass hook points so
+    that statistics can recompute attention probabilities without taking training off SDPA."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        # Biases of q, k, v in that order; "qk" mode stores two thirds and pads v's with zeros.
+        n_biased = len([s for s in ("q", "k", "v") if s in cfg.sites])
+        self.qkv_bias = nn.Parameter(torch.zeros(n_biased * cfg.n_embd)) if n_biased else None
+        self.out = nn.Linear(cfg.n_embd, cfg.n_embd, bias="attn_out" in cfg.sites)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.hook_q, self.hook_k = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        bias = None if self.qkv_bias is None else F.pad(self.qkv_bias, (0, 3 * C - self.qkv_bias.numel()))
+        q, k, v = F.linear(x, self.qkv.weight, bias).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
+        q, k, v = self.hook_q(q.transpose(1, 2)), self.hook_k(k.transpose(1, 2)), v.transpose(1, 2)
+        drop = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig, activation: nn.Module) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias="fc" in cfg.sites)
+        self.act = activation
+        self.out = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias="fc_out" in cfg.sites)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.hook_pre, self.hook_act = HookPoint(), HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.out(self.hook_act(self.act(self.hook_pre(self.fc(x))))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig, activation: nn.Module) -> None:
+        super().__init__()
+        self.norm_attn = make_norm(cfg.norm, cfg)
+        self.attn = CausalSelfAttention(cfg)
+        self.norm_mlp = make_norm(cfg.norm, cfg)
+        self.mlp = MLP(cfg, activation)
+        self.hook_resid = HookPoint()  # the residual stream after this block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm_attn(x))
+        return self.hook_resid(x + self.mlp(self.norm_mlp(x)))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.slopes = SlopeBank(cfg.slope_scope, cfg.slope_init, cfg.n_layer, cfg.mlp_hidden)
+        self.blocks = nn.ModuleList(
+            Block(cfg, build_activation(name, self.slopes, cfg.leaky_slope)) for name in cfg.activations
+        )
+        self.norm_final = make_norm(cfg.final_norm, cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
+        for block in self.blocks:
+            for proj in (block.attn.out, block.mlp.out):
+                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, vocab_size) for token ids (B, T); padded vocabulary rows are dropped."""
+        T = idx.size(1)
+        if T > self.cfg.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.norm_final(x))[..., : self.cfg.vocab_size]
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token: 6N for the weights plus attention's 12·L·C·T (PaLM appendix B)."""
+        c = self.cfg
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size

@@ -1,0 +1,36 @@
+"""Learning-rate schedules: a linear warmup, then a named decay from the peak to `min_ratio` of it.
+
+`warmup` below 1 is a fraction of the run's steps (ReLU's Revival: 5%); 1 or more is a step count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+DECAYS: dict[str, Callable[[float], float]] = {
+    "cosine": lambda progress: 0.5 * (1 + math.cos(math.pi * progress)),
+    "linear": lambda progress: 1 - progress,
+    "constant": lambda progress: 1.0,
+}
+
+
+def warmup_steps(warmup: float, total: int) -> int:
+    return int(round(warmup * total)) if warmup < 1 else int(warmup)
+
+
+def build_schedule(name: str, total: int, warmup: float, min_ratio: float) -> Callable[[int], float]:
+    """The multiplier of the peak learning rate at each optimizer step (for `LambdaLR`)."""
+    if name not in DECAYS:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(DECAYS)}")
+    if total < 1:
+        raise ValueError("the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive number")
+    decay, warm = DECAYS[name], warmup_steps(warmup, total)
+
+    def multiplier(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm))
+        return min_ratio + (1 - min_ratio) * decay(progress)
+
+    return multiplier

@@ -1,0 +1,399 @@
+"""Where documents come from: the Python standard library, local files, or the Hugging Face hub.
+
+A *source* is one string (``--data.source``):
+
+- ``"python-stdlib"`` — the running interpreter's standard-library ``.py`` files, test folders left
+  out: a real code corpus present on every machine (the embedded default);
+- a local ``.txt`` / ``.jsonl`` / ``.parquet`` file, a directory holding such files, or a glob;
+- a hub dataset name such as ``roneneldan/TinyStories`` (needs network or the local HF cache).
+
+Splits are made here too (:class:`Corpus`), deterministically, so the token cache can key on them.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import socket
+import sys
+import sysconfig
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+STDLIB = "python-stdlib"
+FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
+SPLITS = ("train", "val")
+SPLIT_BY = ("document", "char")
+SHUFFLE_SEED = 0
+EXCLUDED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_HOST = ("huggingface.co", 443)
+ACCEPTED = (
+    f"'{STDLIB}', a local {'/'.join(FILE_SUFFIXES)} file, a directory or glob of them, "
+    "or a Hugging Face hub dataset name (e.g. roneneldan/TinyStories)"
+)
+
+
+class DataSourceError(RuntimeError):
+    """A source cannot be read (e.g. the hub is unreachable); the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """What we know about a hub dataset: its text column and where its validation documents are."""
+
+    column: str
+    val_split: str | None = None
+    val_source: str | None = None
+
+
+HUB_DATASETS = {
+    "roneneldan/TinyStories": HubDataset(column="text", val_split="validation"),
+    "huggingface-course/codeparrot-ds-train": HubDataset(
+        column="content", val_source="huggingface-course/codeparrot-ds-valid"
+    ),
+    "huggingface-course/codeparrot-ds-valid": HubDataset(column="content"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Source kinds
+
+
+def source_kind(source: str) -> str:
+    """``"stdlib"``, ``"files"`` or ``"hub"``; raise FileNotFoundError for anything else."""
+    if source == STDLIB:
+        return "stdlib"
+    if Path(source).expanduser().exists() or glob.has_magic(source):
+        return "files"
+    if HUB_NAME.match(source) and not source.endswith(FILE_SUFFIXES):
+        return "hub"
+    raise FileNotFoundError(f"data source {source!r} does not exist; accepted: {ACCEPTED}")
+
+
+def stdlib_files() -> list[Path]:
+    """Sorted ``.py`` files of the running interpreter's stdlib, without tests or site-packages."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in EXCLUDED_STDLIB_DIRS)
+        files.extend(Path(folder) / n for n in names if n.endswith(".py"))
+    return sorted(files)
+
+
+def local_files(source: str) -> list[Path]:
+    """Data files named by a path, a directory (searched recursively) or a glob, sorted."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        candidates = [p for p in path.rglob("*") if p.is_file()]
+    elif glob.has_magic(source):
+        candidates = [Path(p) for p in glob.glob(os.path.expanduser(source), recursive=True)]
+    else:
+        candidates = [path]
+    files = sorted(p.resolve() for p in candidates if p.suffix in FILE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(FILE_SUFFIXES)} files at {source!r}; accepted: {ACCEPTED}")
+    return files
+
+
+def describe(source: str) -> str:
+    """Stable, human-readable identity of a source (absolute paths for files)."""
+    kind = source_kind(source)
+    if kind == "files" and not glob.has_magic(source):
+        return f"files:{Path(source).expanduser().resolve()}"
+    if kind == "files":
+        return f"files:{os.path.abspath(os.path.expanduser(source))}"
+    return f"{kind}:{source}" if kind == "hub" else STDLIB
+
+
+def fingerprint(source: str) -> str:
+    """Changes when the source's content may have changed: files' path+size+mtime; for the stdlib
+    the Python version and file list; for the hub, the name (hub datasets are versioned releases)."""
+    kind = source_kind(source)
+    if kind == "hub":
+        return _sha256_text(f"hub:{source}")
+    files = stdlib_files() if kind == "stdlib" else local_files(source)
+    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns if kind == "files" else 0) for f in files]
+    return _sha256_text(json.dumps([sys.version, stats] if kind == "stdlib" else stats))
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading documents
+
+
+class _Decoder:
+    """Decodes bytes as UTF-8 with ``errors="replace"`` and counts the characters replaced.
+
+    Decision: undecodable bytes do not abort a long build; they become U+FFFD and the total is
+    reported in a single warning per source, so damage is visible but never silently large.
+    """
+
+    def __init__(self) -> None:
+        self.replaced = 0
+
+    def __call__(self, data: bytes) -> str:
+        text = data.decode("utf-8", errors="replace")
+        if "\ufffd" in text:
+            self.replaced += text.count("\ufffd") - data.count("\ufffd".encode())
+        return text
+
+    def warn(self, source: str) -> None:
+        if self.replaced:
+            warnings.warn(
+                f"{source}: {self.replaced} undecodable byte sequence(s) were not UTF-8 and were "
+                "replaced by U+FFFD",
+                stacklevel=3,
+            )
+
+
+def fix_mojibake(text: str) -> str:
+    """Undo UTF-8 read as cp1252 ("â€œ" for “), as found in TinyStories' hub parquet split.
+
+    Only touches documents holding the tell-tale "â€" and only when the round trip succeeds.
+    """
+    if "â€" not in text:
+        return text
+    try:
+        return b"".join(_cp1252_byte(ch) for ch in text).decode("utf-8")
+    except UnicodeError:
+        return text
+
+
+def _cp1252_byte(ch: str) -> bytes:
+    """cp1252 byte of ``ch``; the five bytes cp1252 leaves undefined (e.g. 0x9D of ”) pass through."""
+    try:
+        return ch.encode("cp1252")
+    except UnicodeEncodeError:
+        return ch.encode("latin-1")
+
+
+def split_txt(text: str, separator: str, name: str = "text") -> list[str]:
+    """Documents of a text file in which ``separator`` *ends* each document (TinyStories' layout).
+
+    Decision: when the file holds separators but does not end with one, the trailing text is an
+    unterminated (most likely truncated) document and is dropped with a warning — so a head of a
+    corpus yields only complete stories. A file without any separator is one whole document.
+    """
+    parts = text.split(separator)
+    if len(parts) > 1 and parts[-1].strip():
+        warnings.warn(
+            f"{name}: dropped {len(parts[-1])} trailing characters not ended by {separator!r} "
+            "(a truncated document)",
+            stacklevel=2,
+        )
+        parts = parts[:-1]
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _missing_column(column: str, present: list[str], where: str) -> ValueError:
+    return ValueError(f"{where} has no text column {column!r}; columns: {present}. Pass --data.text_column")
+
+
+def _read_jsonl(path: Path, column: str, decode: _Decoder) -> list[str]:
+    docs = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            row = json.loads(decode(line))
+            if column not in row:
+                raise _missing_column(column, sorted(row), f"{path} line {lineno}")
+            docs.append(row[column])
+    return docs
+
+
+def _read_parquet(path: Path, column: str, decode: _Decoder) -> list[str]:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    if column not in names:
+        raise _missing_column(column, names, str(path))
+    values = pq.read_table(path, columns=[column]).column(column).to_pylist()
+    return [decode(v) if isinstance(v, bytes) else v for v in values if v is not None]
+
+
+def read_file_documents(path: Path, text_column: str, separator: str, decode: _Decoder) -> list[str]:
+    """Documents of one local file, by suffix."""
+    if path.suffix == ".txt":
+        return split_txt(decode(path.read_bytes()), separator, str(path))
+    if path.suffix == ".jsonl":
+        return _read_jsonl(path, text_column, decode)
+    return _read_parquet(path, text_column, decode)
+
+
+def read_documents(source: str, text_column: str | None = None, separator: str = "<|endoftext|>",
+                   split: str = "train") -> list[str]:
+    """All documents of ``source`` in their stored order (``split`` only matters for the hub)."""
+    kind = source_kind(source)
+    decode = _Decoder()
+    if kind == "stdlib":
+        docs = [decode(p.read_bytes()) for p in stdlib_files()]
+    elif kind == "files":
+        column = text_column or "text"
+        docs = [d for p in local_files(source) for d in read_file_documents(p, column, separator, decode)]
+    else:
+        docs = _read_hub(source, split, text_column)
+    decode.warn(source)
+    return [fix_mojibake(d) for d in docs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face hub
+
+
+def _env_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Fast probe (one TCP connect) so that offline machines fail at once instead of retrying."""
+    if _env_offline():
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cached(name: str) -> bool:
+    """Whether ``datasets`` already holds ``name`` locally (then it can load without network)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    return (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).exists() or (
+        Path(huggingface_hub.constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}"
+    ).exists()
+
+
+def _read_hub(name: str, split: str, text_column: str | None) -> list[str]:
+    online = hub_reachable()
+    if not online and not hub_cached(name):
+        raise DataSourceError(
+            f"cannot load hub dataset {name!r}: the Hugging Face hub is unreachable (offline, or "
+            "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and the dataset is not in the local cache. "
+            "Point --data.source at local files instead, e.g. "
+            "--data.source path/to/TinyStories-train.txt (.txt split on --data.separator, or "
+            ".jsonl/.parquet with --data.text_column), or a directory/glob of them."
+        )
+    import datasets
+
+    column = text_column or HUB_DATASETS.get(name, HubDataset("text")).column
+    if not online:  # use the local copy without the library's network retries
+        datasets.config.HF_HUB_OFFLINE = True
+    dataset = datasets.load_dataset(name, split=split, streaming=False)
+    if column not in dataset.column_names:
+        raise _missing_column(column, dataset.column_names, f"hub dataset {name!r}")
+    return list(dataset[column])
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A source plus every option that decides which documents land in which split.
+
+    - A native validation set (``val_source``, or a hub dataset's validation split/companion) is
+      used as is; otherwise documents are shuffled with seed 0 and the last ``val_fraction`` of them
+      (at least one) is "val".
+    - ``split_by="char"`` instead cuts the concatenated text at ``1 - val_fraction`` of its
+      characters in stored order, as the blog's code did (the document at the cut is split).
+    - ``max_documents`` caps training documents, ``max_val_documents`` validation documents, both
+      taken from the seed-0 shuffled order.
+    """
+
+    source: str = STDLIB
+    text_column: str | None = None
+    separator: str = "<|endoftext|>"
+    val_source: str | None = None
+    val_fraction: float = 0.1
+    split_by: str = "document"
+    max_documents: int | None = None
+    max_val_documents: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split_by not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
+        if not 0.0 < self.val_fraction < 1.0 and self._val_origin() is None:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        source_kind(self.source)  # fail early on a missing path
+
+    def _val_origin(self) -> tuple[str, str] | None:
+        """(source, split) holding native validation documents, if any."""
+        if self.val_source is not None:
+            return self.val_source, "train"
+        known = HUB_DATASETS.get(self.source) if source_kind(self.source) == "hub" else None
+        if known and known.val_source:
+            return known.val_source, "train"
+        if known and known.val_split:
+            return self.source, known.val_split
+        return None
+
+    def describe(self) -> str:
+        """Stable identity of the source and every split option (for cache names and metadata)."""
+        options = {k: v for k, v in asdict(self).items() if k != "source"}
+        if self.val_source is not None:
+            options["val_source"] = describe(self.val_source)
+        return f"{describe(self.source)} {json.dumps(options, sort_keys=True)}"
+
+    def fingerprint(self) -> str:
+        parts = [fingerprint(self.source)]
+        if self.val_source is not None:
+            parts.append(fingerprint(self.val_source))
+        return _sha256_text(" ".join(parts))
+
+    def load_splits(self) -> dict[str, list[str]]:
+        """``{"train": [...], "val": [...]}``, deterministic for fixed options and source content."""
+        docs = read_documents(self.source, self.text_column, self.separator)
+        origin = self._val_origin()
+        if origin is not None:
+            val = read_documents(origin[0], self.text_column, self.separator, split=origin[1])
+            train, val = _shuffled(docs), _shuffled(val)
+        elif self.split_by == "char":
+            train, val = _split_chars(docs, self.val_fraction)
+        else:
+            train, val = _split_documents(_shuffled(docs), self.val_fraction)
+        return {"train": train[: self.max_documents], "val": val[: self.max_val_documents]}
+
+
+def _shuffled(docs: list[str]) -> list[str]:
+    order = np.random.Generator(np.random.PCG64(SHUFFLE_SEED)).permutation(len(docs))
+    return [docs[i] for i in order]
+
+
+def _split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    n_val = max(1, round(len(docs) * val_fraction)) if len(docs) > 1 else 0
+    return docs[: len(docs) - n_val], docs[len(docs) - n_val:]
+
+
+def _split_chars(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    ends = np.cumsum([len(d) for d in docs])
+    if not len(ends):
+        return [], []
+    cut = int(ends[-1] * (1.0 - val_fraction))
+    i = int(np.searchsorted(ends, cut, side="right"))
+    if i == len(docs):
+        return docs, []
+    offset = cut - (int(ends[i - 1]) if i else 0)
+    head, tail = docs[i][:offset], docs[i][offset:]
+    return docs[:i] + ([head] if head else []), [tail] + docs[i + 1:]
+
+
+def load_documents(source: str, split: str = "train", **options: object) -> list[str]:
+    """Documents of one split (``"train"`` or ``"val"``); ``options`` are :class:`Corpus` fields."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return Corpus(source=source, **options).load_splits()[split]  # type: ignore[arg-type]
