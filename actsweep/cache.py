@@ -110,7 +110,7 @@ def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[
     dtype = token_dtype(tokenizer.n_vocab)
     tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
     try:
-        count, sha256 = _write_tokens(tmp, documents, tokenizer, dtype, meta.get("source", name))
+        count, sha256 = _write_tokens(tmp, documents, tokenizer, dtype, name)
         if count == 0:
             raise ValueError(
                 f"corpus {meta.get('source', name)!r} produced no tokens ({len(documents)} documents); "
@@ -140,10 +140,10 @@ def _writable_dir(directory: Path) -> Path:
 
 
 def _write_tokens(path: Path, documents: Sequence[str], tokenizer: Tokenizer, dtype: np.dtype,
-                  label: str) -> tuple[int, str]:
+                  name: str) -> tuple[int, str]:
     """Stream tokens of ``documents`` to ``path`` chunk by chunk; return (count, sha256)."""
     digest, count = hashlib.sha256(), 0
-    bar = tqdm(total=len(documents), unit="doc", desc=f"tokenizing {label}", file=sys.stderr,
+    bar = tqdm(total=len(documents), unit="doc", desc=f"tokenizing {name}", file=sys.stderr,
                mininterval=1.0, dynamic_ncols=True)
     with open(path, "wb") as f, bar:
         for start in range(0, len(documents), CHUNK_DOCS):

@@ -1,0 +1,270 @@
+"""``TextDataModule``: cached token streams served as deterministic windows.
+
+Training windows are a pure function of (seed, step, rank) — no sampler state to checkpoint — so a
+resumed run continues exactly and an N-process run sees exactly the single-process global batch,
+split N ways. Validation uses a fixed set of evenly spread windows.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from actsweep import cache
+from actsweep.sources import SPLITS, STDLIB, Corpus
+from actsweep.tokenizers import TOKENIZERS, Tokenizer, get_tokenizer
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Tokenized text corpus (see ``actsweep.sources`` for ``source`` forms) for next-token training.
+
+    Args:
+        source: ``python-stdlib``, a local .txt/.jsonl/.parquet file, directory or glob, or a hub name.
+        tokenizer: ``gpt2`` or ``char``.
+        block_size: tokens per input window (each window reads ``block_size + 1`` tokens).
+        batch_size: windows per training step *per process*.
+        val_batch_size: windows per validation batch (default ``batch_size``).
+        val_windows: validation windows, evenly spread over the val split (fewer if fewer fit).
+        probe_windows: validation windows in ``probe_batch()``.
+        seed: seed of the training windows.
+        text_column: column of .jsonl/.parquet/hub sources (default ``text`` / the dataset's own).
+        separator: string ending each document in .txt files.
+        val_source: source of the validation documents (default: split off ``source``).
+        val_fraction: share of documents (or characters) held out for validation.
+        split_by: ``document`` (shuffled, seed 0) or ``char`` (the blog's 90/10 cut of the text).
+        max_documents: cap on training documents; max_val_documents: cap on validation documents.
+        cache_dir: token cache directory (default ``$ACTSWEEP_CACHE_DIR`` or ``~/.cache/actsweep``).
+        pin_memory: pin host batches (only where CUDA is available).
+    """
+
+    def __init__(
+        self,
+        source: str = STDLIB,
+        tokenizer: str = "gpt2",
+        block_size: int = 128,
+        batch_size: int = 32,
+        val_batch_size: int | None = None,
+        val_windows: int = 64,
+        probe_windows: int = 8,
+        seed: int = 1337,
+        text_column: str | None = None,
+        separator: str = "<|endoftext|>",
+        val_source: str | None = None,
+        val_fraction: float = 0.1,
+        split_by: str = "document",
+        max_documents: int | None = None,
+        max_val_documents: int | None = None,
+        cache_dir: str | None = None,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        if tokenizer not in TOKENIZERS:
+            raise ValueError(f"unknown tokenizer {tokenizer!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+        for name, value in (("block_size", block_size), ("batch_size", batch_size),
+                            ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.save_hyperparameters()
+        self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
+                             val_source=val_source, val_fraction=val_fraction, split_by=split_by,
+                             max_documents=max_documents, max_val_documents=max_val_documents)
+        self.tokenizer_name = tokenizer
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.val_windows = val_windows
+        self.probe_windows = probe_windows
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.pin_memory = pin_memory
+        self._arrays: dict[str, cache.TokenArray] | None = None
+        self._train: np.ndarray | None = None
+        self._val: np.ndarray | None = None
+
+    # -- tokens ----------------------------------------------------------------------------------
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer; a char vocabulary comes from the cache metadata (built on first use)."""
+        if self.tokenizer_name == "char":
+            return get_tokenizer(**self._token_arrays()["train"].meta["tokenizer"])
+        return get_tokenizer(self.tokenizer_name)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.n_vocab
+
+    def _cache_name(self, split: str) -> str:
+        """Readable and unique: source stem, tokenizer, split, hash of every corpus option."""
+        key = hashlib.sha256(self.corpus.describe().encode()).hexdigest()[:12]
+        stem = re.sub(r"[^\w.-]+", "_", self.corpus.source.rstrip("/").split("/")[-1])[:40]
+        return f"{stem}-{self.tokenizer_name}-{split}-{key}"
+
+    def _token_arrays(self) -> dict[str, cache.TokenArray]:
+        """Train and val caches, loading (and tokenizing) the corpus at most once, only if needed."""
+        if self._arrays is None:
+            documents = functools.cache(self.corpus.load_splits)
+            tokenizer = functools.cache(lambda: self._new_tokenizer(documents()))
+            self._arrays = {
+                split: cache.load_or_build(
+                    self._cache_name(split), self.corpus.fingerprint(),
+                    functools.partial(self._split_documents, documents, split), tokenizer,
+                    meta={"source": self.corpus.describe(), "split": split}, cache_dir=self.cache_dir,
+                )
+                for split in SPLITS
+            }
+        return self._arrays
+
+    def _new_tokenizer(self, documents: dict[str, list[str]]) -> Tokenizer:
+        return get_tokenizer(self.tokenizer_name, texts=documents["train"] + documents["val"])
+
+    def _split_documents(self, documents: Callable[[], dict[str, list[str]]], split: str) -> list[str]:
+        docs: list[str] = documents()[split]
+        if not docs:
+            raise ValueError(
+                f"the {split} split of {self.corpus.source!r} has no documents; check the path / "
+                "--data.text_column / --data.separator, or for a single-document corpus use "
+                "--data.split_by char (or give --data.val_source)"
+            )
+        return docs
+
+    def prepare_data(self) -> None:
+        """Tokenize and cache train and val (once per machine; later runs only verify)."""
+        self._token_arrays()
+
+    def setup(self, stage: str | None = None) -> None:
+        arrays = self._token_arrays()
+        self._train = np.asarray(arrays["train"].tokens)
+        self._val = np.asarray(arrays["val"].tokens)
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        window = self.block_size + 1
+        for split, tokens in (("train", self._tokens("train")), ("val", self._tokens("val"))):
+            if len(tokens) < window:
+                raise ValueError(
+                    f"the {split} split has {len(tokens)} tokens, fewer than block_size + 1 = {window}; "
+                    "lower --data.block_size or use a larger corpus / --data.val_fraction"
+                )
+        world_size = self._position()[2]
+        if len(self._tokens("train")) < self._train_tokens_needed(world_size):
+            raise self._capacity_error(world_size)
+
+    def _train_tokens_needed(self, world_size: int) -> int:
+        """Tokens for a global batch of distinct windows whatever the shift (up to block_size)."""
+        return self.batch_size * world_size * (self.block_size + 1) + self.block_size
+
+    def _capacity_error(self, world_size: int) -> ValueError:
+        return ValueError(
+            f"the train split has {len(self._tokens('train'))} tokens; {self.batch_size * world_size} "
+            f"distinct windows of {self.block_size + 1} tokens need {self._train_tokens_needed(world_size)}. "
+            "Lower --data.batch_size or --data.block_size, or use a larger corpus"
+        )
+
+    def _tokens(self, split: str) -> np.ndarray:
+        if self._train is None or self._val is None:
+            self.setup()
+        return self._train if split == "train" else self._val  # type: ignore[return-value]
+
+    def _position(self) -> tuple[int, int, int]:
+        """(first batch index, rank, world size) from the attached trainer, else (0, 0, 1).
+
+        Batch index = optimizer steps x accumulation, so a resumed run continues exactly.
+        """
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0, 1
+        return trainer.global_step * trainer.accumulate_grad_batches, trainer.global_rank, trainer.world_size
+
+    # -- windows ---------------------------------------------------------------------------------
+
+    def _gather(self, tokens: np.ndarray, starts: np.ndarray, length: int) -> torch.Tensor:
+        rows = tokens[starts[:, None] + np.arange(length)]
+        return torch.from_numpy(rows.astype(np.int64))
+
+    def train_batch(self, step: int, rank: int = 0, world_size: int = 1) -> Batch:
+        """Batch ``step`` of process ``rank``: rows ``rank::world_size`` of the global batch.
+
+        The global batch (``batch_size * world_size`` windows) is drawn from
+        ``PCG64([seed, step])``: one shift in ``[0, block_size]`` and distinct chunks among the
+        non-overlapping ``block_size + 1``-token chunks after it, so windows never overlap.
+        """
+        tokens, window = self._tokens("train"), self.block_size + 1
+        rng = np.random.Generator(np.random.PCG64([self.seed, step]))
+        shift = int(rng.integers(0, window))
+        n_chunks = (len(tokens) - shift) // window
+        if n_chunks < self.batch_size * world_size:
+            raise self._capacity_error(world_size)
+        chunks = rng.choice(n_chunks, size=self.batch_size * world_size, replace=False)
+        rows = self._gather(tokens, shift + chunks[rank::world_size] * window, window)
+        return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+
+    def val_starts(self) -> np.ndarray:
+        """Start offsets of all validation windows: evenly spread, non-overlapping, fixed."""
+        n_tokens, window = len(self._tokens("val")), self.block_size + 1
+        n = min(self.val_windows, n_tokens // window)
+        return np.arange(n, dtype=np.int64) * (n_tokens - window) // max(n - 1, 1)
+
+    def val_batches(self, rank: int = 0, world_size: int = 1) -> list[Batch]:
+        """Validation batches of process ``rank`` (windows ``rank::world_size``, no padding)."""
+        starts = self.val_starts()[rank::world_size]
+        rows = self._gather(self._tokens("val"), starts, self.block_size + 1)
+        return [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in rows.split(self.val_batch_size)]
+
+    def probe_batch(self, n: int | None = None) -> torch.Tensor:
+        """Inputs of the first ``n`` (default ``probe_windows``) validation windows, (n, block_size)."""
+        starts = self.val_starts()[: n or self.probe_windows]
+        return self._gather(self._tokens("val"), starts, self.block_size)
+
+    # -- loaders ---------------------------------------------------------------------------------
+
+    def _loader(self, dataset: IterableDataset) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, pin_memory=self.pin_memory and torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(_TrainWindows(self))
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(_ValWindows(self))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+
+class _TrainWindows(IterableDataset):
+    """Infinite training batches starting at the trainer's current step (read when iteration starts)."""
+
+    def __init__(self, data: TextDataModule) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[Batch]:
+        step, rank, world_size = self.data._position()
+        while True:
+            yield self.data.train_batch(step, rank, world_size)
+            step += 1
+
+
+class _ValWindows(IterableDataset):
+    """This process' share of the fixed validation windows."""
+
+    def __init__(self, data: TextDataModule) -> None:
+        self.data = data
+
+    def _batches(self) -> Sequence[Batch]:
+        _, rank, world_size = self.data._position()
+        return self.data.val_batches(rank, world_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
