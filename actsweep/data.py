@@ -114,9 +114,10 @@ class TextDataModule(L.LightningDataModule):
         if self._arrays is None:
             documents = functools.cache(self.corpus.load_splits)
             tokenizer = functools.cache(lambda: self._new_tokenizer(documents()))
+            fingerprint = self.corpus.fingerprint()
             self._arrays = {
                 split: cache.load_or_build(
-                    self._cache_name(split), self.corpus.fingerprint(),
+                    self._cache_name(split), fingerprint,
                     functools.partial(self._split_documents, documents, split), tokenizer,
                     meta={"source": self.corpus.describe(), "split": split}, cache_dir=self.cache_dir,
                 )

@@ -12,6 +12,7 @@ Splits are made here too (:class:`Corpus`), deterministically, so the token cach
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -23,6 +24,7 @@ import sysconfig
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -290,9 +292,10 @@ def _read_hub(name: str, split: str, text_column: str | None) -> list[str]:
     import datasets
 
     column = text_column or HUB_DATASETS.get(name, HubDataset("text")).column
-    if not online:  # use the local copy without the library's network retries
-        datasets.config.HF_HUB_OFFLINE = True
-    dataset = datasets.load_dataset(name, split=split, streaming=False)
+    # Offline with a local copy: tell datasets so, or it spends a minute retrying the network.
+    offline = contextlib.nullcontext() if online else mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True)
+    with offline:
+        dataset = datasets.load_dataset(name, split=split, streaming=False)
     if column not in dataset.column_names:
         raise _missing_column(column, dataset.column_names, f"hub dataset {name!r}")
     return list(dataset[column])

@@ -31,6 +31,7 @@ from actsweep.tokenizers import (
 TINYSTORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"
 RAW_TXT = TINYSTORIES / "TinyStories-train.head2MiB.raw.txt"
 STORIES_JSONL = TINYSTORIES / "TinyStories-train.head.stories.jsonl"
+REAL_HUB_PROBE = sources.hub_reachable
 needs_tinystories = pytest.mark.skipif(not RAW_TXT.exists(), reason="shared TinyStories sample absent")
 TEXT = "Hello world!  It's 3.14 — “quotes” 日本語\n\n  def f(x):\n\treturn x   \n"
 
@@ -41,6 +42,13 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=2.0: False)
+
+
+def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_network(*args, **kwargs):
+        raise AssertionError("this test must not touch the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
 
 
 @pytest.fixture()
@@ -66,10 +74,7 @@ def char_module(corpus: Path, tmp_path: Path, **kwargs) -> TextDataModule:
 def test_gpt2_offline_matches_independent_bpe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
 
-    def no_network(*args, **kwargs):
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
+    block_network(monkeypatch)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # no earlier cached copy can help
     gpt2_encoding.cache_clear()
     tok = get_tokenizer("gpt2")
@@ -292,6 +297,11 @@ def test_hub_name_offline_fails_fast_pointing_to_local_files(tmp_path: Path) -> 
     assert time.perf_counter() - start < 5
 
 
+def test_hub_probe_honours_offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    block_network(monkeypatch)
+    assert REAL_HUB_PROBE() is False
+
+
 def test_block_size_too_large(jsonl_corpus: Path, tmp_path: Path) -> None:
     dm = char_module(jsonl_corpus, tmp_path, block_size=100_000)
     with pytest.raises(ValueError, match=r"split has \d+ tokens.*lower --data.block_size"):
@@ -363,6 +373,7 @@ def test_validation_windows_fixed_and_partitioned(jsonl_corpus: Path, tmp_path: 
     np.testing.assert_array_equal(starts, char_module(jsonl_corpus, tmp_path, val_windows=10).val_starts())
 
     batches = list(dm.val_dataloader())
+    assert len(dm.val_dataloader()) == len(batches)
     assert [len(x) for x, _ in batches] == [3, 3, 3, 1]
     xs = torch.cat([x for x, _ in batches])
     ys = torch.cat([y for _, y in batches])
