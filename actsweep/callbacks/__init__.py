@@ -1,0 +1,27 @@
+"""Statistics callbacks; enable them from a LightningCLI config under `trainer.callbacks`.
+
+Each works only on the steps where Lightning logs scalars, with one host transfer per step.
+"""
+
+from .divergence import DivergenceGuard
+from .entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, head_entropy, probe_entropy
+from .ffn import FFNStats
+from .gradients import GradNorms
+from .slopes import SlopeMonitor
+from .status import read_status, write_status
+from .throughput import ThroughputMonitor
+
+__all__ = [
+    "AttentionEntropy",
+    "DivergenceGuard",
+    "FFNStats",
+    "GradNorms",
+    "SlopeMonitor",
+    "ThroughputMonitor",
+    "causal_uniform_entropy",
+    "entropy_bands",
+    "head_entropy",
+    "probe_entropy",
+    "read_status",
+    "write_status",
+]

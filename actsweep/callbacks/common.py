@@ -1,0 +1,116 @@
+"""Plumbing shared by the statistics callbacks: when to work, how to reduce, how to log.
+
+Every statistic follows one rule: work only on the steps where Lightning itself logs scalars, keep
+everything on the device until then, reduce across processes with one collective, and cross to the
+host with one transfer per callback and step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Mapping
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
+
+from ..hooks import select
+
+_REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
+
+
+def is_logging_step(trainer: L.Trainer) -> bool:
+    """Whether Lightning logs scalars at this step; the only training steps on which statistics work."""
+    return trainer._logger_connector.should_update_logs
+
+
+def logger_step(trainer: L.Trainer) -> int:
+    """The x-axis value Lightning gives this step's scalars, so our tags line up with `train/loss`."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def layer_index(name: str) -> int:
+    """Layer number of a dotted module or parameter name such as `blocks.3.mlp.hook_act`."""
+    match = re.match(r"blocks\.(\d+)\.", name)
+    if match is None:
+        raise ValueError(f"{name!r} is not inside `blocks.<i>`")
+    return int(match.group(1))
+
+
+def count_dtype(device: torch.device) -> torch.dtype:
+    """Float64 keeps token counts exact far beyond 2**24; MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce over the default process group (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=getattr(dist.ReduceOp, _REDUCE_OPS[op]))
+    return tensor
+
+
+def reduce_sums(*parts: torch.Tensor) -> list[torch.Tensor]:
+    """Sum several tensors across processes with ONE collective; returns them in their shapes."""
+    flat = all_reduce_(torch.cat([p.reshape(-1).to(parts[0].dtype) for p in parts]))
+    return [chunk.view_as(p) for chunk, p in zip(flat.split([p.numel() for p in parts]), parts)]
+
+
+def per_layer(tag: str, values: torch.Tensor, mean: bool = True) -> dict[str, torch.Tensor]:
+    """`{tag}/layer_{i}` for each layer's value and, with `mean`, `{tag}` for the mean over layers."""
+    tags = {f"{tag}/layer_{i}": v for i, v in enumerate(values)}
+    return {tag: values.mean(), **tags} if mean else tags
+
+
+def publish(trainer: L.Trainer, metrics: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Move a callback's scalars to the host in ONE transfer and hand them straight to every logger.
+
+    Straight to the loggers (not `self.log`), because `self.log` would copy host floats back to the
+    device and sync once per metric when Lightning converts them."""
+    if not metrics:
+        return {}
+    values = torch.stack([v.detach().reshape(()).float() for v in metrics.values()]).tolist()
+    scalars = dict(zip(metrics, values))
+    step = logger_step(trainer)
+    for logger in trainer.loggers:
+        logger.log_metrics(scalars, step=step)
+    return scalars
+
+
+def tensorboard(trainer: L.Trainer):
+    """The SummaryWriter of the first TensorBoard logger on rank 0, for images and histograms; else None."""
+    if not trainer.is_global_zero:
+        return None
+    return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class ArmedHooks:
+    """Forward hooks registered once (before `torch.compile` traces the model) whose bodies return at
+    once unless armed, so that steps without statistics pay one attribute check per hook point."""
+
+    def __init__(self) -> None:
+        self.armed: str | None = None  # what the hooks are collecting for: e.g. "train", "val"
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def register(self, model: nn.Module, pattern: str, fn: Callable[[torch.Tensor, int], None]) -> None:
+        """Call `fn(output.detach(), layer)` at every hook point matching `pattern` while armed."""
+        for name, point in select(model, pattern).items():
+            self._handles.append(point.register_forward_hook(self._body(fn, layer_index(name))))
+
+    def _body(self, fn: Callable[[torch.Tensor, int], None], layer: int):
+        def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+            if self.armed:
+                fn(output.detach(), layer)
+
+        return hook
+
+    @property
+    def registered(self) -> bool:
+        return bool(self._handles)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.armed = None

@@ -1,0 +1,128 @@
+"""Stop a run at a non-finite training loss, never checkpoint the diverged state, record its status.
+
+Each step folds "is the loss finite?" into a device-side first-bad-step tensor with pure tensor ops
+(no host sync). The flag is read only where it matters: on logging steps, and wherever a
+`ModelCheckpoint` may save (its step or time trigger, validation end, epoch end, train end; there the
+weights are checked too). Lightning moves checkpoint callbacks to the end of the list, so this
+callback's hooks run before their saves; on divergence it sets `trainer.should_stop` and takes the
+checkpoint callbacks out of `trainer.callbacks`, so the last checkpoint on disk stays the last good
+one. It also owns the run's `status.json` (see `status.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from .common import all_reduce_, is_logging_step, logger_step
+from .status import write_status
+
+_NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across processes finds the first
+
+
+def checkpoint_due(trainer: L.Trainer) -> bool:
+    """Whether a `ModelCheckpoint` may save at this training batch end (its step or time trigger)."""
+    return any(
+        cb._train_time_interval is not None
+        or (cb._every_n_train_steps >= 1 and trainer.global_step % cb._every_n_train_steps == 0)
+        for cb in trainer.callbacks
+        if isinstance(cb, ModelCheckpoint)
+    )
+
+
+def weights_finite(model: nn.Module) -> torch.Tensor:
+    """Device bool: every parameter is finite (one foreach norm; a NaN or inf makes its norm non-finite)."""
+    return torch.stack(torch._foreach_norm(list(model.parameters()), 2, dtype=torch.float32)).isfinite().all()
+
+
+class DivergenceGuard(Callback):
+    """Stops the run at the first non-finite training loss and writes `status.json` to `trainer.log_dir`.
+
+    Statuses: "running" at fit start, "finished" at fit end, "diverged" (with the first non-finite
+    step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C). Under
+    DDP the flag is reduced across processes (all stop together); rank 0 writes the file.
+
+    Args:
+        val_metric: the logged metric recorded as `val_loss` (the latest finite value).
+    """
+
+    def __init__(self, val_metric: str = "val/loss") -> None:
+        self.val_metric = val_metric
+        self.diverged_at: int | None = None
+        self.checks = 0  # host reads of the flag
+        self.held_checkpoints: list[Checkpoint] = []  # checkpoint callbacks taken out on divergence
+        self._first_bad: torch.Tensor | None = None
+        self._log_dir: str | None = None
+        self._val_loss: float | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._log_dir = trainer.log_dir  # a collective under DDP: every process asks here
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._first_bad = torch.full((), _NEVER, dtype=torch.int64, device=pl_module.device)
+        self.diverged_at, self._val_loss = None, None
+        self._write(trainer, "running", trainer.global_step)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor):
+            bad = ~torch.isfinite(loss.detach()).all()
+            self._first_bad = torch.where(bad, self._first_bad.clamp(max=logger_step(trainer)), self._first_bad)
+        due = checkpoint_due(trainer)
+        if due or is_logging_step(trainer):
+            self._check(trainer, pl_module, weights=due)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self._first_bad is None:
+            return
+        value = trainer.callback_metrics.get(self.val_metric)
+        if value is not None and math.isfinite(float(value)):
+            self._val_loss = float(value)
+        self._check(trainer, pl_module, weights=True)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module, weights=True)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module, weights=True)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.diverged_at is None:
+            self._write(trainer, "finished", trainer.global_step)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if self.diverged_at is not None:
+            return
+        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "crashed"
+        self._write(trainer, status, trainer.global_step, f"{type(exception).__name__}: {exception}")
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, weights: bool) -> None:
+        """Read the flag (one collective, one transfer); on divergence stop and hold back checkpoints."""
+        if self.diverged_at is not None or self._first_bad is None:
+            return
+        self.checks += 1
+        flags = [self._first_bad]
+        if weights:
+            flags.append(torch.where(weights_finite(pl_module), _NEVER, logger_step(trainer)))
+        first = all_reduce_(torch.stack(flags), "min").tolist()
+        if min(first) == _NEVER:
+            return
+        self.diverged_at = min(first)
+        what = "training loss" if first[0] == self.diverged_at else "weights"
+        trainer.should_stop = True
+        self.held_checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, Checkpoint)]
+        trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, Checkpoint)]
+        reason = f"non-finite {what} at step {self.diverged_at}"
+        rank_zero_warn(f"DivergenceGuard: {reason}; stopping, no checkpoint of this state is saved")
+        self._write(trainer, "diverged", self.diverged_at, reason)
+
+    def _write(self, trainer: L.Trainer, status: str, step: int, reason: str = "") -> None:
+        if trainer.is_global_zero and self._log_dir is not None:
+            write_status(self._log_dir, status, step, reason, self._val_loss)

@@ -1,0 +1,176 @@
+"""Attention entropy per layer and head on a fixed probe batch (ReLU's Revival's "entropic overload").
+
+Training keeps `scaled_dot_product_attention`; this probe is the only place that builds attention
+probabilities. Hooks on each layer's q and k turn that layer into its per-head entropy as soon as its
+k arrives, so only one layer's (B, H, T, T) scores exist at a time. Entropy of a query row with scores
+s is logsumexp(s) - sum softmax(s) * s in nats (masked entries contribute 0; no `p + eps`).
+
+The functions here are plain and importable from a notebook: `head_entropy`, `probe_entropy`,
+`entropy_bands`, `causal_uniform_entropy`, `heatmap_image`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from .common import ArmedHooks, logger_step, per_layer, publish, tensorboard
+
+N_BANDS = 4
+
+
+def causal_uniform_entropy(T: int) -> float:
+    """Mean entropy of a perfectly uniform causal head over T queries: mean of ln(t), t=1..T = ln(T!)/T."""
+    return math.lgamma(T + 1) / T
+
+
+def head_entropy(q: torch.Tensor, k: torch.Tensor, reduce_batch: bool = True) -> torch.Tensor:
+    """Entropy (nats) of causal softmax(q kᵀ / sqrt(d)) per head, averaged over query positions.
+
+    q, k: (B, H, T, d). Returns (H,), or (B, H) without `reduce_batch`. Scores are built in fp32."""
+    T, d = q.shape[-2], q.shape[-1]
+    s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(d)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    s = s.masked_fill(~causal, float("-inf"))
+    p = torch.softmax(s, dim=-1)
+    expected = (p * s.masked_fill(~causal, 0.0)).sum(-1)  # masked: p = 0 and s = -inf, so 0 by definition
+    entropy = (torch.logsumexp(s, dim=-1) - expected).mean(-1)
+    return entropy.mean(0) if reduce_batch else entropy
+
+
+def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tensor:
+    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive)."""
+    band = (values.flatten().float() / top * N_BANDS).floor().clamp(0, N_BANDS - 1).long()
+    return torch.bincount(band, minlength=N_BANDS).float() / band.numel()
+
+
+class EntropyProbe:
+    """q/k hooks on every layer that, while armed, reduce each layer to its (H,) head entropies.
+
+    Register once, before `torch.compile`, and call `run` for each probe."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.hooks = ArmedHooks()
+        self.hooks.register(model, "blocks.*.attn.hook_q", self._on_q)
+        self.hooks.register(model, "blocks.*.attn.hook_k", self._on_k)
+        self._q: torch.Tensor | None = None
+        self._rows: dict[int, torch.Tensor] = {}
+
+    def _on_q(self, q: torch.Tensor, layer: int) -> None:
+        self._q = q
+
+    def _on_k(self, k: torch.Tensor, layer: int) -> None:
+        self._rows[layer] = head_entropy(self._q, k)
+        self._q = None  # this layer's q goes before the next layer's scores are built
+
+    def run(self, model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+        """(n_layer, n_head) entropies of `model` on `idx` in eval mode; the mode is restored."""
+        was_training = model.training
+        model.eval()
+        self.hooks.armed = "probe"
+        try:
+            with torch.no_grad():
+                model(idx)
+            return torch.stack([self._rows[i] for i in sorted(self._rows)])
+        finally:
+            self.hooks.armed = None
+            self._rows.clear()
+            model.train(was_training)
+
+    def remove(self) -> None:
+        self.hooks.remove()
+
+
+def probe_entropy(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """(n_layer, n_head) head entropies of `model` on token ids `idx` (B, T), for notebooks."""
+    probe = EntropyProbe(model)
+    try:
+        return probe.run(model, idx)
+    finally:
+        probe.remove()
+
+
+def entropy_metrics(ent: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
+    """Scalar tags of an (L, H) entropy matrix: means, every head, and both band definitions."""
+    metrics = per_layer("attn/entropy", ent.mean(1))
+    metrics.update({f"attn/head_entropy/layer_{i}/head_{j}": ent[i, j] for i in range(ent.shape[0]) for j in range(ent.shape[1])})
+    for name, top in (("band_max", ent.max()), ("band_uniform", causal_uniform_entropy(T))):
+        metrics.update({f"attn/{name}/{b}": share for b, share in enumerate(entropy_bands(ent, top))})
+    return metrics
+
+
+def heatmap_image(ent: torch.Tensor, top: float, cell: int = 16) -> torch.Tensor:
+    """(3, L*cell, H*cell) uint8 viridis image of an (L, H) matrix on the fixed scale [0, top], so
+    colours compare across runs; layers run down, heads across."""
+    from matplotlib import colormaps
+
+    lut = torch.from_numpy(colormaps["viridis"](torch.linspace(0, 1, 256).numpy())[:, :3]).float()
+    level = (ent.float().cpu() / top).clamp(0, 1).mul(255).round().long()
+    rgb = lut[level].permute(2, 0, 1).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
+    return rgb.mul(255).round().to(torch.uint8)
+
+
+class AttentionEntropy(Callback):
+    """Head entropies on `trainer.datamodule.probe_batch()` at each validation epoch end and,
+    optionally, every `every_n_train_steps` optimizer steps.
+
+    Under DDP the probe runs identically on every process (same weights, same batch: no collective,
+    and FSDP's forward needs every rank anyway); rank 0 logs.
+
+    Args:
+        every_n_train_steps: also probe during training at this interval (0: validation only).
+        probe_windows: windows asked of `probe_batch(n)` (None: the data module's default).
+    """
+
+    def __init__(self, every_n_train_steps: int = 0, probe_windows: int | None = None) -> None:
+        self.every_n_train_steps, self.probe_windows = every_n_train_steps, probe_windows
+        self.computations = 0
+        self._probe: EntropyProbe | None = None
+        self._idx: torch.Tensor | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._probe is None:
+            self._probe = EntropyProbe(pl_module.model)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._probe is not None:
+            self._probe.remove()
+            self._probe = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._run(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        n = self.every_n_train_steps
+        if n > 0 and trainer.global_step % n == 0:
+            self._run(trainer, pl_module)
+
+    def _probe_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor | None:
+        if self._idx is None:
+            datamodule = getattr(trainer, "datamodule", None)
+            if not hasattr(datamodule, "probe_batch"):
+                rank_zero_warn("AttentionEntropy needs a data module with `probe_batch()`; skipping the probe")
+                return None
+            self._idx = datamodule.probe_batch(self.probe_windows).to(pl_module.device)
+        return self._idx
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        idx = self._probe_ids(trainer, pl_module)
+        if idx is None:
+            return
+        self.computations += 1
+        with trainer.precision_plugin.forward_context():  # q and k as training computes them
+            ent = self._probe.run(pl_module.model, idx).cpu()  # the one transfer
+        T = idx.shape[1]
+        publish(trainer, entropy_metrics(ent, T))
+        writer = tensorboard(trainer)
+        if writer is not None:
+            step = logger_step(trainer)
+            writer.add_image("attn/entropy_heatmap", heatmap_image(ent, causal_uniform_entropy(T)), step)
+            writer.add_histogram("attn/head_entropy", ent.flatten(), step)

@@ -1,0 +1,131 @@
+"""FFN activation statistics and residual-stream RMS.
+
+Training logging steps: `ffn/inactive_frac` (share of activation outputs <= 0, the blog's "Dead %"),
+`ffn/act_mean`, `resid/rms/layer_{i}`. Each validation epoch: `ffn/dead_units`, the share of hidden
+units never > 0 over all validation windows (Voita et al.). The pure functions below are what the
+callback runs; sums are reduced across processes so that DDP equals one process on the global batch.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from .common import ArmedHooks, all_reduce_, count_dtype, is_logging_step, per_layer, publish, reduce_sums
+
+
+def activation_sums(act: torch.Tensor) -> torch.Tensor:
+    """[number of outputs <= 0, sum of outputs, number of outputs] of one layer's activations."""
+    dtype = count_dtype(act.device)
+    n = torch.full((), act.numel(), dtype=dtype, device=act.device)  # a fill, not a host copy
+    return torch.stack([(act <= 0).sum().to(dtype), act.float().sum().to(dtype), n])
+
+
+def square_sums(x: torch.Tensor) -> torch.Tensor:
+    """[sum of squares, number of elements] of a residual stream: the parts of its RMS."""
+    dtype = count_dtype(x.device)
+    n = torch.full((), x.numel(), dtype=dtype, device=x.device)
+    return torch.stack([x.float().square().sum().to(dtype), n])
+
+
+def fired_units(act: torch.Tensor, fired: torch.Tensor | None = None) -> torch.Tensor:
+    """Per hidden unit, whether it was > 0 anywhere in `act` (..., hidden) or already in `fired`."""
+    now = (act > 0).reshape(-1, act.shape[-1]).any(0)
+    return now if fired is None else fired | now
+
+
+def ffn_summary(act_sums: torch.Tensor, sq_sums: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-layer inactive share, activation mean and residual RMS from (L, 3) and (L, 2) sums,
+    summed over processes first (one collective) so they are global-batch statistics."""
+    act_sums, sq_sums = reduce_sums(act_sums, sq_sums)
+    return {
+        "inactive_frac": (act_sums[:, 0] / act_sums[:, 2]).float(),
+        "act_mean": (act_sums[:, 1] / act_sums[:, 2]).float(),
+        "rms": (sq_sums[:, 0] / sq_sums[:, 1]).sqrt().float(),
+    }
+
+
+def dead_unit_share(fired: torch.Tensor) -> torch.Tensor:
+    """Share of units never > 0 per layer, from (L, hidden) "ever fired" masks of every process."""
+    fired = all_reduce_(fired.to(torch.int32), "max")  # any() across processes
+    return 1.0 - fired.float().mean(1)
+
+
+class FFNStats(Callback):
+    """FFN inactive share and activation mean, residual RMS, and dead units per validation epoch.
+
+    Args:
+        dead_units: collect per-unit "ever > 0" masks during validation and log `ffn/dead_units`.
+        residual: log the residual-stream RMS after each block (`resid/rms/layer_{i}`).
+    """
+
+    def __init__(self, dead_units: bool = True, residual: bool = True) -> None:
+        self.dead_units, self.residual = dead_units, residual
+        self.computations = 0  # statistic computations (training logging steps + validation epochs)
+        self._hooks = ArmedHooks()
+        self._acts: dict[int, torch.Tensor] = {}
+        self._resid: dict[int, torch.Tensor] = {}
+        self._fired: dict[int, torch.Tensor] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._hooks.registered:
+            return
+        model = pl_module.model
+        self._hooks.register(model, "blocks.*.mlp.hook_act", self._on_act)
+        if self.residual:
+            self._hooks.register(model, "blocks.*.hook_resid", self._on_resid)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._hooks.remove()
+
+    def _on_act(self, act: torch.Tensor, layer: int) -> None:
+        if self._hooks.armed == "train":
+            self._acts[layer] = activation_sums(act)
+        else:
+            self._fired[layer] = fired_units(act, self._fired.get(layer))
+
+    def _on_resid(self, x: torch.Tensor, layer: int) -> None:
+        if self._hooks.armed == "train":
+            self._resid[layer] = square_sums(x)
+
+    # -- training: logging steps only ---------------------------------------------------------
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if is_logging_step(trainer):
+            self._hooks.armed = "train"
+            self.computations += 1
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self._hooks.armed != "train":
+            return
+        self._hooks.armed = None
+        acts = torch.stack([self._acts[i] for i in sorted(self._acts)])
+        sq = torch.stack([self._resid[i] for i in sorted(self._resid)]) if self._resid else acts.new_zeros(0, 2)
+        self._acts.clear()
+        self._resid.clear()
+        stats = ffn_summary(acts, sq)
+        metrics = {**per_layer("ffn/inactive_frac", stats["inactive_frac"]), **per_layer("ffn/act_mean", stats["act_mean"])}
+        if self.residual:
+            metrics.update(per_layer("resid/rms", stats["rms"], mean=False))
+        publish(trainer, metrics)
+
+    # -- validation: dead units over every window -----------------------------------------------
+
+    def _collecting_dead_units(self, trainer: L.Trainer) -> bool:
+        return self.dead_units and not trainer.sanity_checking
+
+    def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._collecting_dead_units(trainer):
+            self._hooks.armed = "val"
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._hooks.armed = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._collecting_dead_units(trainer) or not self._fired:
+            return
+        self.computations += 1
+        fired = torch.stack([self._fired[i] for i in sorted(self._fired)])
+        self._fired.clear()
+        publish(trainer, per_layer("ffn/dead_units", dead_unit_share(fired)))

@@ -1,0 +1,65 @@
+"""Gradient L2 norms, total and per block, before clipping and after AMP unscaling.
+
+Lightning calls `on_before_optimizer_step` after unscaling and before clipping, which is exactly the
+"grad norm" the blog reports. Under DDP the gradients are already averaged across processes, so the
+norm needs no further reduction (FSDP's sharded gradients are not supported).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from .common import is_logging_step, layer_index, publish
+
+
+def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Parameters by group: `block_{i}` per transformer block, `embeddings`, `slopes` (a global
+    learnable slope) and `head` (final norm and LM head). Tied weights count once, as embeddings."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if name.startswith("blocks."):
+            key = f"block_{layer_index(name)}"
+        elif name.startswith(("wte.", "wpe.")):
+            key = "embeddings"
+        elif name.startswith("slopes."):
+            key = "slopes"
+        else:
+            key = "head"
+        groups.setdefault(key, []).append(p)
+    return groups
+
+
+def grad_norms(groups: Mapping[str, Sequence[torch.Tensor]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total L2 norm of all gradients and the norm of each group, with one foreach norm per group.
+
+    Groups without gradients are left out; the total is the norm of the group norms."""
+    norms: dict[str, torch.Tensor] = {}
+    for key, params in groups.items():
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            norms[key] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)))
+    total = torch.linalg.vector_norm(torch.stack(list(norms.values()))) if norms else torch.zeros(())
+    return total, norms
+
+
+class GradNorms(Callback):
+    """Logs `grad/norm` (total) and `grad/norm/{block_i,embeddings,head,slopes}` on logging steps."""
+
+    def __init__(self) -> None:
+        self.computations = 0
+        self._groups: dict[str, list[nn.Parameter]] = {}
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._groups = parameter_groups(pl_module.model)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        if not is_logging_step(trainer):
+            return
+        self.computations += 1
+        total, norms = grad_norms(self._groups)
+        publish(trainer, {"grad/norm": total, **{f"grad/norm/{k}": v for k, v in norms.items()}})

@@ -1,0 +1,48 @@
+"""Learnable leaky-ReLU slopes over time (ReLU's Revival: they converge to ~0).
+
+Tags: `slope/global` (one slope for the whole model), `slope/layer_{i}` (one per layer), and for one
+slope per hidden unit `slope/layer_{i}/mean` and `slope/layer_{i}/std` (population spread).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from ..activations import is_slope
+from .common import is_logging_step, layer_index, publish
+
+
+def slope_metrics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Tag -> device scalar for every learnable slope of `model`; empty for a model without any."""
+    metrics: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():  # a shared global slope is listed once, as slopes.shared
+        if not is_slope(name):
+            continue
+        value = p.detach()
+        if not name.startswith("blocks."):
+            metrics["slope/global"] = value
+        elif value.numel() == 1:
+            metrics[f"slope/layer_{layer_index(name)}"] = value
+        else:
+            std, mean = torch.std_mean(value.float(), correction=0)
+            metrics.update({f"slope/layer_{layer_index(name)}/mean": mean, f"slope/layer_{layer_index(name)}/std": std})
+    return metrics
+
+
+class SlopeMonitor(Callback):
+    """Logs every learnable slope, after the optimizer step, on logging steps; silent without slopes."""
+
+    def __init__(self) -> None:
+        self.computations = 0
+        self._has_slopes = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._has_slopes = any(is_slope(name) for name, _ in pl_module.model.named_parameters())
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if self._has_slopes and is_logging_step(trainer):
+            self.computations += 1
+            publish(trainer, slope_metrics(pl_module.model))

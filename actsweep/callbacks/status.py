@@ -1,0 +1,49 @@
+"""The run's `status.json` in its log folder: what a sweep runner reads to skip, resume or record a run.
+
+Contract: `{"status": "running" | "finished" | "diverged" | "crashed" | "interrupted", "step": int,
+"reason": str, "val_loss": float | null, "time": ISO-8601 UTC}`. Written atomically (a temporary file
+renamed over the old one), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+STATUS_FILE = "status.json"
+STATUSES = ("running", "finished", "diverged", "crashed", "interrupted")
+
+
+def write_status(log_dir: str | os.PathLike, status: str, step: int, reason: str = "", val_loss: float | None = None) -> dict:
+    """Atomically replace `log_dir/status.json`; returns what was written."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}; choose one of {', '.join(STATUSES)}")
+    record = {
+        "status": status,
+        "step": int(step),
+        "reason": reason,
+        "val_loss": val_loss,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    folder = Path(log_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{STATUS_FILE}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, folder / STATUS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return record
+
+
+def read_status(log_dir: str | os.PathLike) -> dict | None:
+    """The run's status record, or None when the run never wrote one (or it is unreadable)."""
+    try:
+        return json.loads((Path(log_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None

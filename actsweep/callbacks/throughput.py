@@ -1,0 +1,50 @@
+"""Tokens per second and model FLOP utilisation without a device sync of its own.
+
+Lightning's `ThroughputMonitor` calls `torch.cuda.synchronize` every step. Here the clock is read on
+logging steps only: the host cannot run ahead of the device by more than a few steps, and logging
+steps sync anyway (Lightning turns `train/loss` into a float), so the wall time between two logging
+steps is the device's time for the steps in between.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.throughput import get_available_flops
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
+
+from .common import is_logging_step, publish
+
+
+class ThroughputMonitor(Callback):
+    """Logs `perf/tokens_per_sec` (all processes) and, where the device's peak FLOP/s is known
+    (CUDA, TPU), `perf/mfu` from `pl_module.model.flops_per_token()`, on logging steps."""
+
+    def __init__(self) -> None:
+        self.computations = 0
+        self._peak_flops: float | None = None
+        self._last: tuple[int, float] | None = None  # (global step, clock) at the last logging step
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = None
+        device = pl_module.device
+        if device.type in ("cuda", "xla"):
+            peak = get_available_flops(device, _plugin_to_compute_dtype(trainer.precision_plugin))
+            self._peak_flops = None if peak is None else float(peak) * trainer.world_size
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
+        if not is_logging_step(trainer):
+            return
+        now, step = time.perf_counter(), trainer.global_step
+        if self._last is not None and step > self._last[0]:
+            self.computations += 1
+            tokens = (step - self._last[0]) * batch[0].numel() * trainer.world_size
+            rate = tokens / (now - self._last[1])
+            metrics = {"perf/tokens_per_sec": torch.tensor(rate)}
+            if self._peak_flops:
+                metrics["perf/mfu"] = torch.tensor(rate * pl_module.model.flops_per_token() / self._peak_flops)
+            publish(trainer, metrics)
+        self._last = (step, now)
