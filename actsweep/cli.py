@@ -29,7 +29,14 @@ def run_cli(args: list[str] | None = None) -> ActSweepCLI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    """Entry point; `argv=None` reads the command line (LightningCLI warns if given both).
+
+    `sweep` and `report` are the runner's own argparse commands; everything else is LightningCLI's."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["sweep"], ["report"]):
+        from . import report, sweep
+
+        sys.exit({"sweep": sweep.main, "report": report.main}[args[0]](args[1:]))
     run_cli(argv)
 
 

@@ -1,0 +1,379 @@
+"""`actsweep sweep SWEEP.yaml`: expand a grid into runs, run each as its own `fit`, resume them.
+
+A sweep file (YAML)::
+
+    name: quickstart                 # folder under --root (default lightning_logs/sweeps)
+    base: configs/quickstart.yaml    # fit config; a relative path is relative to the working directory
+    grid:                            # dotted fit overrides, full cartesian product ...
+      model.activation: [relu, gelu]
+      model.norm: [layernorm, none]
+    # ... or a list of such mappings: the union of their products (e.g. extra variants)
+    seeds: [0, 1]
+    fixed: {trainer.max_steps: 300}  # optional: overrides applied to every run
+    study: blog                      # optional: blog | revival, published numbers in the report
+    labels:                          # optional: a display name for the runs matching some values
+      SM+LN+G: {model.norm: layernorm, model.activation: gelu}
+
+Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
+The run's state is its `status.json` (written by the status callback; by the runner when the process
+died without a final word) and its `checkpoints/last.ckpt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .callbacks.status import read_status, write_status
+from .published import STUDIES
+from .tblog import read_scalars
+
+KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False}
+DONE = ("finished", "diverged")  # a diverged run is a result: never retried
+HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ffn/dead_units", "ffn/act_mean",
+                   "grad/norm", "attn/band_max/3", "attn/band_uniform/3", "slope/global")
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be run; the message says what to change."""
+
+
+def number_or_text(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as text; a learning rate should be a number."""
+    if isinstance(value, str) and NUMBER.fullmatch(value):
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    return value
+
+
+def short(value: Any) -> str:
+    """Short, filesystem-safe text of a value: 0.001 -> 1e-3, 0.5 -> 0.5, [relu, gelu] -> relu-gelu."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        mantissa, exponent = f"{value:.12e}".split("e")
+        sci = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+        plain = f"{value:.12f}".rstrip("0").rstrip(".")
+        text = sci if len(sci) < len(plain) else plain
+    elif isinstance(value, (list, tuple)):
+        text = "-".join(short(v) for v in value)
+    else:
+        text = str(value)
+    return re.sub(r"[^\w.+-]", "_", text)
+
+
+def cli_value(value: Any) -> str:
+    """The text that LightningCLI parses back into `value`."""
+    if isinstance(value, (list, dict, bool)) or value is None:
+        return json.dumps(value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str
+    overrides: dict[str, Any]  # the grid's values for this run, by dotted key
+    seed: int
+    label: str | None = None
+    index: int = 0  # position in the sweep: the report's row order
+
+    @property
+    def config(self) -> str:
+        """The run's name without its seed: the row it belongs to in the report."""
+        return self.name.rsplit(",seed=", 1)[0]
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: Path
+    grid: list[dict[str, list[Any]]]
+    seeds: list[int]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    study: str | None = None
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def runs(self) -> list[Run]:
+        """Every grid point × seed, in file order; names are unique and depend only on the values."""
+        keys = list(dict.fromkeys(k for part in self.grid for k in part))
+        names = short_keys(keys)
+        runs, seen = [], set()
+        for part in self.grid:
+            for values in itertools.product(*part.values()):
+                overrides = dict(zip(part, values))
+                config = ",".join(f"{names[k]}={short(v)}" for k, v in overrides.items())
+                for seed in self.seeds:
+                    run = Run(f"{config},seed={seed}", overrides, seed, self.label_of(overrides), len(runs))
+                    if run.name in seen:
+                        raise SweepError(f"two runs are both named {run.name!r}: the grid repeats a point")
+                    seen.add(run.name)
+                    runs.append(run)
+        return runs
+
+    def label_of(self, overrides: dict[str, Any]) -> str | None:
+        for label, match in self.labels.items():
+            if all(k in overrides and overrides[k] == number_or_text(v) for k, v in match.items()):
+                return label
+        return None
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """`model.lr` -> `lr`, unless two keys end alike; then both keep their dotted path."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and validate a sweep file; every problem is a `SweepError` naming the key at fault."""
+    path = Path(path)
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SweepError(f"cannot read sweep file {path}: {err}") from err
+    allowed = ", ".join(KEYS)
+    if not isinstance(spec, dict):
+        raise SweepError(f"{path}: a sweep file is a mapping with keys {allowed}")
+    for key in spec:
+        if key not in KEYS:
+            raise SweepError(f"{path}: unknown key {key!r}; allowed keys: {allowed}")
+    for key, required in KEYS.items():
+        if required and not spec.get(key):
+            raise SweepError(f"{path}: {key!r} is missing or empty; allowed keys: {allowed}")
+    parts = spec["grid"] if isinstance(spec["grid"], list) else [spec["grid"]]
+    grid = []
+    for part in parts:
+        if not isinstance(part, dict) or not part or not all(isinstance(v, list) and v for v in part.values()):
+            raise SweepError(f"{path}: 'grid' maps dotted keys to non-empty lists of values, got {part!r}")
+        grid.append({k: [number_or_text(v) for v in values] for k, values in part.items()})
+    if not all(isinstance(s, int) for s in spec["seeds"]) or not isinstance(spec["seeds"], list):
+        raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
+    study = spec.get("study")
+    if study is not None and study not in STUDIES:
+        raise SweepError(f"{path}: unknown 'study' {study!r}; choose one of {', '.join(STUDIES)}")
+    base = Path(spec["base"])
+    if not base.is_file():
+        raise SweepError(f"{path}: 'base' {base} is not a file (relative paths are from the working directory)")
+    if not re.fullmatch(r"[\w.+-]+", str(spec["name"])):
+        raise SweepError(f"{path}: 'name' {spec['name']!r} must be a plain folder name")
+    fixed = {k: number_or_text(v) for k, v in (spec.get("fixed") or {}).items()}
+    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {})
+    sweep.runs()  # name clashes are file errors too
+    return sweep
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
+    args = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(sweep.base)]
+    for key, value in {**sweep.fixed, **run.overrides}.items():
+        args += [f"--{key}", cli_value(value)]
+    args += [
+        "--seed_everything", str(run.seed),
+        "--trainer.logger.save_dir", str(root),
+        "--trainer.logger.name", sweep.name,
+        "--trainer.logger.version", run.name,
+        # No placeholder hparams at start: the runner writes the real ones when the run is done.
+        "--trainer.logger.default_hp_metric", "false",
+    ]
+    return args + (["--ckpt_path", str(resume)] if resume else [])
+
+
+def plan(run_dir: Path) -> tuple[str, Path | None]:
+    """What to do with a run: ("skip", None), ("resume", last.ckpt) or ("start", None)."""
+    status = (read_status(run_dir) or {}).get("status")
+    if status in DONE:
+        return "skip", None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return ("resume", last) if last.is_file() else ("start", None)
+
+
+Launcher = Callable[[list[str], Path, dict[str, str]], int]
+
+
+def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+    """One fit in its own process, its output appended to `<run_dir>/fit.log`."""
+    with open(run_dir / "fit.log", "a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+def settle_status(run_dir: Path, returncode: int) -> dict:
+    """The run's final status; a process that died without saying so is crashed or interrupted."""
+    status = read_status(run_dir) or {"status": "running", "step": 0}
+    if status["status"] != "running":
+        return status
+    if returncode == 0:
+        return write_status(run_dir, "finished", status["step"], "", status.get("val_loss"))
+    killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
+    return write_status(run_dir, "interrupted" if killed else "crashed", status["step"],
+                        f"exit code {returncode}; see fit.log", status.get("val_loss"))
+
+
+def write_hparams(run_dir: Path, run: Run) -> None:
+    """Put the run in TensorBoard's HParams view: its grid values and seed against its final metrics.
+
+    Written once, when the run is done, into its own event file in the run's folder (so it is the
+    same TensorBoard run); the metric values are the scalars the run already logged under those tags.
+    """
+    if list(run_dir.glob("*.hparams")):
+        return
+    from torch.utils.tensorboard.summary import hparams
+    from torch.utils.tensorboard.writer import FileWriter
+
+    params = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in run.overrides.items()}
+    params.update(seed=run.seed, status=(read_status(run_dir) or {}).get("status", "unknown"))
+    tags = read_scalars(run_dir)
+    metrics = {tag: float(tags[tag].iloc[-1]) for tag in HPARAMS_METRICS if tag in tags}
+    writer = FileWriter(str(run_dir), filename_suffix=".hparams")
+    for summary in hparams(params, metrics):
+        writer.add_summary(summary)
+    writer.close()
+
+
+# -- the sweep -----------------------------------------------------------------------------------
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+class Progress:
+    """'[3/8] running <run> | elapsed 2m10s | ETA 4m' lines, ETA from the mean run time so far."""
+
+    def __init__(self, total: int, jobs: int) -> None:
+        self.total, self.jobs, self.started, self.durations = total, jobs, 0, []
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+
+    def _eta(self) -> str:
+        if not self.durations:
+            return "?"
+        left = self.total - len(self.durations)
+        return clock(sum(self.durations) / len(self.durations) * left / self.jobs)
+
+    def start(self, name: str, action: str) -> None:
+        with self.lock:
+            self.started += 1
+            elapsed = clock(time.monotonic() - self.t0)
+            print(f"[{self.started}/{self.total}] {action} {name} | elapsed {elapsed} | ETA {self._eta()}", flush=True)
+
+    def done(self, name: str, status: dict, seconds: float) -> None:
+        with self.lock:
+            self.durations.append(seconds)
+            reason = f" ({status.get('reason')})" if status.get("reason") else ""
+            print(f"      {status.get('status')} {name} in {clock(seconds)}{reason}", flush=True)
+
+
+def child_env(jobs: int) -> dict[str, str]:
+    """Share the cores: jobs × threads per job ≤ cores (a user's own OMP_NUM_THREADS wins)."""
+    env = dict(os.environ)
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
+    return env
+
+
+def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch_fit) -> dict[str, dict]:
+    """Run what is not done yet, `jobs` at a time; returns each run's final status by name."""
+    todo, results = [], {}
+    for run in sweep.runs():
+        run_dir = root / sweep.name / run.name
+        action, _ = plan(run_dir)
+        if action == "skip":
+            write_hparams(run_dir, run)
+            results[run.name] = read_status(run_dir) or {}
+        else:
+            todo.append(run)
+    progress, env = Progress(len(todo), jobs), child_env(jobs)
+
+    def execute(run: Run) -> None:
+        run_dir = root / sweep.name / run.name
+        action, ckpt = plan(run_dir)
+        if action == "start" and run_dir.exists():
+            shutil.rmtree(run_dir)  # a crash before the first checkpoint: start clean
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "run.json").write_text(json.dumps(
+            {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
+             "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study}, indent=1))
+        progress.start(run.name, "resuming" if ckpt else "running")
+        t0 = time.monotonic()
+        status = settle_status(run_dir, launch(fit_command(sweep, run, root, ckpt), run_dir, env))
+        if status["status"] in DONE:
+            write_hparams(run_dir, run)
+        results[run.name] = status
+        progress.done(run.name, status, time.monotonic() - t0)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(execute, todo))
+    return results
+
+
+def summary(results: dict[str, dict], launched: int) -> str:
+    counts: dict[str, int] = {}
+    for status in results.values():
+        counts[status.get("status", "unknown")] = counts.get(status.get("status", "unknown"), 0) + 1
+    lines = [f"{len(results)} runs ({launched} run now): "
+             + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
+    for name, status in results.items():
+        if status.get("status") != "finished":
+            lines.append(f"  {status.get('status')}: {name} {status.get('reason', '')}".rstrip())
+    if counts.get("diverged"):
+        lines.append("Diverged runs are results and are not retried; delete a run's folder to run it again.")
+    if set(counts) - set(DONE):
+        lines.append("Rerun the same command to resume interrupted runs and retry crashed ones.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="actsweep sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_file", type=Path)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time; each gets cores//jobs torch threads (keep jobs × threads ≤ cores)")
+    parser.add_argument("--dry-run", action="store_true", help="print one fit command per pending run; run nothing")
+    parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
+    parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    args = parser.parse_args(argv)
+    try:
+        sweep = load_sweep(args.sweep_file)
+    except SweepError as err:
+        print(f"actsweep sweep: error: {err}", file=sys.stderr)
+        return 2
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if args.dry_run:
+        for run in sweep.runs():
+            action, ckpt = plan(args.root / sweep.name / run.name)
+            if action != "skip":
+                print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, ckpt)[3:]]))
+        return 0
+    try:
+        pending = sum(plan(args.root / sweep.name / r.name)[0] != "skip" for r in sweep.runs())
+        results = run_sweep(sweep, args.root, args.jobs)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    print(summary(results, pending))
+    if not args.no_report:
+        from .report import write_report
+
+        print(f"report: {write_report(args.root / sweep.name)}")
+    return 0 if all(s.get("status") in DONE for s in results.values()) else 1

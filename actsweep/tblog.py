@@ -1,0 +1,34 @@
+"""Scalars of one run, read from its TensorBoard event files.
+
+A resumed run has several event files in its folder (one per process start) that repeat the steps
+between the checkpoint and the interruption; they are merged with the later write winning per step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+
+def event_files(run_dir: str | Path) -> list[Path]:
+    return sorted(Path(run_dir).glob("events.out.tfevents.*"))
+
+
+def read_scalars(run_dir: str | Path) -> dict[str, pd.Series]:
+    """Tag -> values indexed by step (sorted), merged over all event files of `run_dir`."""
+    points: dict[str, dict[int, tuple[float, float]]] = {}
+    for path in event_files(run_dir):
+        # purge_orphaned_data would drop steps that a resumed run logs again; we merge them ourselves.
+        acc = EventAccumulator(str(path), size_guidance={SCALARS: 0}, purge_orphaned_data=False)
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps = points.setdefault(tag, {})
+            for event in acc.Scalars(tag):
+                if event.step not in steps or event.wall_time >= steps[event.step][0]:
+                    steps[event.step] = (event.wall_time, event.value)
+    return {
+        tag: pd.Series({step: value for step, (_, value) in sorted(steps.items())}, name=tag, dtype=float)
+        for tag, steps in points.items()
+    }
