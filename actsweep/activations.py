@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from actsweep.errors import ConfigError
 
 SLOPE_SCOPES = ("global", "layer", "neuron")
 
@@ -33,7 +34,7 @@ class SlopeBank(nn.Module):
     def __init__(self, scope: str, init: float, n_layer: int, hidden: int) -> None:
         super().__init__()
         if scope not in SLOPE_SCOPES:
-            raise ValueError(f"unknown slope_scope {scope!r}; choose one of {', '.join(SLOPE_SCOPES)}")
+            raise ConfigError(f"unknown slope_scope {scope!r}; choose one of {', '.join(SLOPE_SCOPES)}")
         self.scope, self.init, self.hidden = scope, init, hidden
         self.register_parameter("shared", None)  # created by the first layer that asks for it
 
@@ -59,7 +60,7 @@ ACTIVATIONS: dict[str, ActivationFactory] = {
 
 def check_activation(name: str) -> None:
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
 
 
 def build_activation(name: str, bank: SlopeBank, leaky_slope: float) -> nn.Module:

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from actsweep.tokenizers import Tokenizer
+from actsweep.errors import ActSweepError, ConfigError
 
 FORMAT_VERSION = 1
 CACHE_ENV = "ACTSWEEP_CACHE_DIR"
@@ -31,7 +32,7 @@ CHUNK_DOCS = 1000  # documents per encode_batch call (tiktoken spreads each call
 HASH_BLOCK = 1 << 24
 
 
-class CacheDirError(OSError):
+class CacheDirError(ActSweepError, OSError):
     """The cache directory cannot be created or written."""
 
 
@@ -112,7 +113,7 @@ def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[
     try:
         count, sha256 = _write_tokens(tmp, documents, tokenizer, dtype, name)
         if count == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"corpus {meta.get('source', name)!r} produced no tokens ({len(documents)} documents); "
                 "check the path / text column / separator"
             )

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 
+import sys
+
 from lightning.pytorch.cli import LightningCLI
 
 from .data import TextDataModule
+from .errors import ActSweepError
 from .module import ActSweepModule
 
 
@@ -31,13 +34,18 @@ def run_cli(args: list[str] | None = None) -> ActSweepCLI:
 def main(argv: list[str] | None = None) -> None:
     """Entry point; `argv=None` reads the command line (LightningCLI warns if given both).
 
-    `sweep` and `report` are the runner's own argparse commands; everything else is LightningCLI's."""
+    `sweep` and `report` are the runner's own argparse commands; everything else is LightningCLI's.
+    Bad input ends with one line naming the problem and the fix, and exit status 2."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] in (["sweep"], ["report"]):
-        from . import report, sweep
+    try:
+        if args[:1] in (["sweep"], ["report"]):
+            from . import report, sweep
 
-        sys.exit({"sweep": sweep.main, "report": report.main}[args[0]](args[1:]))
-    run_cli(argv)
+            sys.exit({"sweep": sweep.main, "report": report.main}[args[0]](args[1:]))
+        run_cli(argv)
+    except ActSweepError as err:
+        print(f"actsweep: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

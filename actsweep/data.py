@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from actsweep import cache
 from actsweep.sources import SPLITS, STDLIB, Corpus
 from actsweep.tokenizers import TOKENIZERS, Tokenizer, get_tokenizer
+from actsweep.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -68,11 +69,11 @@ class TextDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if tokenizer not in TOKENIZERS:
-            raise ValueError(f"unknown tokenizer {tokenizer!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+            raise ConfigError(f"unknown tokenizer {tokenizer!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
         for name, value in (("block_size", block_size), ("batch_size", batch_size),
                             ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         self.save_hyperparameters()
         self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,
@@ -131,7 +132,7 @@ class TextDataModule(L.LightningDataModule):
     def _split_documents(self, documents: Callable[[], dict[str, list[str]]], split: str) -> list[str]:
         docs: list[str] = documents()[split]
         if not docs:
-            raise ValueError(
+            raise ConfigError(
                 f"the {split} split of {self.corpus.source!r} has no documents; check the path / "
                 "--data.text_column / --data.separator, or for a single-document corpus use "
                 "--data.split_by char (or give --data.val_source)"
@@ -152,7 +153,7 @@ class TextDataModule(L.LightningDataModule):
         window = self.block_size + 1
         for split, tokens in (("train", self._tokens("train")), ("val", self._tokens("val"))):
             if len(tokens) < window:
-                raise ValueError(
+                raise ConfigError(
                     f"the {split} split has {len(tokens)} tokens, fewer than block_size + 1 = {window}; "
                     "lower --data.block_size or use a larger corpus / --data.val_fraction"
                 )
@@ -164,8 +165,8 @@ class TextDataModule(L.LightningDataModule):
         """Tokens for a global batch of distinct windows whatever the shift (up to block_size)."""
         return self.batch_size * world_size * (self.block_size + 1) + self.block_size
 
-    def _capacity_error(self, world_size: int) -> ValueError:
-        return ValueError(
+    def _capacity_error(self, world_size: int) -> ConfigError:
+        return ConfigError(
             f"the train split has {len(self._tokens('train'))} tokens; {self.batch_size * world_size} "
             f"distinct windows of {self.block_size + 1} tokens need {self._train_tokens_needed(world_size)}. "
             "Lower --data.batch_size or --data.block_size, or use a larger corpus"

@@ -16,6 +16,7 @@ from torch import nn
 
 from .activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
 from .hooks import HookPoint
+from .errors import ConfigError
 
 NORMS = {
     "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),
@@ -56,15 +57,15 @@ class GPTConfig:
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "pad_vocab_multiple"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ValueError(
+            raise ConfigError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                 f"e.g. n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}"
             )
         names = [self.activation] * self.n_layer if isinstance(self.activation, str) else list(self.activation)
         if len(names) != self.n_layer:
-            raise ValueError(
+            raise ConfigError(
                 f"activation lists one name per layer: got {len(names)} names for n_layer={self.n_layer}"
             )
         for name in names:
@@ -77,9 +78,9 @@ class GPTConfig:
             ("slope_scope", self.slope_scope, SLOPE_SCOPES),
         ):
             if value not in allowed:
-                raise ValueError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+                raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.n_embd
 
@@ -180,7 +181,7 @@ class GPT(nn.Module):
         """Logits (B, T, vocab_size) for token ids (B, T); padded vocabulary rows are dropped."""
         T = idx.size(1)
         if T > self.cfg.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
+            raise ConfigError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))
         for block in self.blocks:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from typing import Callable
+from actsweep.errors import ConfigError
 
 DECAYS: dict[str, Callable[[float], float]] = {
     "cosine": lambda progress: 0.5 * (1 + math.cos(math.pi * progress)),
@@ -22,9 +23,9 @@ def warmup_steps(warmup: float, total: int) -> int:
 def build_schedule(name: str, total: int, warmup: float, min_ratio: float) -> Callable[[int], float]:
     """The multiplier of the peak learning rate at each optimizer step (for `LambdaLR`)."""
     if name not in DECAYS:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {', '.join(DECAYS)}")
+        raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(DECAYS)}")
     if total < 1:
-        raise ValueError("the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive number")
+        raise ConfigError("the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive number")
     decay, warm = DECAYS[name], warmup_steps(warmup, total)
 
     def multiplier(step: int) -> float:

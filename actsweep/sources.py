@@ -27,6 +27,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from actsweep.errors import ActSweepError, ConfigError, MissingPathError
 
 STDLIB = "python-stdlib"
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -42,7 +43,7 @@ ACCEPTED = (
 )
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(ActSweepError, RuntimeError):
     """A source cannot be read (e.g. the hub is unreachable); the message says what to do instead."""
 
 
@@ -76,7 +77,7 @@ def source_kind(source: str) -> str:
         return "files"
     if HUB_NAME.match(source) and not source.endswith(FILE_SUFFIXES):
         return "hub"
-    raise FileNotFoundError(f"data source {source!r} does not exist; accepted: {ACCEPTED}")
+    raise MissingPathError(f"data source {source!r} does not exist; accepted: {ACCEPTED}")
 
 
 def stdlib_files() -> list[Path]:
@@ -100,7 +101,7 @@ def local_files(source: str) -> list[Path]:
         candidates = [path]
     files = sorted(p.resolve() for p in candidates if p.suffix in FILE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no {'/'.join(FILE_SUFFIXES)} files at {source!r}; accepted: {ACCEPTED}")
+        raise MissingPathError(f"no {'/'.join(FILE_SUFFIXES)} files at {source!r}; accepted: {ACCEPTED}")
     return files
 
 
@@ -197,8 +198,8 @@ def split_txt(text: str, separator: str, name: str = "text") -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def _missing_column(column: str, present: list[str], where: str) -> ValueError:
-    return ValueError(f"{where} has no text column {column!r}; columns: {present}. Pass --data.text_column")
+def _missing_column(column: str, present: list[str], where: str) -> ConfigError:
+    return ConfigError(f"{where} has no text column {column!r}; columns: {present}. Pass --data.text_column")
 
 
 def _read_jsonl(path: Path, column: str, decode: _Decoder) -> list[str]:
@@ -329,9 +330,9 @@ class Corpus:
 
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_BY:
-            raise ValueError(f"split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
+            raise ConfigError(f"split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
         if not 0.0 < self.val_fraction < 1.0 and self._val_origin() is None:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         source_kind(self.source)  # fail early on a missing path
 
     def _val_origin(self) -> tuple[str, str] | None:
@@ -398,5 +399,5 @@ def _split_chars(docs: list[str], val_fraction: float) -> tuple[list[str], list[
 def load_documents(source: str, split: str = "train", **options: object) -> list[str]:
     """Documents of one split (``"train"`` or ``"val"``); ``options`` are :class:`Corpus` fields."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     return Corpus(source=source, **options).load_splits()[split]  # type: ignore[arg-type]

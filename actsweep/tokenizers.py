@@ -17,6 +17,7 @@ import numpy as np
 import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import r50k_pat_str
+from actsweep.errors import ConfigError
 
 # sha256 of GPT-2's files, as pinned by tiktoken itself in tiktoken_ext/openai_public.py.
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -108,9 +109,9 @@ class CharTokenizer:
 
     def __init__(self, chars: str) -> None:
         if len(set(chars)) != len(chars) or list(chars) != sorted(chars):
-            raise ValueError("CharTokenizer needs sorted, distinct characters")
+            raise ConfigError("CharTokenizer needs sorted, distinct characters")
         if not chars:
-            raise ValueError("CharTokenizer needs a non-empty vocabulary; the corpus has no text")
+            raise ConfigError("CharTokenizer needs a non-empty vocabulary; the corpus has no text")
         self.chars = chars
         self.n_vocab: int = len(chars)
         self.eot: int | None = None
@@ -134,7 +135,7 @@ class CharTokenizer:
         bad = (ids >= self.n_vocab) | (self._codepoints[np.minimum(ids, self.n_vocab - 1)] != points)
         if bad.any():
             missing = sorted({chr(p) for p in points[bad]})
-            raise ValueError(f"characters {missing[:10]!r} are not in the char vocabulary")
+            raise ConfigError(f"characters {missing[:10]!r} are not in the char vocabulary")
         return ids
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -152,7 +153,7 @@ def _make_char(texts: Sequence[str] | None = None, chars: str | None = None) -> 
     if chars is not None:
         return CharTokenizer(chars)
     if texts is None:
-        raise ValueError("the char tokenizer is built from the corpus: pass texts= or chars=")
+        raise ConfigError("the char tokenizer is built from the corpus: pass texts= or chars=")
     return CharTokenizer.from_texts(texts)
 
 
@@ -163,5 +164,5 @@ def get_tokenizer(name: str, texts: Sequence[str] | None = None, **meta: Any) ->
     """Tokenizer by name; ``texts`` builds corpus-dependent vocabularies, ``**meta`` restores one
     from ``Tokenizer.to_meta()`` (e.g. ``get_tokenizer(**tok.to_meta())``)."""
     if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+        raise ConfigError(f"unknown tokenizer {name!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
     return TOKENIZERS[name](texts=texts, **meta)

@@ -1,0 +1,17 @@
+"""Errors that mean "the input is wrong" rather than "the code is wrong".
+
+The CLI prints these as one line that names the problem and the fix, with no traceback, and exits
+with status 2. They subclass the built-in error a caller would expect (ValueError, OSError, ...).
+"""
+
+
+class ActSweepError(Exception):
+    """Bad input from the user: a config value, a path, a corpus, a sweep file."""
+
+
+class ConfigError(ActSweepError, ValueError):
+    """A setting that is not allowed or sizes that do not fit."""
+
+
+class MissingPathError(ActSweepError, FileNotFoundError):
+    """A file or folder the user named does not exist."""
