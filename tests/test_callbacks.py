@@ -1,0 +1,395 @@
+"""Statistics callbacks, each checked against an independent computation on tiny models (CPU, offline)."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import lightning as L
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader
+
+from actsweep.callbacks import (
+    AttentionEntropy,
+    DivergenceGuard,
+    FFNStats,
+    GradNorms,
+    SlopeMonitor,
+    ThroughputMonitor,
+    causal_uniform_entropy,
+    entropy_bands,
+    head_entropy,
+    probe_entropy,
+    read_status,
+)
+from actsweep.callbacks.common import all_reduce_
+from actsweep.callbacks.ffn import activation_sums, dead_unit_share, ffn_summary, fired_units, square_sums
+from actsweep.callbacks.gradients import grad_norms, parameter_groups
+from actsweep.hooks import capture
+from actsweep.model import GPT, GPTConfig
+from actsweep.module import ActSweepModule
+
+VOCAB, T = 23, 12
+TINY = dict(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+
+
+class Tokens(L.LightningDataModule):
+    """Fixed random (x, y) windows in order; `probe_batch` as `TextDataModule` has it."""
+
+    def __init__(self, n: int = 48, batch_size: int = 8, val_batches: int = 2) -> None:
+        super().__init__()
+        self.data = torch.randint(0, VOCAB, (n, T + 1), generator=torch.Generator().manual_seed(0))
+        self.batch_size, self.n_val = batch_size, val_batches * batch_size
+
+    def _loader(self, rows: torch.Tensor) -> DataLoader:
+        return DataLoader([(r[:-1], r[1:]) for r in rows], batch_size=self.batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data[: self.n_val])
+
+    def probe_batch(self, n: int | None = None) -> torch.Tensor:
+        return self.data[: n or 4, :-1]
+
+
+class Recorder(Logger):
+    """Keeps every logged scalar as {tag: [(step, value), ...]}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+
+    name, version = "recorder", 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        for tag, value in metrics.items():
+            self.scalars.setdefault(tag, []).append((step, float(value)))
+
+    def last(self, tag: str) -> float:
+        return self.scalars[tag][-1][1]
+
+
+def fit(module: L.LightningModule, callbacks: list, tmp_path, datamodule: Tokens | None = None, **trainer_kwargs) -> L.Trainer:
+    kwargs = dict(
+        max_steps=4, log_every_n_steps=1, limit_val_batches=0, num_sanity_val_steps=0,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path, accelerator="cpu", devices=1,
+    )
+    trainer = L.Trainer(callbacks=callbacks, **{**kwargs, **trainer_kwargs})
+    trainer.fit(module, datamodule or Tokens())
+    return trainer
+
+
+# -- FFN statistics ---------------------------------------------------------------------------------
+
+
+def test_ffn_stats_exact_on_known_preactivations(tmp_path):
+    """fc weight 0 and bias b: every token's pre-activation is b, so the answers are known exactly."""
+    module = ActSweepModule(**TINY, activation=["relu", "gelu"], lr=0.0, weight_decay=0.0)
+    hidden = module.config.mlp_hidden
+    biases = [torch.linspace(-1.0, 1.0, hidden), torch.linspace(-2.0, 0.5, hidden)]
+    for block, b in zip(module.model.blocks, biases):
+        torch.nn.init.zeros_(block.mlp.fc.weight)
+        block.mlp.fc.bias.data.copy_(b)
+    recorder, dm = Recorder(), Tokens()
+    fit(module, [FFNStats()], tmp_path, dm, max_steps=1, logger=recorder, limit_val_batches=2, val_check_interval=1)
+
+    acts = [F.relu(biases[0]), F.gelu(biases[1])]
+    for i, (b, a) in enumerate(zip(biases, acts)):
+        assert recorder.last(f"ffn/inactive_frac/layer_{i}") == pytest.approx((b <= 0).float().mean().item(), abs=1e-7)
+        assert recorder.last(f"ffn/act_mean/layer_{i}") == pytest.approx(a.mean().item(), rel=1e-5)
+        assert recorder.last(f"ffn/dead_units/layer_{i}") == pytest.approx((b <= 0).float().mean().item(), abs=1e-7)
+    mean_inactive = sum((b <= 0).float().mean().item() for b in biases) / 2
+    assert recorder.last("ffn/inactive_frac") == pytest.approx(mean_inactive, abs=1e-7)
+
+    x = next(iter(dm.train_dataloader()))[0]
+    with capture(module.model, "blocks.*.hook_resid") as cache:
+        module.model(x)
+    for i in range(2):
+        rms = cache[f"blocks.{i}.hook_resid"].pow(2).mean().sqrt().item()
+        assert recorder.last(f"resid/rms/layer_{i}") == pytest.approx(rms, rel=1e-5)
+
+
+def test_dead_units_need_every_window():
+    """A unit counts as alive when it fires in any batch, even once."""
+    first = torch.tensor([[[1.0, -1.0, 0.0, -2.0]]])
+    second = torch.tensor([[[-1.0, -1.0, 3.0, 0.0]]])
+    fired = fired_units(second, fired_units(first))
+    assert fired.tolist() == [True, False, True, False]
+    assert dead_unit_share(fired[None]).tolist() == [0.5]
+
+
+# -- attention entropy -----------------------------------------------------------------------------
+
+
+def reference_entropy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Materialised causal softmax attention, -sum p log p over p > 0, per (batch, head, query)."""
+    t, d = q.shape[-2], q.shape[-1]
+    mask = torch.full((t, t), float("-inf")).triu(1)
+    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(d) + mask, dim=-1)
+    plogp = torch.where(p > 0, p * p.log(), torch.zeros_like(p))
+    return -plogp.sum(-1)
+
+
+@pytest.mark.parametrize("t", [1, 2, 9])
+def test_head_entropy_matches_explicit_softmax(t):
+    g = torch.Generator().manual_seed(t)
+    q, k = torch.randn(3, 4, t, 8, generator=g) * 2, torch.randn(3, 4, t, 8, generator=g) * 2
+    ref = reference_entropy(q, k)  # (B, H, T)
+    assert ref[..., 0].abs().max() == 0  # the first query attends to itself only
+    torch.testing.assert_close(head_entropy(q, k, reduce_batch=False).double(), ref.mean(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(head_entropy(q, k).double(), ref.mean((0, 2)), atol=1e-5, rtol=1e-5)
+
+
+def test_uniform_causal_head_reaches_the_ceiling():
+    q, k = torch.zeros(1, 1, 128, 16), torch.randn(1, 1, 128, 16)
+    assert causal_uniform_entropy(128) == pytest.approx(3.878, abs=5e-4)
+    assert head_entropy(q, k).item() == pytest.approx(math.lgamma(129) / 128, rel=1e-5)
+
+
+def test_entropy_bands_both_definitions():
+    values = torch.tensor([0.0, 0.9, 1.0, 2.5, 3.9, 4.0])
+    assert entropy_bands(values, 4.0).tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 2 / 6])
+    assert entropy_bands(values, values.max()).sum().item() == pytest.approx(1.0)
+
+
+def test_probe_sees_the_attention_training_computes():
+    """softmax(q kᵀ/√d) from the captured q, k times v reproduces the block's SDPA output, and the
+    probe's entropies are those of that same q and k."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, bias="qk")).eval()
+    idx = torch.randint(0, VOCAB, (3, T))
+    seen: dict[str, torch.Tensor] = {}
+    attn = model.blocks[1].attn
+    handles = [
+        attn.register_forward_hook(lambda m, i, o: seen.update(x=i[0])),
+        attn.out.register_forward_hook(lambda m, i, o: seen.update(y=i[0])),
+    ]
+    with torch.no_grad(), capture(model, "blocks.*.attn.hook_q", "blocks.*.attn.hook_k") as cache:
+        model(idx)
+    for h in handles:
+        h.remove()
+    q, k = cache["blocks.1.attn.hook_q"], cache["blocks.1.attn.hook_k"]
+    C, H = model.cfg.n_embd, model.cfg.n_head
+    v = F.linear(seen["x"], attn.qkv.weight)[..., 2 * C:].view(3, T, H, C // H).transpose(1, 2)
+    mask = torch.full((T, T), float("-inf")).triu(1)
+    p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(C // H) + mask, dim=-1)
+    torch.testing.assert_close((p @ v).transpose(1, 2).reshape(3, T, C), seen["y"], atol=1e-5, rtol=1e-4)
+
+    ent = probe_entropy(model, idx)
+    assert ent.shape == (2, H)
+    torch.testing.assert_close(ent[1].double(), reference_entropy(q, k).mean((0, 2)), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_entropy_callback_logs_everything(tmp_path):
+    module = ActSweepModule(**TINY)
+    trainer = fit(module, [AttentionEntropy()], tmp_path, max_steps=2, limit_val_batches=1, val_check_interval=2)
+    events = EventAccumulator(trainer.log_dir)
+    events.Reload()
+    tags = events.Tags()
+    assert "attn/entropy_heatmap" in tags["images"] and "attn/head_entropy" in tags["histograms"]
+    expected = probe_entropy(module.model, Tokens().probe_batch())
+    for i in range(2):
+        for j in range(2):
+            logged = events.Scalars(f"attn/head_entropy/layer_{i}/head_{j}")[-1].value
+            assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
+    for name in ("band_max", "band_uniform"):
+        shares = [events.Scalars(f"attn/{name}/{b}")[-1].value for b in range(4)]
+        assert sum(shares) == pytest.approx(1.0)
+    assert events.Scalars("attn/band_max/3")[-1].value > 0  # the largest head is in the top band
+
+
+# -- gradient norms --------------------------------------------------------------------------------
+
+
+def test_grad_norms_equal_clip_grad_norm():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, activation="learnable_leaky_relu", slope_scope="global"))
+    idx = torch.randint(0, VOCAB, (2, T))
+    F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
+    groups = parameter_groups(model)
+    assert set(groups) == {"block_0", "block_1", "embeddings", "head", "slopes"}
+    total, norms = grad_norms(groups)
+    for key, params in groups.items():
+        assert norms[key].item() == pytest.approx(torch.nn.utils.clip_grad_norm_(params, math.inf).item(), rel=1e-6)
+    assert total.item() == pytest.approx(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf).item(), rel=1e-6)
+
+
+class ClipNorm(L.Callback):
+    """What `clip_grad_norm_` returns on the gradients Lightning is about to clip."""
+
+    def __init__(self) -> None:
+        self.totals: list[float] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.totals.append(torch.nn.utils.clip_grad_norm_(pl_module.parameters(), math.inf).item())
+
+
+def test_logged_grad_norm_is_before_clipping(tmp_path):
+    recorder, reference = Recorder(), ClipNorm()
+    fit(ActSweepModule(**TINY), [GradNorms(), reference], tmp_path, max_steps=3, logger=recorder, gradient_clip_val=1e-3)
+    logged = [value for _, value in recorder.scalars["grad/norm"]]
+    assert logged == pytest.approx(reference.totals, rel=1e-6)
+    assert min(logged) > 1e-3  # so clipping did act, after we measured
+
+
+# -- cost discipline -------------------------------------------------------------------------------
+
+
+def test_no_statistics_work_on_non_logging_steps(tmp_path, monkeypatch):
+    """7 steps logging every 3rd: statistics are computed on steps 2 and 5 only, in hooks too."""
+    import actsweep.callbacks.ffn as ffn
+
+    calls = []
+    monkeypatch.setattr(ffn, "activation_sums", lambda a: calls.append(1) or activation_sums(a))
+    callbacks = [FFNStats(), GradNorms(), SlopeMonitor(), ThroughputMonitor(), AttentionEntropy(), DivergenceGuard()]
+    module = ActSweepModule(**TINY, activation="learnable_leaky_relu")
+    trainer = fit(module, callbacks, tmp_path, Tokens(n=64), max_steps=7, log_every_n_steps=3)
+    ffn_cb, grad_cb, slope_cb, speed_cb, entropy_cb, guard = callbacks
+    assert (ffn_cb.computations, grad_cb.computations, slope_cb.computations) == (2, 2, 2)
+    assert len(calls) == 2 * module.config.n_layer
+    assert speed_cb.computations == 1  # the first logging step only starts the clock
+    assert entropy_cb.computations == 0  # validation is off
+    assert guard.checks == 2 + 2  # the logging steps, then the epoch end and train end (rare)
+    assert read_status(trainer.log_dir)["status"] == "finished"
+
+
+def test_slope_monitor_silent_without_slopes(tmp_path):
+    monitor = SlopeMonitor()
+    fit(ActSweepModule(**TINY, activation="relu"), [monitor], tmp_path, max_steps=2)
+    assert monitor.computations == 0
+
+
+# -- DDP: two gloo processes equal one process on the global batch ----------------------------------
+
+
+def _rank_statistics(rank: int, world: int, port: int, acts: torch.Tensor, resid: torch.Tensor, out) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        a, r = acts.chunk(world, dim=1)[rank], resid.chunk(world, dim=1)[rank]  # (L, B/world, ...)
+        summary = ffn_summary(torch.stack([activation_sums(x) for x in a]), torch.stack([square_sums(x) for x in r]))
+        dead = dead_unit_share(torch.stack([fired_units(x) for x in a]))
+        first_bad = all_reduce_(torch.tensor([100 + rank]), "min")
+        results = {**summary, "dead": dead, "first_bad": first_bad}
+        out.put((rank, {key: value.tolist() for key, value in results.items()}))  # no shared-memory tensors
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(2, 6, 5, 10, generator=g)  # (layers, batch, tokens, hidden)
+    acts[1, :3, :, :4] = 1.0  # units 0-3 of layer 1 fire only in the first process's half
+    acts[1, :, :, :4] -= 2.0
+    resid = torch.randn(2, 6, 5, 8, generator=g)
+    single = ffn_summary(torch.stack([activation_sums(x) for x in acts]), torch.stack([square_sums(x) for x in resid]))
+    single["dead"] = dead_unit_share(torch.stack([fired_units(x) for x in acts]))
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank_statistics, args=(r, 2, port, acts, resid, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    for rank in range(2):
+        for key, value in single.items():
+            torch.testing.assert_close(torch.tensor(results[rank][key]), value, rtol=1e-6, atol=1e-7)
+        assert results[rank]["first_bad"] == [100]
+
+
+# -- slopes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", ["global", "layer", "neuron"])
+def test_logged_slope_equals_parameter(tmp_path, scope):
+    module = ActSweepModule(**TINY, activation="learnable_leaky_relu", slope_scope=scope, lr=0.05)
+    trainer = fit(module, [SlopeMonitor()], tmp_path, max_steps=4, log_every_n_steps=2)
+    events = EventAccumulator(trainer.log_dir)
+    events.Reload()
+
+    def logged(tag: str) -> float:
+        return events.Scalars(tag)[-1].value
+
+    if scope == "global":
+        assert logged("slope/global") == pytest.approx(module.model.slopes.shared.item(), rel=1e-6)
+        return
+    for i, block in enumerate(module.model.blocks):
+        slope = block.mlp.act.slope.detach()
+        assert slope.ne(0.01).any()  # it trained
+        if scope == "layer":
+            assert logged(f"slope/layer_{i}") == pytest.approx(slope.item(), rel=1e-6)
+        else:
+            assert logged(f"slope/layer_{i}/mean") == pytest.approx(slope.mean().item(), rel=1e-5)
+            assert logged(f"slope/layer_{i}/std") == pytest.approx(slope.std(correction=0).item(), rel=1e-4)
+
+
+# -- divergence guard and run status ---------------------------------------------------------------
+
+
+class Failing(ActSweepModule):
+    """A NaN loss (or an exception) from batch `at` on."""
+
+    def __init__(self, at: int, fail: type[BaseException] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.at, self.fail = at, fail
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        if batch_idx >= self.at:
+            if self.fail is not None:
+                raise self.fail("boom")
+            return loss * float("nan")
+        return loss
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+    """NaN from step 3, checkpoints every 2 steps, logging every 50: the save due after step 3 is
+    where the guard looks; it stops there and the step-2 checkpoint stays the last."""
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True, save_top_k=-1)
+    guard = DivergenceGuard()
+    trainer = fit(Failing(3, **TINY), [guard, ckpt], tmp_path, max_steps=20, log_every_n_steps=50,
+                  enable_checkpointing=True, limit_val_batches=1, val_check_interval=3)
+    assert trainer.global_step == 4  # stopped after the first bad step's batch
+    status = read_status(trainer.log_dir)
+    assert (status["status"], status["step"]) == ("diverged", 3)
+    assert "non-finite training loss" in status["reason"] and math.isfinite(status["val_loss"])
+    saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert saved == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+
+
+def test_status_crashed_and_interrupted(tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(Failing(1, RuntimeError, **TINY), [DivergenceGuard()], tmp_path / "a", logger=TensorBoardLogger(tmp_path / "a"))
+    status = read_status(tmp_path / "a" / "lightning_logs" / "version_0")
+    assert status["status"] == "crashed" and "RuntimeError: boom" in status["reason"] and status["step"] == 1
+
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C shutdown exits
+            fit(Failing(2, KeyboardInterrupt, **TINY), [DivergenceGuard()], tmp_path / "b", logger=TensorBoardLogger(tmp_path / "b"))
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    assert read_status(tmp_path / "b" / "lightning_logs" / "version_0")["status"] == "interrupted"
+    assert read_status(tmp_path / "nowhere") is None
