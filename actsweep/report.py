@@ -248,14 +248,15 @@ def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
 
 def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
     """Share of heads per entropy band, like the paper's histograms, under both definitions."""
+    measured = {name: logs for name, logs in groups.items() if any("attn/band_max/3" in log.scalars for log in logs)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    width = 0.8 / max(len(groups), 1)
+    width = 0.8 / max(len(measured), 1)
     for ax, (kind, title) in zip(axes, [("max", "relative to the largest head entropy m (paper)"),
                                         ("uniform", "relative to ln(T!)/T (uniform ceiling)")]):
-        for i, (name, logs) in enumerate(groups.items()):
+        for i, (name, logs) in enumerate(measured.items()):
             shares = [last_mean(logs, f"attn/band_{kind}/{b}") * 100 for b in range(4)]
             ax.bar(np.arange(4) + i * width, shares, width, label=name)
-        ax.set_xticks(np.arange(4) + width * (len(groups) - 1) / 2, BANDS)
+        ax.set_xticks(np.arange(4) + width * (len(measured) - 1) / 2, BANDS)
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel("% of heads")
     return save(fig, axes[-1], path, "entropy band", None)
@@ -267,12 +268,13 @@ def plot_heatmaps(groups: dict[str, list[RunLog]], path: Path) -> bool:
     maps = {name: m for name, m in maps.items() if m is not None}
     if not maps:
         return False
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps) + 1, 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps) + 1.5, 3.4), squeeze=False, layout="constrained")
     vmax = max(np.nanmax(m) for m in maps.values())
     for ax, (name, grid) in zip(axes[0], maps.items()):
         image = ax.imshow(grid, vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
-        ax.set(title=name, xlabel="head", ylabel="layer")
-        ax.title.set_fontsize(8)
+        ax.set(xlabel="head", xticks=range(grid.shape[1]), yticks=range(grid.shape[0]))
+        ax.set_title(name, fontsize=8)
+    axes[0, 0].set_ylabel("layer")
     fig.colorbar(image, ax=axes[0].tolist(), label="entropy (nats)")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,222 @@
+"""The sweep runner: grid expansion and names, skip / resume / restart, divergence, file errors.
+
+`finished_sweep` trains a tiny sweep once per session (ReLU and GELU × 2 seeds, plus one absurd
+learning rate that must diverge); the report and notebook tests reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from actsweep import sweep as sw
+from actsweep.callbacks.status import read_status, write_status
+from actsweep.tblog import read_scalars
+
+TINY_CONFIG = {
+    "trainer": {
+        "accelerator": "cpu", "devices": 1, "max_steps": 30, "val_check_interval": 10,
+        "check_val_every_n_epoch": None, "log_every_n_steps": 5, "num_sanity_val_steps": 0,
+        "enable_progress_bar": False, "enable_model_summary": False,
+        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "unused"}},
+        "callbacks": [
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
+            "actsweep.callbacks.DivergenceGuard", "actsweep.callbacks.FFNStats", "actsweep.callbacks.GradNorms",
+            "actsweep.callbacks.AttentionEntropy", "actsweep.callbacks.SlopeMonitor",
+        ],
+    },
+    "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 1e-2, "dropout": 0.0},
+    "data": {"tokenizer": "char", "block_size": 32, "batch_size": 8, "val_windows": 16, "split_by": "char"},
+}
+GRID = [{"model.activation": ["relu", "gelu"]}, {"model.activation": ["relu"], "model.lr": [1e6]}]
+
+
+def write_tiny_base(folder: Path) -> Path:
+    """A 2-layer, 32-wide char model on a slice of the standard library's source (always present)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("".join(p.read_text() for p in sorted(Path(json.__file__).parent.glob("*.py")))[:150_000])
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["data"].update(source=str(corpus), cache_dir=str(folder / "cache"))
+    base = folder / "tiny.yaml"
+    base.write_text(yaml.safe_dump(config))
+    return base
+
+
+def write_sweep(path: Path, base: Path, grid=GRID, seeds=(0, 1), **extra) -> Path:
+    path.write_text(yaml.safe_dump({"name": "tiny", "base": str(base), "grid": grid, "seeds": list(seeds), **extra}, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory) -> Path:
+    """The sweep folder of a finished tiny sweep (6 runs, 2 at a time); returns <root>/tiny."""
+    folder = tmp_path_factory.getbasetemp() / "shared_sweep"
+    sweep_file = write_sweep(folder / "sweep.yaml", write_tiny_base(folder))
+    assert sw.main([str(sweep_file), "--root", str(folder / "runs"), "--jobs", "2"]) == 0
+    return folder / "runs" / "tiny"
+
+
+def test_grid_expansion_and_names(tmp_path):
+    base = write_tiny_base(tmp_path)
+    grid = [{"model.lr": ["1e-3", 3e-3], "model.activation": ["relu", "gelu"], "model.norm": ["layernorm", "none"]},
+            {"model.activation": ["learnable_leaky_relu"], "model.slope_scope": ["global", "layer"]}]
+    sweep = sw.load_sweep(write_sweep(tmp_path / "s.yaml", base, grid, seeds=[0, 1],
+                                      labels={"SM+G": {"model.norm": "none", "model.activation": "gelu"}}))
+    runs = sweep.runs()
+    assert len(runs) == (2 * 2 * 2 + 2) * 2
+    assert len({r.name for r in runs}) == len(runs)
+    assert [r.name for r in runs] == [r.name for r in sw.load_sweep(tmp_path / "s.yaml").runs()]  # stable
+    assert runs[0].name == "lr=1e-3,activation=relu,norm=layernorm,seed=0"
+    assert runs[-1].name == "activation=learnable_leaky_relu,slope_scope=layer,seed=1"
+    assert runs[0].overrides == {"model.lr": 1e-3, "model.activation": "relu", "model.norm": "layernorm"}
+    assert {r.label for r in runs if r.overrides.get("model.norm") == "none" and r.overrides["model.activation"] == "gelu"} == {"SM+G"}
+    command = sw.fit_command(sweep, runs[0], tmp_path / "root")
+    assert command[command.index("--model.lr") + 1] == "0.001"
+    assert command[command.index("--seed_everything") + 1] == "0"
+    assert command[command.index("--trainer.logger.version") + 1] == runs[0].name
+    assert "--ckpt_path" not in command
+
+
+@pytest.mark.parametrize("value, text", [(1e-3, "1e-3"), (3e-4, "3e-4"), (0.5, "0.5"), (1e6, "1e6"), (128, "128"),
+                                         (["relu", "gelu"], "relu-gelu"), (True, "true"), ("a/b c", "a_b_c")])
+def test_short_values_are_filesystem_safe(value, text):
+    assert sw.short(value) == text
+
+
+def fake_launcher(calls: list):
+    """Records each command and finishes the run the way the status callback would."""
+    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+        calls.append(command)
+        write_status(run_dir, "finished", 30, "", 1.0)
+        return 0
+    return launch
+
+
+def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
+    sweep = sw.load_sweep(write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), [{"model.activation": ["relu", "gelu", "gelu_tanh", "leaky_relu"]}], [0]))
+    root = tmp_path / "root"
+    dirs = {r.overrides["model.activation"]: root / "tiny" / r.name for r in sweep.runs()}
+    write_status(dirs["relu"], "finished", 30)
+    write_status(dirs["gelu"], "running", 20)  # killed: no final word, but a checkpoint
+    (dirs["gelu"] / "checkpoints").mkdir()
+    (dirs["gelu"] / "checkpoints" / "last.ckpt").write_bytes(b"")
+    write_status(dirs["gelu_tanh"], "crashed", 3, "boom")  # no checkpoint: start again, clean
+    (dirs["gelu_tanh"] / "events.out.tfevents.stale").write_bytes(b"")
+    calls: list = []
+    results = sw.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    launched = {c[c.index("--model.activation") + 1]: c for c in calls}
+    assert set(launched) == {"gelu", "gelu_tanh", "leaky_relu"}
+    assert launched["gelu"][launched["gelu"].index("--ckpt_path") + 1] == str(dirs["gelu"] / "checkpoints" / "last.ckpt")
+    assert "--ckpt_path" not in launched["gelu_tanh"] and "--ckpt_path" not in launched["leaky_relu"]
+    assert not (dirs["gelu_tanh"] / "events.out.tfevents.stale").exists()
+    assert {s["status"] for s in results.values()} == {"finished"}
+    calls.clear()
+    sw.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    assert calls == []  # everything finished: a rerun launches nothing
+
+
+def test_dead_process_without_final_status_is_interrupted_or_crashed(tmp_path):
+    write_status(tmp_path, "running", 12)
+    assert sw.settle_status(tmp_path, -9)["status"] == "interrupted"
+    write_status(tmp_path, "running", 12)
+    crashed = sw.settle_status(tmp_path, 1)
+    assert crashed["status"] == "crashed" and "exit code 1" in crashed["reason"] and crashed["step"] == 12
+    assert read_status(tmp_path)["status"] == "crashed"
+
+
+def test_finished_sweep_is_skipped(finished_sweep, capsys):
+    sweep_file = finished_sweep.parent.parent / "sweep.yaml"
+    calls: list = []
+    sweep = sw.load_sweep(sweep_file)
+    results = sw.run_sweep(sweep, finished_sweep.parent, jobs=2, launch=fake_launcher(calls))
+    assert calls == [] and len(results) == 6
+    sw.main([str(sweep_file), "--root", str(finished_sweep.parent), "--dry-run"])
+    assert capsys.readouterr().out == ""  # nothing left to run
+
+
+def test_diverged_run_is_recorded_and_others_finish(finished_sweep):
+    statuses = {p.name: read_status(p)["status"] for p in finished_sweep.iterdir() if p.is_dir()}
+    assert statuses == {
+        "activation=relu,seed=0": "finished", "activation=relu,seed=1": "finished",
+        "activation=gelu,seed=0": "finished", "activation=gelu,seed=1": "finished",
+        "activation=relu,lr=1e6,seed=0": "diverged", "activation=relu,lr=1e6,seed=1": "diverged",
+    }
+    report = (finished_sweep / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| relu | 1e6 |"))
+    assert "Diverged (2/2)" in row
+    # Each finished run is in TensorBoard's HParams view: its own event file with the grid values.
+    assert len(list((finished_sweep / "activation=gelu,seed=1").glob("*.hparams"))) == 1
+
+
+KILLER = '''
+import os, signal
+from lightning.pytorch.callbacks import Callback
+
+class KillAt(Callback):
+    """Dies like a pre-empted job: SIGKILL, no cleanup, no final status."""
+    def __init__(self, step: int) -> None:
+        self.step = step
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeypatch):
+    (tmp_path / "killer.py").write_text(KILLER)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).resolve().parents[1]}")
+    base = finished_sweep.parent.parent / "tiny.yaml"
+    grid, root = [{"model.activation": ["relu"]}], tmp_path / "root"
+    killer = {"trainer.callbacks+": {"class_path": "killer.KillAt", "init_args": {"step": 25}}}
+    killed = write_sweep(tmp_path / "killed.yaml", base, grid, [0], fixed=killer)
+    assert sw.main([str(killed), "--root", str(root), "--no-report"]) == 1
+    run_dir = root / "tiny" / "activation=relu,seed=0"
+    assert read_status(run_dir)["status"] == "interrupted"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert sw.main([str(write_sweep(tmp_path / "resume.yaml", base, grid, [0])), "--root", str(root), "--no-report"]) == 0
+    assert "--ckpt_path" in (run_dir / "fit.log").read_text()
+    assert len(read_scalars(run_dir)["val/loss"]) == 3  # steps 10, 20 (logged twice, merged), 30
+    resumed, uninterrupted = read_scalars(run_dir), read_scalars(finished_sweep / "activation=relu,seed=0")
+    for tag in ("val/loss", "train/loss"):
+        assert list(resumed[tag].index) == list(uninterrupted[tag].index)
+        assert resumed[tag].to_numpy() == pytest.approx(uninterrupted[tag].to_numpy(), abs=1e-6)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": [0], "sweeps": 3},
+     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels"),
+    ({"name": "x", "base": "b.yaml", "grid": {}, "seeds": [0]}, "'grid' is missing or empty"),
+    ({"name": "x", "base": "b.yaml", "grid": {"model.lr": []}, "seeds": [0]}, "non-empty lists"),
+    ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": []}, "'seeds' is missing or empty"),
+    ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": [0], "study": "x"}, "unknown 'study'"),
+])
+def test_bad_sweep_file_fails_before_running(tmp_path, monkeypatch, capsys, spec, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b.yaml").write_text("{}")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
+    assert sw.main(["bad.yaml", "--root", "runs"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_prints_one_runnable_command_per_run(tmp_path, capsys):
+    sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path))
+    assert sw.main([str(sweep_file), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 6 and all(shlex.split(line)[:2] == ["actsweep", "fit"] for line in lines)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_dispatches_sweep(tmp_path, capsys):
+    from actsweep.cli import main
+
+    (tmp_path / "bad.yaml").write_text("name: x\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(tmp_path / "bad.yaml")])
+    assert exit_info.value.code == 2 and "'base' is missing or empty" in capsys.readouterr().err
