@@ -7,8 +7,10 @@ Its constructor arguments are flat so that the CLI reaches them as `--model.acti
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics import SumMetric
@@ -75,10 +77,29 @@ class ActSweepModule(L.LightningModule):
         logits = self.model(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction=reduction)
 
+    def on_fit_start(self) -> None:
+        # `seed_everything` exports its seed; unseeded runs keep torch's own (random) one.
+        self._dropout_seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
+
+    def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Reseed torch from (seed, batch index, rank): dropout masks, like the training windows, are a
+        pure function of the step, so a resumed run draws exactly the masks of an uninterrupted one
+        (Lightning's checkpoints hold no RNG state) and each DDP rank draws its own."""
+        accumulate = self.trainer.accumulate_grad_batches
+        index = self.trainer.global_step * accumulate + batch_idx % accumulate
+        state = np.random.SeedSequence([self._dropout_seed, index, self.global_rank]).generate_state(1, np.uint64)
+        torch.manual_seed(int(state[0]))
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # Stopping through `should_stop` makes Lightning validate once more, so every run ends with
+        # a validation loss even when max_steps is not a multiple of val_check_interval.
+        if 0 < self.trainer.max_steps <= self.trainer.global_step:
+            self.trainer.should_stop = True
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.

@@ -1,0 +1,159 @@
+"""The GPT against independent references: causality, GPT-2 parity, switch bookkeeping."""
+
+import pytest
+import torch
+from torch import nn
+
+from actsweep.errors import ConfigError
+from actsweep.hooks import capture, hook_points, hooks
+from actsweep.model import GPT, GPTConfig
+
+TINY = dict(vocab_size=97, block_size=16, n_layer=3, n_head=4, n_embd=32)
+
+
+def tiny(**overrides) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**TINY, **overrides})).eval()
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "learnable_leaky_relu"])
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm", "none"])
+def test_changing_later_tokens_leaves_earlier_logits_unchanged(activation, norm):
+    model = tiny(activation=activation, norm=norm, bias="qk")
+    idx = torch.randint(0, 97, (2, 16))
+    t = 9
+    changed = idx.clone()
+    changed[:, t + 1 :] = torch.randint(0, 97, (2, 16 - t - 1))
+    with torch.no_grad():
+        a, b = model(idx), model(changed)
+    torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, t + 1 :], b[:, t + 1 :])
+
+
+def to_hf_gpt2(model: GPT):
+    """Copy our weights into transformers' GPT2LMHeadModel built from a config (no download)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    c = model.cfg
+    hf = GPT2LMHeadModel(
+        GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer,
+                   n_head=c.n_head, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+                   attn_pdrop=0.0, layer_norm_epsilon=c.norm_eps, bos_token_id=0, eos_token_id=0)
+    ).eval()
+    sd = {"transformer.wte.weight": model.wte.weight, "transformer.wpe.weight": model.wpe.weight,
+          "transformer.ln_f.weight": model.norm_final.weight, "transformer.ln_f.bias": model.norm_final.bias,
+          "lm_head.weight": model.lm_head.weight}
+    for i, b in enumerate(model.blocks):
+        p = f"transformer.h.{i}."
+        # HF's Conv1D stores weights as (in, out): transpose our Linear weights.
+        sd |= {p + "ln_1.weight": b.norm_attn.weight, p + "ln_1.bias": b.norm_attn.bias,
+               p + "attn.c_attn.weight": b.attn.qkv.weight.T, p + "attn.c_attn.bias": b.attn.qkv_bias,
+               p + "attn.c_proj.weight": b.attn.out.weight.T, p + "attn.c_proj.bias": b.attn.out.bias,
+               p + "ln_2.weight": b.norm_mlp.weight, p + "ln_2.bias": b.norm_mlp.bias,
+               p + "mlp.c_fc.weight": b.mlp.fc.weight.T, p + "mlp.c_fc.bias": b.mlp.fc.bias,
+               p + "mlp.c_proj.weight": b.mlp.out.weight.T, p + "mlp.c_proj.bias": b.mlp.out.bias}
+    result = hf.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=False)
+    assert not result.unexpected_keys and all("attn.bias" in k or "masked_bias" in k for k in result.missing_keys)
+    return hf
+
+
+def test_layernorm_gelu_tanh_full_bias_model_is_gpt2():
+    model = tiny(activation="gelu_tanh", norm="layernorm", bias="all", tie_weights=True)
+    with torch.no_grad():  # non-zero biases so that every bias is really compared
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0, 0.1)
+    hf = to_hf_gpt2(model)
+    idx = torch.randint(0, 97, (3, 16))
+    with torch.no_grad():
+        diff = (model(idx) - hf(idx).logits).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_layernorm_free_has_no_block_norm_parameters_but_keeps_final_norm():
+    model = tiny(norm="none")
+    names = [n for n, _ in model.named_parameters()]
+    assert not any(n.startswith("blocks.") and ".norm" in n for n in names)
+    assert "norm_final.weight" in names
+    assert isinstance(model.blocks[0].norm_attn, nn.Identity)
+    assert not any("norm" in n for n, _ in tiny(norm="none", final_norm="none").named_parameters())
+
+
+def slope_params(model: GPT) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if "slope" in n}
+
+
+def test_global_slope_is_one_parameter_shared_by_all_layers():
+    model = tiny(activation="learnable_leaky_relu", slope_scope="global", slope_init=0.25)
+    slopes = slope_params(model)
+    assert list(slopes) == ["slopes.shared"] and slopes["slopes.shared"].numel() == 1
+    assert all(b.mlp.act.slope is model.slopes.shared for b in model.blocks)
+    x = -torch.ones(4)
+    assert torch.equal(model.blocks[2].mlp.act(x), -0.25 * torch.ones(4))
+
+
+def test_layer_scope_has_one_slope_per_layer_and_neuron_scope_one_per_unit():
+    layer = slope_params(tiny(activation="learnable_leaky_relu", slope_scope="layer"))
+    assert len(layer) == 3 and all(p.numel() == 1 for p in layer.values())
+    neuron = slope_params(tiny(activation="learnable_leaky_relu", slope_scope="neuron"))
+    assert len(neuron) == 3 and all(p.shape == (4 * 32,) for p in neuron.values())
+
+
+def test_per_layer_activation_list_builds_those_modules():
+    model = tiny(activation=["relu", "gelu_tanh", "learnable_leaky_relu"])
+    acts = [b.mlp.act for b in model.blocks]
+    assert isinstance(acts[0], nn.ReLU)
+    assert isinstance(acts[1], nn.GELU) and acts[1].approximate == "tanh"
+    assert len(slope_params(model)) == 1
+    with pytest.raises(ConfigError, match="one name per layer"):
+        GPTConfig(**{**TINY, "activation": ["relu", "gelu"]})
+
+
+def test_bias_modes():
+    qk = tiny(bias="qk")
+    assert qk.blocks[0].attn.qkv_bias.numel() == 2 * 32
+    assert [n for n, p in qk.named_parameters() if n.endswith("bias")] == [f"blocks.{i}.attn.qkv_bias" for i in range(3)]
+    assert not [n for n, _ in tiny(bias="none").named_parameters() if "bias" in n]
+
+
+def test_gpt2_initialisation_scales_residual_projections():
+    model = tiny(n_layer=8, n_embd=256, n_head=4, vocab_size=5000)
+    assert model.blocks[0].mlp.fc.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert model.blocks[0].mlp.out.weight.std().item() == pytest.approx(0.02 / 4, rel=0.05)
+    assert model.lm_head.weight is model.wte.weight
+
+
+@pytest.mark.parametrize(
+    "overrides, phrase",
+    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu"),
+     ({"norm": "batchnorm"}, "layernorm, rmsnorm, none"),
+     ({"slope_scope": "head"}, "global, layer, neuron"),
+     ({"n_head": 5}, "divisible by n_head"),
+     ({"bias": "some"}, "all, qk, none")],
+)
+def test_bad_config_names_what_is_allowed(overrides, phrase):
+    with pytest.raises(ConfigError, match=phrase):
+        GPTConfig(**{**TINY, **overrides})
+
+
+def test_hook_points_capture_ffn_activations_and_are_removed():
+    model = tiny(activation="relu")
+    idx = torch.randint(0, 97, (2, 16))
+    with capture(model, "blocks.*.mlp.hook_pre", "blocks.*.mlp.hook_act") as cache:
+        model(idx)
+    assert len(cache) == 6
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_act"], cache["blocks.1.mlp.hook_pre"].clamp(min=0))
+    assert all(not p._forward_hooks for p in hook_points(model).values())
+    with pytest.raises(RuntimeError), hooks(model, {"blocks.0.hook_resid": lambda t, n: None}):
+        raise RuntimeError("hooks must be removed even when the block fails")
+    assert all(not p._forward_hooks for p in hook_points(model).values())
+
+
+def test_hook_can_ablate_an_activation():
+    model = tiny(activation="gelu")
+    idx = torch.randint(0, 97, (1, 16))
+    with torch.no_grad():
+        base = model(idx)
+        with hooks(model, {"blocks.*.mlp.hook_act": lambda t, n: torch.zeros_like(t)}):
+            ablated = model(idx)
+    assert not torch.allclose(base, ablated)
