@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import os
 
 import lightning as L
 import numpy as np
@@ -77,19 +76,6 @@ class ActSweepModule(L.LightningModule):
         x, y = batch
         logits = self.model(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction=reduction)
-
-    def on_fit_start(self) -> None:
-        # `seed_everything` exports its seed; unseeded runs keep torch's own (random) one.
-        self._dropout_seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
-
-    def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """Reseed torch from (seed, batch index, rank): dropout masks, like the training windows, are a
-        pure function of the step, so a resumed run draws exactly the masks of an uninterrupted one
-        (Lightning's checkpoints hold no RNG state) and each DDP rank draws its own."""
-        accumulate = self.trainer.accumulate_grad_batches
-        index = self.trainer.global_step * accumulate + batch_idx % accumulate
-        state = np.random.SeedSequence([self._dropout_seed, index, self.global_rank]).generate_state(1, np.uint64)
-        torch.manual_seed(int(state[0]))
 
     def on_fit_start(self) -> None:
         # `seed_everything` exports its seed; unseeded runs keep torch's own (random) one.
