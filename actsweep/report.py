@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .published import published_for  # noqa: E402
-from .callbacks.status import read_status  # noqa: E402
+from .status import read_status  # noqa: E402
 from .sweep import short, short_keys  # noqa: E402
 from .tblog import event_files, read_scalars  # noqa: E402
 

@@ -39,7 +39,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .callbacks.status import read_status, write_status
+from .status import read_status, write_status
+from .errors import ConfigError
 from .published import STUDIES
 from .tblog import read_scalars
 
@@ -50,7 +51,7 @@ HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ff
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class SweepError(ValueError):
+class SweepError(ConfigError):
     """A sweep file that cannot be run; the message says what to change."""
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from actsweep import sweep as sw
-from actsweep.callbacks.status import read_status, write_status
+from actsweep.status import read_status, write_status
 from actsweep.tblog import read_scalars
 
 TINY_CONFIG = {

@@ -8,7 +8,7 @@ from .entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, he
 from .ffn import FFNStats
 from .gradients import GradNorms
 from .slopes import SlopeMonitor
-from .status import read_status, write_status
+from ..status import read_status, write_status
 from .throughput import ThroughputMonitor
 
 __all__ = [
