@@ -67,8 +67,9 @@ def publish(trainer: L.Trainer, metrics: Mapping[str, torch.Tensor]) -> dict[str
     """Move a callback's scalars to the host in ONE transfer and hand them straight to every logger.
 
     Straight to the loggers (not `self.log`), because `self.log` would copy host floats back to the
-    device and sync once per metric when Lightning converts them."""
-    if not metrics:
+    device and sync once per metric when Lightning converts them. Loggers write on rank 0 only, so
+    other processes skip the transfer."""
+    if not metrics or not trainer.is_global_zero:
         return {}
     values = torch.stack([v.detach().reshape(()).float() for v in metrics.values()]).tolist()
     scalars = dict(zip(metrics, values))
