@@ -5,9 +5,23 @@ Lightning is imported only for the LightningCLI commands, so `sweep` and `report
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from .errors import ActSweepError
+
+# OS errors that mean "this place cannot be written": the fix is the user's, not the code's.
+FULL = {errno.ENOSPC, errno.EDQUOT}
+UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+
+
+def write_error(err: OSError) -> str:
+    """One line naming the place that could not be written and what to do."""
+    where = err.filename or "the output"
+    folders = "--trainer.logger.save_dir (logs, checkpoints), --data.cache_dir (token cache)"
+    if err.errno in FULL:
+        return f"no space left on the device while writing {where}; free some space, or write elsewhere: {folders}"
+    return f"cannot write {where} ({err.strerror}); choose a writable folder: {folders}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,6 +40,11 @@ def main(argv: list[str] | None = None) -> None:
         run_cli(argv)
     except ActSweepError as err:
         print(f"actsweep: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        print(f"actsweep: error: {write_error(err)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -1,0 +1,115 @@
+"""Shared pieces of the reliability, DDP and bad-input tests: a tiny corpus and config, the CLI run
+in-process, and a callback that records what training saw."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+from actsweep import cli
+from actsweep.data import TextDataModule
+from actsweep.module import ActSweepModule
+
+MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 3e-3, "dropout": 0.1, "warmup": 0.0}
+DATA = {"tokenizer": "char", "block_size": 32, "batch_size": 8, "val_windows": 16, "split_by": "char"}
+CONFIG = {
+    "seed_everything": 7,
+    "trainer": {
+        "accelerator": "cpu", "devices": 1, "max_steps": 10, "val_check_interval": 5,
+        "check_val_every_n_epoch": None, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+        "enable_progress_bar": False, "enable_model_summary": False,
+        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                   "init_args": {"save_dir": "logs", "name": "tiny"}},
+        "callbacks": [
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 5}},
+            "actsweep.callbacks.DivergenceGuard",
+        ],
+    },
+    "model": MODEL,
+    "data": DATA,
+}
+
+
+def write_corpus(folder: Path, chars: int = 60_000) -> Path:
+    """A plain-text corpus always present offline: the head of the standard library's argparse.py."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "corpus.txt"
+    path.write_text(Path(argparse.__file__).read_text()[:chars], encoding="utf-8")
+    return path
+
+
+def write_config(folder: Path, **sections: dict[str, Any]) -> Path:
+    """`folder/tiny.yaml`: `CONFIG` on `folder/corpus.txt`, logs and cache in `folder`; `sections`
+    (e.g. `model={"activation": "relu"}`) update the named sections."""
+    config = copy.deepcopy(CONFIG)
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(folder / "logs")
+    config["data"].update(source=str(write_corpus(folder)), cache_dir=str(folder / "cache"))
+    for section, values in sections.items():
+        config[section].update(values)
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`actsweep ARGS` in this process: (exit status, stderr). A normal return is status 0."""
+    capsys.readouterr()
+    try:
+        cli.main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def fit_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one-line error of a run that must fail as bad input (exit status 2)."""
+    code, err = run_main(args, capsys)
+    lines = [line for line in err.splitlines() if line.startswith(("actsweep: error:", "actsweep sweep: error:"))]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes), to show that a failed run changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_modules(folder: Path, **model: Any) -> tuple[ActSweepModule, TextDataModule]:
+    """The model and data of `CONFIG` for a programmatic `Trainer`, with `model` overrides."""
+    data = TextDataModule(**{**DATA, "source": str(write_corpus(folder)), "cache_dir": str(folder / "cache"),
+                             "seed": CONFIG["seed_everything"]})
+    data.prepare_data()
+    module = ActSweepModule(**{**MODEL, **model}, vocab_size=data.vocab_size, block_size=DATA["block_size"])
+    return module, data
+
+
+def tiny_trainer(folder: Path, callbacks: list[Callback], **kwargs: Any) -> L.Trainer:
+    """A quiet CPU trainer logging every step into `folder`."""
+    options = dict(accelerator="cpu", devices=1, max_steps=10, log_every_n_steps=1, num_sanity_val_steps=0,
+                   limit_val_batches=0, enable_progress_bar=False, enable_model_summary=False,
+                   logger=False, default_root_dir=folder)
+    return L.Trainer(callbacks=callbacks, **{**options, **kwargs})
+
+
+class Recorder(Callback):
+    """Keeps every training loss and input batch by global step (this process's share under DDP)."""
+
+    def __init__(self) -> None:
+        self.losses: dict[int, torch.Tensor] = {}
+        self.inputs: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step - 1  # already advanced by the optimizer step
+        self.losses[step] = outputs["loss"].detach().clone()
+        self.inputs[step] = batch[0].clone()
