@@ -140,8 +140,11 @@ class TextDataModule(L.LightningDataModule):
         return docs
 
     def prepare_data(self) -> None:
-        """Tokenize and cache train and val (once per machine; later runs only verify)."""
+        """Tokenize and cache train and val (once per machine; later runs only verify), and check that
+        the windows fit: Lightning calls this before it creates the run's log folder, so a size error
+        leaves no empty run behind."""
         self._token_arrays()
+        self._check_sizes()
 
     def setup(self, stage: str | None = None) -> None:
         arrays = self._token_arrays()

@@ -60,6 +60,13 @@ def write_config(folder: Path, **sections: dict[str, Any]) -> Path:
     return path
 
 
+def finished_fit(folder: Path) -> Path:
+    """Write the tiny config into `folder` and fit it for 2 steps (logs, checkpoint, cache); its config."""
+    config = write_config(folder)
+    cli.main(["fit", "--config", str(config), "--trainer.max_steps", "2"])
+    return config
+
+
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """`actsweep ARGS` in this process: (exit status, stderr). A normal return is status 0."""
     capsys.readouterr()

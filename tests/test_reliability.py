@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from actsweep import cache
-from helpers import Recorder, fit_error, run_main, snapshot, tiny_modules, tiny_trainer, write_config
+from helpers import Recorder, finished_fit, fit_error, run_main, snapshot, tiny_modules, tiny_trainer, write_config
 
 STOP_AT, MAX_STEPS = 5, 10
 
@@ -109,10 +109,9 @@ def test_damaged_cache_is_detected_and_rebuilt_by_fit(tmp_path, capsys):
 
 
 @pytest.fixture()
-def earlier_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, dict[str, bytes]]:
-    """A folder holding a finished tiny fit (logs, checkpoint, cache) and a snapshot of its files."""
-    config = write_config(tmp_path / "earlier")
-    assert run_main(["fit", "--config", str(config), "--trainer.max_steps", "2"], capsys)[0] == 0
+def earlier_run(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """The config of a finished tiny fit in `tmp_path/earlier` and a snapshot of its files."""
+    config = finished_fit(tmp_path / "earlier")
     return config, snapshot(tmp_path / "earlier")
 
 
