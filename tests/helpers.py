@@ -91,10 +91,10 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def tiny_modules(folder: Path, **model: Any) -> tuple[ActSweepModule, TextDataModule]:
+def tiny_modules(folder: Path, batch_size: int = DATA["batch_size"], **model: Any) -> tuple[ActSweepModule, TextDataModule]:
     """The model and data of `CONFIG` for a programmatic `Trainer`, with `model` overrides."""
     data = TextDataModule(**{**DATA, "source": str(write_corpus(folder)), "cache_dir": str(folder / "cache"),
-                             "seed": CONFIG["seed_everything"]})
+                             "seed": CONFIG["seed_everything"], "batch_size": batch_size})
     data.prepare_data()
     module = ActSweepModule(**{**MODEL, **model}, vocab_size=data.vocab_size, block_size=DATA["block_size"])
     return module, data
@@ -109,14 +109,25 @@ def tiny_trainer(folder: Path, callbacks: list[Callback], **kwargs: Any) -> L.Tr
 
 
 class Recorder(Callback):
-    """Keeps every training loss and input batch by global step (this process's share under DDP)."""
+    """Keeps every training loss and input batch, and `val/loss`, by global step (this process's share
+    under DDP); with `out`, each process saves them to `out/rank<r>.pt` at fit end (spawned processes
+    return nothing else)."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Path | None = None) -> None:
+        self.out = out
         self.losses: dict[int, torch.Tensor] = {}
         self.inputs: dict[int, torch.Tensor] = {}
+        self.val_losses: dict[int, torch.Tensor] = {}
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         step = trainer.global_step - 1  # already advanced by the optimizer step
         self.losses[step] = outputs["loss"].detach().clone()
         self.inputs[step] = batch[0].clone()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.val_losses[trainer.global_step] = trainer.callback_metrics["val/loss"].clone()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.out is not None:
+            torch.save(vars(self), self.out / f"rank{trainer.global_rank}.pt")
