@@ -3,6 +3,9 @@ the same global batch, the same validation loss, and checkpoints that resume exa
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -10,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from helpers import Recorder, tiny_modules, tiny_trainer
+from helpers import Recorder, tiny_modules, tiny_trainer, write_config
 
 pytestmark = pytest.mark.slow
 STEPS, SAVE_EVERY, PER_RANK = 6, 3, 4  # 2 ranks x 4 windows = the single-process batch of 8
@@ -62,3 +65,15 @@ def test_ddp_checkpoint_resumes_exactly(ddp_run):
     for rank in (0, 1):
         assert list(resumed[rank]["losses"]) == list(range(SAVE_EVERY, STEPS))
         assert all(torch.equal(loss, ranks[rank]["losses"][step]) for step, loss in resumed[rank]["losses"].items())
+
+
+def test_cli_fit_under_ddp_launcher(tmp_path):
+    """`actsweep fit --trainer.strategy ddp`: Lightning relaunches the command once per process."""
+    config = write_config(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "actsweep.cli", "fit", "--config", str(config),
+                             "--trainer.strategy", "ddp", "--trainer.devices", "2", "--data.batch_size", str(PER_RANK),
+                             "--trainer.max_steps", "4"], capture_output=True, text=True, timeout=300)
+    (run,) = (tmp_path / "logs" / "tiny").iterdir()
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "status.json").read_text())["status"] == "finished"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
