@@ -92,7 +92,9 @@ class ActSweepModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
+        # `actsweep.progress.LossProgressBar` shows it on refresh instead.
+        self.log("train/loss", loss)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
