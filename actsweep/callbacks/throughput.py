@@ -1,9 +1,9 @@
-"""Tokens per second and model FLOP utilisation without a device sync of its own.
+"""Tokens per second and model FLOP utilisation, with no device sync beyond the logging steps'.
 
 Lightning's `ThroughputMonitor` calls `torch.cuda.synchronize` every step. Here the clock is read on
-logging steps only: the host cannot run ahead of the device by more than a few steps, and logging
-steps sync anyway (Lightning turns `train/loss` into a float), so the wall time between two logging
-steps is the device's time for the steps in between.
+logging steps only, after waiting for the device there: logging steps sync anyway (Lightning turns
+`train/loss` into a float), so that wait costs nothing, and the wall time between two logging steps
+is the device's time for the steps in between. Validation time between them is left out.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class ThroughputMonitor(Callback):
         self.computations = 0
         self._peak_flops: float | None = None
         self._last: tuple[int, float] | None = None  # (global step, clock) at the last logging step
+        self._validation_start = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = None
@@ -35,13 +36,23 @@ class ThroughputMonitor(Callback):
             peak = get_available_flops(device, _plugin_to_compute_dtype(trainer.precision_plugin))
             self._peak_flops = None if peak is None else float(peak) * trainer.world_size
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._last is not None:  # move the reference point past the validation run
+            self._last = (self._last[0], self._last[1] + time.perf_counter() - self._validation_start)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if not is_logging_step(trainer):
             return
+        if pl_module.device.type == "cuda":  # this step's kernels belong before the clock reading
+            torch.cuda.synchronize(pl_module.device)
         now, step = time.perf_counter(), trainer.global_step
         if self._last is not None and step > self._last[0]:
             self.computations += 1
-            tokens = (step - self._last[0]) * batch[0].numel() * trainer.world_size
+            # Every optimizer step consumes accumulate_grad_batches batches on every process.
+            tokens = (step - self._last[0]) * trainer.accumulate_grad_batches * batch[0].numel() * trainer.world_size
             rate = tokens / (now - self._last[1])
             metrics = {"perf/tokens_per_sec": torch.tensor(rate)}
             if self._peak_flops:
