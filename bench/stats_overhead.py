@@ -115,7 +115,7 @@ def main() -> None:
             f"all six statistics callbacks ON vs OFF, interleaved, {args.reps} repetitions of "
             f"{args.steps} steps ({args.warmup} warm-up steps untimed), validation off in both arms.\n\n"
             f"- Machine: {machine()}\n"
-            f"- Command: `python bench/stats_overhead.py --reps {args.reps} --steps {args.steps} --write`\n"
+            f"- Command: `python bench/stats_overhead.py --reps {args.reps} --steps {args.steps} --warmup {args.warmup} --write`\n"
             f"- Median tokens per CPU second ON {on[1]:,.0f}, OFF {off[1]:,.0f}; per wall second ON {on[0]:,.0f}, OFF {off[0]:,.0f}\n"
             f"- **Ratio ON/OFF: {cpu:.3f} in CPU time**, {wall:.3f} in wall time (target >= 0.97)\n"
         )
