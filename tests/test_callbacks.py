@@ -301,7 +301,7 @@ def test_two_gloo_processes_equal_one_process():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # no re-import of torch and lightning in the workers
     out = ctx.Queue()
     procs = [ctx.Process(target=_rank_statistics, args=(r, 2, port, acts, resid, out)) for r in range(2)]
     for p in procs:
