@@ -50,15 +50,19 @@ def command() -> str:
     return shlex.join(["python", script_name, *sys.argv[1:]])
 
 
-def interleave(arms: Mapping[str, Callable[[], float]], reps: int) -> dict[str, list[float]]:
-    """Run every arm `reps` times, rotating which arm goes first; {arm: [result per repetition]}."""
+def interleave(arms: Mapping[str, Callable[[], dict[str, float]]], reps: int) -> dict[str, dict[str, list[float]]]:
+    """Run every arm `reps` times, rotating which arm goes first.
+
+    Each arm returns {measure: value}; the result is {arm: {measure: [value per repetition]}}."""
     names = list(arms)
-    results: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, dict[str, list[float]]] = {name: {} for name in names}
     for rep in range(reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
         for name in order:
-            results[name].append(arms[name]())
-        print(f"rep {rep + 1}/{reps}: " + ", ".join(f"{n} {results[n][-1]:.4g}" for n in names), flush=True)
+            for measure, value in arms[name]().items():
+                results[name].setdefault(measure, []).append(value)
+        print(f"rep {rep + 1}/{reps}: " + "; ".join(
+            f"{n} " + ", ".join(f"{m} {v[-1]:.4g}" for m, v in results[n].items()) for n in names), flush=True)
     return results
 
 
