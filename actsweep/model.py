@@ -24,10 +24,11 @@ NORMS = {
     "none": lambda dim, eps, bias: nn.Identity(),
 }
 
-# Which sites carry a bias. "qk" is ReLU's Revival: only the query and key projections.
+# Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
+# its norms (HF GPT-2's LayerNorms) keep theirs.
 BIAS_SITES = {
     "all": frozenset({"q", "k", "v", "attn_out", "fc", "fc_out", "norm"}),
-    "qk": frozenset({"q", "k"}),
+    "qk": frozenset({"q", "k", "norm"}),
     "none": frozenset(),
 }
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-BLOG_SOURCE = "blog 'ReLU vs GELU', table 2.1 (step 5000), seeds/000"
+BLOG_SOURCE = ("blog 'ReLU vs GELU', table 2.1, seeds/000: a character-level model (its code), 5000 steps "
+               "(10k at lr 1e-4)")
 REVIVAL_SOURCE = "Jha & Reagen, ReLU's Revival (arXiv 2410.09637), GPT-2 on CodeParrot, DESIGN.md"
 REVIVAL_BANDS_SOURCE = "Jha & Reagen, ReLU's Revival, entropy bands of LN-free models, seeds/003"
 

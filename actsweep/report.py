@@ -144,7 +144,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
     info = {log.info["config"]: log.info for log in logs}
     rows = []
     for config, group in runs.groupby("config", sort=False):
-        kept = group[group.status != "Diverged"]
+        kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
         row: dict[str, Any] = {"config": config, "label": group.label.iloc[0], "n": int(kept.val_loss.notna().sum())}
         for column in ("val_loss", "val_ppl"):
             values = kept[column].dropna().to_numpy()

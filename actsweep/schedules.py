@@ -30,7 +30,7 @@ def build_schedule(name: str, total: int, warmup: float, min_ratio: float) -> Ca
 
     def multiplier(step: int) -> float:
         if step < warm:
-            return (step + 1) / warm
+            return step / warm  # as Hugging Face's schedules: lr 0 at step 0
         progress = min(1.0, (step - warm) / max(1, total - warm))
         return min_ratio + (1 - min_ratio) * decay(progress)
 

@@ -339,6 +339,8 @@ class Corpus:
         """(source, split) holding native validation documents, if any."""
         if self.val_source is not None:
             return self.val_source, "train"
+        if self.split_by == "char":  # an explicit 90/10 cut of the text wins over a hub's own split
+            return None
         known = HUB_DATASETS.get(self.source) if source_kind(self.source) == "hub" else None
         if known and known.val_source:
             return known.val_source, "train"

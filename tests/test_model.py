@@ -112,7 +112,9 @@ def test_per_layer_activation_list_builds_those_modules():
 def test_bias_modes():
     qk = tiny(bias="qk")
     assert qk.blocks[0].attn.qkv_bias.numel() == 2 * 32
-    assert [n for n, p in qk.named_parameters() if n.endswith("bias")] == [f"blocks.{i}.attn.qkv_bias" for i in range(3)]
+    projection_biases = [n for n, p in qk.named_parameters() if n.endswith("bias") and "norm" not in n]
+    assert projection_biases == [f"blocks.{i}.attn.qkv_bias" for i in range(3)]
+    assert qk.norm_final.bias is not None  # norms keep their bias, as in HF GPT-2
     assert not [n for n, _ in tiny(bias="none").named_parameters() if "bias" in n]
 
 

@@ -22,8 +22,11 @@ _REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
 
 
 def is_logging_step(trainer: L.Trainer) -> bool:
-    """Whether Lightning logs scalars at this step; the only training steps on which statistics work."""
-    return trainer._logger_connector.should_update_logs
+    """Whether Lightning logs scalars at this step; the only training steps on which statistics work.
+
+    Under gradient accumulation only the last micro-batch of a logging step counts, so statistics
+    run (and transfer) once per logged step, not once per micro-batch."""
+    return trainer._logger_connector.should_update_logs and not trainer.fit_loop._should_accumulate()
 
 
 def logger_step(trainer: L.Trainer) -> int:

@@ -65,7 +65,8 @@ class DivergenceGuard(Callback):
         if stage == "fit":
             self._log_dir = trainer.log_dir  # a collective under DDP: every process asks here
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning restored a checkpoint, so a resumed run records the step it resumed at.
         self._first_bad = torch.full((), _NEVER, dtype=torch.int64, device=pl_module.device)
         self.diverged_at, self._val_loss = None, None
         self._write(trainer, "running", trainer.global_step)

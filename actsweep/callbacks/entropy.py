@@ -148,7 +148,7 @@ class AttentionEntropy(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         n = self.every_n_train_steps
-        if n > 0 and trainer.global_step % n == 0:
+        if n > 0 and trainer.global_step % n == 0 and not trainer.fit_loop._should_accumulate():
             self._run(trainer, pl_module)
 
     def _probe_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor | None:

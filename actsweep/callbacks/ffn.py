@@ -123,9 +123,12 @@ class FFNStats(Callback):
         self._hooks.armed = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._collecting_dead_units(trainer) or not self._fired:
+        if not self._collecting_dead_units(trainer):
             return
         self.computations += 1
-        fired = torch.stack([self._fired[i] for i in sorted(self._fired)])
+        cfg = pl_module.model.cfg
+        # A process with no validation window still joins the all-reduce (with "never fired").
+        fired = torch.stack([self._fired[i] for i in sorted(self._fired)]) if self._fired else torch.zeros(
+            cfg.n_layer, cfg.mlp_hidden, dtype=torch.bool, device=pl_module.device)
         self._fired.clear()
         publish(trainer, per_layer("ffn/dead_units", dead_unit_share(fired)))
