@@ -2,7 +2,8 @@
 
 Training windows are a pure function of (seed, step, rank) — no sampler state to checkpoint — so a
 resumed run continues exactly and an N-process run sees exactly the single-process global batch,
-split N ways. Validation uses a fixed set of evenly spread windows.
+split N ways. Validation uses a fixed set of evenly spread windows. Windows are either drawn
+anywhere in the flat stream (``random``) or are whole-document aligned chunks (``document``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,32 @@ from actsweep.tokenizers import TOKENIZERS, Tokenizer, get_tokenizer
 from actsweep.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+WINDOWS = ("random", "document")
+EOT_SCAN_BLOCK = 1 << 26  # tokens compared with eot at a time: bounds the scan's memory (64 MB of bools)
+
+
+def document_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> np.ndarray:
+    """Start offsets (int64, in stream order) of every whole ``length``-token chunk inside a document.
+
+    This is how Hugging Face's codeparrot pipeline (ReLU's Revival) cut its data: each document is
+    split into chunks at ``doc_start + k * length`` and its partial remainder is dropped, so chunks
+    never cross documents. Documents are the runs between ``eot`` tokens; the eot belongs to no chunk,
+    and text after the last eot (a stream that is not terminated) counts as the last document.
+    Vectorised, scanning ``tokens`` (e.g. a memmap) block by block: no Python loop over documents.
+    """
+    eots = [np.flatnonzero(tokens[i:i + EOT_SCAN_BLOCK] == eot) + i
+            for i in range(0, len(tokens), EOT_SCAN_BLOCK)]
+    ends = np.concatenate([*eots, [len(tokens)]]).astype(np.int64)  # one past each document
+    doc_starts = np.concatenate([[0], ends[:-1] + 1])
+    counts = (ends - doc_starts) // length
+    # Chunk j of the whole list, in document d: doc_starts[d] + (j - chunks before d) * length.
+    before = np.cumsum(counts) - counts
+    return np.repeat(doc_starts - before * length, counts) + np.arange(counts.sum(), dtype=np.int64) * length
+
+
+def _spread(n: int, last: int) -> np.ndarray:
+    """``n`` integers evenly spread from 0 to ``last`` (both ends included when n > 1)."""
+    return np.arange(n, dtype=np.int64) * last // max(n - 1, 1)
 
 
 class TextDataModule(L.LightningDataModule):
@@ -37,6 +64,11 @@ class TextDataModule(L.LightningDataModule):
         val_windows: validation windows, evenly spread over the val split (fewer if fewer fit).
         probe_windows: validation windows in ``probe_batch()``.
         seed: seed of the training windows.
+        windows: ``random`` — windows anywhere in the flat token stream, across document boundaries
+            (the blog's nanoGPT sampling); ``document`` — aligned ``block_size + 1``-token chunks inside
+            each document, partial remainder dropped (ReLU's Revival's per-document chunks; needs a
+            tokenizer with an end-of-text token, e.g. gpt2). Training draws distinct windows per step
+            either way; validation spreads ``val_windows`` evenly over the val split's windows.
         text_column: column of .jsonl/.parquet/hub sources (default ``text`` / the dataset's own).
         separator: string ending each document in .txt files.
         val_source: source of the validation documents (default: split off ``source``).
@@ -57,6 +89,7 @@ class TextDataModule(L.LightningDataModule):
         val_windows: int = 64,
         probe_windows: int = 8,
         seed: int = 1337,
+        windows: str = "random",
         text_column: str | None = None,
         separator: str = "<|endoftext|>",
         val_source: str | None = None,
@@ -74,6 +107,8 @@ class TextDataModule(L.LightningDataModule):
                             ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
+        if windows not in WINDOWS:
+            raise ConfigError(f"unknown windows {windows!r}; valid values: {', '.join(WINDOWS)}")
         self.save_hyperparameters()
         self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,
@@ -85,11 +120,13 @@ class TextDataModule(L.LightningDataModule):
         self.val_windows = val_windows
         self.probe_windows = probe_windows
         self.seed = seed
+        self.windows = windows
         self.cache_dir = cache_dir
         self.pin_memory = pin_memory
         self._arrays: dict[str, cache.TokenArray] | None = None
         self._train: np.ndarray | None = None
         self._val: np.ndarray | None = None
+        self._chunks: dict[str, np.ndarray] = {}  # document-mode window starts per split, on first use
 
     # -- tokens ----------------------------------------------------------------------------------
 
@@ -161,7 +198,15 @@ class TextDataModule(L.LightningDataModule):
                     "lower --data.block_size or use a larger corpus / --data.val_fraction"
                 )
         world_size = self._position()[2]
-        if len(self._tokens("train")) < self._train_tokens_needed(world_size):
+        if self.windows == "document":
+            if not len(self._chunk_starts("val")):
+                raise ConfigError(
+                    f"the val split has no document of at least block_size + 1 = {window} tokens, so no "
+                    "document windows; lower --data.block_size or use more validation documents"
+                )
+            if len(self._chunk_starts("train")) < self.batch_size * world_size:
+                raise self._capacity_error(world_size)
+        elif len(self._tokens("train")) < self._train_tokens_needed(world_size):
             raise self._capacity_error(world_size)
 
     def _train_tokens_needed(self, world_size: int) -> int:
@@ -169,6 +214,12 @@ class TextDataModule(L.LightningDataModule):
         return self.batch_size * world_size * (self.block_size + 1) + self.block_size
 
     def _capacity_error(self, world_size: int) -> ConfigError:
+        if self.windows == "document":
+            return ConfigError(
+                f"the train split has {len(self._chunk_starts('train'))} whole-document chunks of "
+                f"{self.block_size + 1} tokens; a global batch needs {self.batch_size * world_size} distinct ones. "
+                "Lower --data.batch_size or --data.block_size, or use a larger corpus"
+            )
         return ConfigError(
             f"the train split has {len(self._tokens('train'))} tokens; {self.batch_size * world_size} "
             f"distinct windows of {self.block_size + 1} tokens need {self._train_tokens_needed(world_size)}. "
@@ -179,6 +230,18 @@ class TextDataModule(L.LightningDataModule):
         if self._train is None or self._val is None:
             self.setup()
         return self._train if split == "train" else self._val  # type: ignore[return-value]
+
+    def _chunk_starts(self, split: str) -> np.ndarray:
+        """Document-mode window starts of ``split``: one pass over its tokens, on first use."""
+        if split not in self._chunks:
+            eot = self.tokenizer.eot
+            if eot is None:
+                raise ConfigError(
+                    f"--data.windows document needs a tokenizer with an end-of-text token, such as gpt2, "
+                    f"to find document boundaries; {self.tokenizer_name!r} has none (use --data.windows random)"
+                )
+            self._chunks[split] = document_chunk_starts(self._tokens(split), eot, self.block_size + 1)
+        return self._chunks[split]
 
     def _position(self) -> tuple[int, int, int]:
         """(first batch index, rank, world size) from the attached trainer, else (0, 0, 1).
@@ -196,28 +259,42 @@ class TextDataModule(L.LightningDataModule):
         rows = tokens[starts[:, None] + np.arange(length)]
         return torch.from_numpy(rows.astype(np.int64))
 
+    def _rank_rows(self, rng: np.random.Generator, n: int, rank: int, world_size: int) -> np.ndarray:
+        """Rows ``rank::world_size`` of ``batch_size * world_size`` distinct indices in ``[0, n)``:
+        every process draws the same global batch, so the N shards are the single-process batch."""
+        if n < self.batch_size * world_size:
+            raise self._capacity_error(world_size)
+        return rng.choice(n, size=self.batch_size * world_size, replace=False)[rank::world_size]
+
     def train_batch(self, step: int, rank: int = 0, world_size: int = 1) -> Batch:
         """Batch ``step`` of process ``rank``: rows ``rank::world_size`` of the global batch.
 
-        The global batch (``batch_size * world_size`` windows) is drawn from
-        ``PCG64([seed, step])``: one shift in ``[0, block_size]`` and distinct chunks among the
-        non-overlapping ``block_size + 1``-token chunks after it, so windows never overlap.
+        The global batch (``batch_size * world_size`` windows) is drawn from ``PCG64([seed, step])``.
+        ``random``: one shift in ``[0, block_size]`` and distinct chunks among the non-overlapping
+        ``block_size + 1``-token chunks after it, so windows never overlap. ``document``: distinct
+        whole-document chunks (see :func:`document_chunk_starts`).
         """
         tokens, window = self._tokens("train"), self.block_size + 1
         rng = np.random.Generator(np.random.PCG64([self.seed, step]))
-        shift = int(rng.integers(0, window))
-        n_chunks = (len(tokens) - shift) // window
-        if n_chunks < self.batch_size * world_size:
-            raise self._capacity_error(world_size)
-        chunks = rng.choice(n_chunks, size=self.batch_size * world_size, replace=False)
-        rows = self._gather(tokens, shift + chunks[rank::world_size] * window, window)
+        if self.windows == "document":
+            chunks = self._chunk_starts("train")
+            starts = chunks[self._rank_rows(rng, len(chunks), rank, world_size)]
+        else:
+            shift = int(rng.integers(0, window))
+            starts = shift + self._rank_rows(rng, (len(tokens) - shift) // window, rank, world_size) * window
+        rows = self._gather(tokens, starts, window)
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
     def val_starts(self) -> np.ndarray:
-        """Start offsets of all validation windows: evenly spread, non-overlapping, fixed."""
+        """Start offsets of all validation windows: evenly spread, non-overlapping, fixed.
+
+        ``random``: spread over the val stream; ``document``: spread over its whole-document chunks.
+        """
+        if self.windows == "document":
+            chunks = self._chunk_starts("val")
+            return chunks[_spread(min(self.val_windows, len(chunks)), len(chunks) - 1)]
         n_tokens, window = len(self._tokens("val")), self.block_size + 1
-        n = min(self.val_windows, n_tokens // window)
-        return np.arange(n, dtype=np.int64) * (n_tokens - window) // max(n - 1, 1)
+        return _spread(min(self.val_windows, n_tokens // window), n_tokens - window)
 
     def val_batches(self, rank: int = 0, world_size: int = 1) -> list[Batch]:
         """Validation batches of process ``rank`` (windows ``rank::world_size``, no padding)."""

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from actsweep import cache, sources
-from actsweep.data import TextDataModule
+from actsweep import cache, data, sources
+from actsweep.data import TextDataModule, document_chunk_starts
 from actsweep.tokenizers import (
     ENCODER_JSON_SHA256,
     VOCAB_BPE_SHA256,
@@ -393,3 +393,93 @@ def test_validation_uses_all_windows_that_fit(jsonl_corpus: Path, tmp_path: Path
     n_val = len(dm._tokens("val"))
     starts = dm.val_starts()
     assert len(starts) == n_val // 1001 and (np.diff(starts) >= 1001).all() and starts[-1] + 1001 <= n_val
+
+
+# -- document windows ----------------------------------------------------------------------------
+
+
+def reference_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> list[int]:
+    """The spec written as a plain loop: whole chunks per document, remainder and eot left out."""
+    starts, doc_start = [], 0
+    for i, token in enumerate([*tokens.tolist(), eot]):  # an unterminated tail is the last document
+        if token == eot:
+            starts += range(doc_start, i - length + 1, length)
+            doc_start = i + 1
+    return starts
+
+
+def stream(doc_lengths: list[int], eot: int, rng: np.random.Generator, terminated: bool = True) -> np.ndarray:
+    docs = [[*rng.integers(1, 50, size=n).tolist(), eot] for n in doc_lengths]
+    flat = [t for doc in docs for t in doc]
+    return np.array(flat if terminated else flat[:-1], dtype=np.uint16)
+
+
+def test_document_chunk_starts_match_a_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    # lengths 3 (< chunk), 5 (== chunk), 0 0 (consecutive eots), 12 (2 chunks + 2), 1, 11; tail of 17
+    tokens = stream([3, 5, 0, 0, 12, 1, 11, 17], eot=0, rng=rng, terminated=False)
+    expected = [4, 12, 17, 27, 32, 39, 44, 49]  # doc starts 0 4 10 11 12 25 27 39
+    assert reference_chunk_starts(tokens, 0, 5) == expected
+    monkeypatch.setattr(data, "EOT_SCAN_BLOCK", 7)  # document boundaries straddle scan blocks
+    for terminated in (True, False):
+        t = stream([3, 5, 0, 0, 12, 1, 11, 17], eot=0, rng=rng, terminated=terminated)
+        got = document_chunk_starts(t, 0, 5)
+        assert got.dtype == np.int64 and got.tolist() == expected
+    for seed in range(20):
+        r = np.random.default_rng(seed)
+        t = r.integers(0, 8, size=int(r.integers(0, 300))).astype(np.uint16)  # eot 0: ~1 in 8 tokens
+        for length in (1, 2, 5):
+            assert document_chunk_starts(t, 0, length).tolist() == reference_chunk_starts(t, 0, length)
+    assert document_chunk_starts(np.zeros(4, np.uint16), 0, 1).tolist() == []
+
+
+def gpt2_module(corpus: Path, tmp_path: Path, **kwargs) -> TextDataModule:
+    options = dict(text_column="body", block_size=16, batch_size=4, windows="document", cache_dir=str(tmp_path / "g"))
+    return TextDataModule(source=str(corpus), **{**options, **kwargs})
+
+
+def test_document_train_windows_inside_documents_pure_and_sharded(jsonl_corpus: Path, tmp_path: Path) -> None:
+    dm = gpt2_module(jsonl_corpus, tmp_path)
+    tokens = np.asarray(dm._tokens("train"))
+    chunks = np.array(reference_chunk_starts(tokens, 50256, 17))
+    assert len(chunks) > 100  # documents of ~45 tokens: 2 chunks each
+    for step in range(5):
+        x, y = dm.train_batch(step)
+        rng = np.random.Generator(np.random.PCG64([1337, step]))
+        starts = chunks[rng.choice(len(chunks), size=4, replace=False)]
+        for row, start in enumerate(starts):
+            window = tokens[start:start + 17]
+            doc_start = np.flatnonzero(tokens[:start] == 50256)[-1:] + 1 if start else np.array([0])
+            assert 50256 not in window and (start - int(doc_start.sum())) % 17 == 0
+            assert x[row].tolist() == window[:-1].tolist() and y[row].tolist() == window[1:].tolist()
+    global_x, global_y = dm.train_batch(3)
+    assert torch.equal(gpt2_module(jsonl_corpus, tmp_path).train_batch(3)[0], global_x)
+    assert not torch.equal(dm.train_batch(4)[0], global_x)
+    dm2 = gpt2_module(jsonl_corpus, tmp_path, batch_size=2)
+    for rank in (0, 1):
+        x, y = dm2.train_batch(3, rank, 2)
+        assert torch.equal(x, global_x[rank::2]) and torch.equal(y, global_y[rank::2])
+
+
+def test_document_validation_windows_fixed(jsonl_corpus: Path, tmp_path: Path) -> None:
+    dm = gpt2_module(jsonl_corpus, tmp_path, val_windows=10, probe_windows=3)
+    val = np.asarray(dm._tokens("val"))
+    chunks = np.array(reference_chunk_starts(val, 50256, 17))
+    starts = dm.val_starts()
+    np.testing.assert_array_equal(starts, chunks[np.arange(10) * (len(chunks) - 1) // 9])
+    np.testing.assert_array_equal(starts, gpt2_module(jsonl_corpus, tmp_path, val_windows=10).val_starts())
+    xs = torch.cat([x for x, _ in dm.val_batches()])
+    assert xs.tolist() == [val[s:s + 16].tolist() for s in starts] and torch.equal(dm.probe_batch(), xs[:3])
+    everything = gpt2_module(jsonl_corpus, tmp_path, val_windows=10_000).val_starts()
+    np.testing.assert_array_equal(everything, chunks)  # fewer chunks than val_windows: all of them
+
+
+def test_document_windows_errors(jsonl_corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="valid values: random, document"):
+        gpt2_module(jsonl_corpus, tmp_path, windows="sentence")
+    with pytest.raises(ValueError, match="end-of-text token, such as gpt2"):
+        char_module(jsonl_corpus, tmp_path, windows="document").prepare_data()
+    with pytest.raises(ValueError, match="val split has no document of at least"):
+        gpt2_module(jsonl_corpus, tmp_path, block_size=200).prepare_data()
+    with pytest.raises(ValueError, match=r"\d+ whole-document chunks.*Lower --data.batch_size"):
+        gpt2_module(jsonl_corpus, tmp_path, batch_size=5000).setup("fit")
