@@ -34,11 +34,11 @@ from actsweep.module import ActSweepModule
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 # name -> (CLI overrides of quickstart.yaml, warmup steps, timed steps); each window holds a logging step
 SIZES: dict[str, tuple[list[str], int, int]] = {
-    "quickstart": ([], 3, 10),
+    "quickstart": ([], 3, 30),
     "blog": ([
         "--model.n_layer=6", "--model.n_head=6", "--model.n_embd=384", "--model.pad_vocab_multiple=64",
-        "--data.tokenizer=gpt2", "--data.batch_size=8", "--trainer.log_every_n_steps=3",
-    ], 2, 3),
+        "--data.tokenizer=gpt2", "--data.batch_size=8", "--trainer.log_every_n_steps=5",
+    ], 2, 5),
 }
 def clocks() -> tuple[float, float]:
     """(wall clock, CPU time of this process: all its threads)."""
