@@ -65,11 +65,17 @@ class StepClock(L.Callback):
 class Bench:
     """One model size: builds both arms through the CLI and times them."""
 
-    def __init__(self, overrides: list[str], warmup: int, steps: int, log_dir: str) -> None:
+    def __init__(self, overrides: list[str], warmup: int, steps: int, log_dir: str,
+                 val_check_interval: int | None = None) -> None:
+        """`val_check_interval=None`: no validation (the bare loop has none); else validate that often."""
         self.warmup, self.steps, self.overrides = warmup, steps, overrides
         config = yaml.safe_load(QUICKSTART.read_text())
         trainer = config["trainer"]
-        trainer.update(enable_checkpointing=False, max_steps=warmup + steps, limit_val_batches=0)
+        trainer.update(enable_checkpointing=False, max_steps=warmup + steps)
+        if val_check_interval is None:
+            trainer["limit_val_batches"] = 0
+        else:
+            trainer["val_check_interval"] = val_check_interval
         trainer["logger"]["init_args"]["save_dir"] = log_dir
         callbacks = [cb for cb in trainer["callbacks"] if "ModelCheckpoint" not in cb["class_path"]]
         for cb in callbacks:  # a progress bar refreshing no more often than Lightning logs
