@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
 from .hooks import HookPoint
@@ -22,6 +23,18 @@ NORMS = {
     "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),
     "rmsnorm": lambda dim, eps, bias: nn.RMSNorm(dim, eps=eps),
     "none": lambda dim, eps, bias: nn.Identity(),
+}
+
+# Kernels `scaled_dot_product_attention` may choose from. Fused kernels (flash, memory-efficient)
+# recompute the scores in their backward pass; once attention logits reach ~1e7, which LayerNorm-free
+# models can, the recomputed softmax differs from the forward one by exp(ulp) and their gradients
+# are garbage (seen on CPU: 1e19 instead of 1e-4). "math" keeps the forward's probabilities.
+SDPA_BACKENDS = {
+    "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "flash": [SDPBackend.FLASH_ATTENTION],
+    "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+    "cudnn": [SDPBackend.CUDNN_ATTENTION],
+    "math": [SDPBackend.MATH],
 }
 
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
@@ -49,6 +62,7 @@ class GPTConfig:
     final_norm: str = "layernorm"  # before the LM head; ReLU's Revival keeps it in LN-free models
     norm_eps: float = 1e-5
     bias: str = "all"  # all | qk | none
+    sdpa_backend: str = "auto"  # attention kernels: auto | flash | efficient | cudnn | math
     dropout: float = 0.0
     tie_weights: bool = True
     init_std: float = 0.02
@@ -77,6 +91,7 @@ class GPTConfig:
             ("final_norm", self.final_norm, NORMS),
             ("bias", self.bias, BIAS_SITES),
             ("slope_scope", self.slope_scope, SLOPE_SCOPES),
+            ("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS),
         ):
             if value not in allowed:
                 raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
@@ -106,6 +121,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+        self.backends = SDPA_BACKENDS[cfg.sdpa_backend]
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         # Biases of q, k, v in that order; "qk" mode stores two thirds and pads v's with zeros.
         n_biased = len([s for s in ("q", "k", "v") if s in cfg.sites])
@@ -120,7 +136,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = F.linear(x, self.qkv.weight, bias).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k, v = self.hook_q(q.transpose(1, 2)), self.hook_k(k.transpose(1, 2)), v.transpose(1, 2)
         drop = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        with sdpa_kernel(self.backends):
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
 

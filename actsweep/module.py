@@ -37,6 +37,7 @@ class ActSweepModule(L.LightningModule):
         final_norm: str = "layernorm",
         norm_eps: float = 1e-5,
         bias: str = "all",
+        sdpa_backend: str = "auto",
         dropout: float = 0.0,
         tie_weights: bool = True,
         init_std: float = 0.02,

@@ -159,3 +159,36 @@ def test_hook_can_ablate_an_activation():
         with hooks(model, {"blocks.*.mlp.hook_act": lambda t, n: torch.zeros_like(t)}):
             ablated = model(idx)
     assert not torch.allclose(base, ablated)
+
+
+def explicit_loss(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The same network written out with an explicit causal softmax: the reference for gradients."""
+    c = model.cfg
+    x = model.wte(idx) + model.wpe(torch.arange(idx.size(1)))
+    T, d = idx.size(1), c.n_embd // c.n_head
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    for b in model.blocks:
+        h = b.norm_attn(x)
+        q, k, v = torch.nn.functional.linear(h, b.attn.qkv.weight).view(*h.shape[:2], 3, c.n_head, d).unbind(2)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        p = torch.softmax((q @ k.transpose(-1, -2) / d**0.5).masked_fill(~mask, float("-inf")), -1)
+        x = x + b.attn.out((p @ v).transpose(1, 2).reshape(x.shape))
+        x = x + b.mlp(b.norm_mlp(x))
+    logits = model.lm_head(model.norm_final(x))
+    return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def test_math_attention_backend_gives_true_gradients_at_huge_attention_logits():
+    """LayerNorm-free models can grow attention logits past 1e7, where kernels that recompute scores
+    in backward go wrong; `sdpa_backend="math"` must match an explicit softmax there."""
+    model = tiny(norm="none", bias="none", activation="gelu", sdpa_backend="math").train()
+    with torch.no_grad():
+        for b in model.blocks:
+            b.attn.qkv.weight[: 2 * 32] *= 1e6  # q and k: logits ~ 1e7 (torch 2.13's CPU flash: 200% off)
+    idx, targets = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    ours = torch.autograd.grad(torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten()),
+                               model.blocks[0].mlp.fc.weight)[0]
+    reference = torch.autograd.grad(explicit_loss(model, idx, targets), model.blocks[0].mlp.fc.weight)[0]
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="auto, flash, efficient, cudnn, math"):
+        GPTConfig(**TINY, sdpa_backend="fast")
