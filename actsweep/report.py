@@ -42,7 +42,7 @@ UNSTABLE_RULE = (
     f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike). A run is **Diverged** when "
     "its loss became non-finite (the run stops there and is not retried). A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
-    "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that did not diverge, n = "
+    "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
     "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
 )
 BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
@@ -165,9 +165,11 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
 
 
 def fmt(value: Any, digits: int) -> str:
-    """A number with `digits` decimals, text as is, blank for missing."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A number with `digits` decimals, text as is, blank for missing, `inf` for an overflow."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, (float, np.floating)) and math.isinf(value):
+        return "inf"
     return f"{value:.{digits}f}" if isinstance(value, (float, int, np.number)) else str(value)
 
 
