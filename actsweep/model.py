@@ -121,7 +121,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
-        self.backends = SDPA_BACKENDS[cfg.sdpa_backend]
+        self.sdpa_backend = cfg.sdpa_backend  # a name: the backend enums do not pickle (ddp_spawn)
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         # Biases of q, k, v in that order; "qk" mode stores two thirds and pads v's with zeros.
         n_biased = len([s for s in ("q", "k", "v") if s in cfg.sites])
@@ -136,7 +136,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = F.linear(x, self.qkv.weight, bias).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k, v = self.hook_q(q.transpose(1, 2)), self.hook_k(k.transpose(1, 2)), v.transpose(1, 2)
         drop = self.dropout if self.training else 0.0
-        with sdpa_kernel(self.backends):
+        with sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
