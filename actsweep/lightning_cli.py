@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from argparse import RawDescriptionHelpFormatter
+
 from lightning.pytorch.cli import LightningCLI
 
 from .data import TextDataModule
 from .module import ActSweepModule
 
 
+DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x attention in small GPTs.
+
+  actsweep fit --config configs/quickstart.yaml [--model.activation relu ...]   train one run
+  actsweep validate|test --config ... --ckpt_path ...                           evaluate a checkpoint
+  actsweep sweep configs/sweeps/quickstart.yaml [--jobs N] [--dry-run]          run a grid, resumably
+  actsweep report lightning_logs/sweeps/quickstart                              tables and figures"""
+
+
 class ActSweepCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # No `predict`: the module has no predict step.
+        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+
     def add_arguments_to_parser(self, parser) -> None:
         # Sizes come from the data; the model never repeats them.
         parser.link_arguments("data.block_size", "model.block_size")
@@ -22,5 +37,6 @@ def run_cli(args: list[str] | None = None) -> ActSweepCLI:
         TextDataModule,
         seed_everything_default=1337,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
         args=args,
     )
