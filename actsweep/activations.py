@@ -31,7 +31,7 @@ class LeakyReLU(nn.Module):
 class SlopeBank(nn.Module):
     """Owns the slopes of learnable leaky ReLUs so that a `global` slope is one parameter."""
 
-    def __init__(self, scope: str, init: float, n_layer: int, hidden: int) -> None:
+    def __init__(self, scope: str, init: float, hidden: int) -> None:
         super().__init__()
         if scope not in SLOPE_SCOPES:
             raise ConfigError(f"unknown slope_scope {scope!r}; choose one of {', '.join(SLOPE_SCOPES)}")

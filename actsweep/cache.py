@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from actsweep.tokenizers import Tokenizer
+from actsweep.atomic import write_atomic
 from actsweep.errors import ActSweepError, ConfigError
 
 FORMAT_VERSION = 1
@@ -96,9 +97,17 @@ def _check(bin_path: Path, meta_path: Path, fingerprint: str) -> tuple[str | Non
     size = bin_path.stat().st_size if bin_path.exists() else -1
     if size != expected_bytes:
         return f"damaged (size {size} bytes, expected {expected_bytes})", meta
-    if _sha256_file(bin_path) != sha256:
+    # Hashing a multi-GB cache in every process costs seconds; a file whose size and modification
+    # time are those recorded when it was written has not been touched since, so only a changed
+    # stamp (an edit, a copy) pays for the full sha256.
+    if meta.get("stamp") != _stamp(bin_path) and _sha256_file(bin_path) != sha256:
         return "damaged (sha256 mismatch)", meta
     return None, meta
+
+
+def _stamp(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns]
 
 
 def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[str, Any],
@@ -122,7 +131,8 @@ def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[
         tmp.unlink(missing_ok=True)
     full_meta = {**meta, "format": FORMAT_VERSION, "count": count, "dtype": dtype.name,
                  "tokenizer": tokenizer.to_meta(), "sha256": sha256, "n_documents": len(documents)}
-    _write_atomic(meta_path, json.dumps(full_meta, indent=1).encode())
+    full_meta["stamp"] = _stamp(bin_path)
+    write_atomic(meta_path, json.dumps(full_meta, indent=1).encode())
     return TokenArray(np.memmap(bin_path, dtype=dtype, mode="r", shape=(count,)), full_meta, bin_path)
 
 
@@ -160,18 +170,6 @@ def _write_tokens(path: Path, documents: Sequence[str], tokenizer: Tokenizer, dt
         f.flush()
         os.fsync(f.fileno())
     return count, digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_or_build(name: str, fingerprint: str, documents: Callable[[], Sequence[str]],

@@ -1,11 +1,12 @@
 """The `actsweep` command: LightningCLI's fit/validate/test, plus `sweep` and `report`.
 
-Lightning is imported only for the LightningCLI commands, so `sweep` and `report` start at once.
+Lightning is imported only for the LightningCLI commands, so `sweep` and `report` start quickly.
 """
 
 from __future__ import annotations
 
 import errno
+import importlib
 import sys
 
 from .errors import ActSweepError
@@ -32,9 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     try:
         if args[:1] in (["sweep"], ["report"]):
-            from . import report, sweep
-
-            sys.exit({"sweep": sweep.main, "report": report.main}[args[0]](args[1:]))
+            command = importlib.import_module(f".{args[0]}", __package__)
+            sys.exit(command.main(args[1:]))
         from .lightning_cli import run_cli
 
         run_cli(argv)

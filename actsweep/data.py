@@ -316,7 +316,9 @@ class TextDataModule(L.LightningDataModule):
         return self._loader(_TrainWindows(self))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(_ValWindows(self))
+        """This process' share of the fixed validation windows, gathered once per fit."""
+        _, rank, world_size = self._position()
+        return self._loader(_FixedBatches(self.val_batches(rank, world_size)))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
@@ -335,18 +337,15 @@ class _TrainWindows(IterableDataset):
             step += 1
 
 
-class _ValWindows(IterableDataset):
-    """This process' share of the fixed validation windows."""
+class _FixedBatches(IterableDataset):
+    """Batches gathered once. Iterable, so Lightning never wraps them in a DistributedSampler: they
+    are this process' shard already."""
 
-    def __init__(self, data: TextDataModule) -> None:
-        self.data = data
-
-    def _batches(self) -> Sequence[Batch]:
-        _, rank, world_size = self.data._position()
-        return self.data.val_batches(rank, world_size)
+    def __init__(self, batches: Sequence[Batch]) -> None:
+        self.batches = batches
 
     def __iter__(self) -> Iterator[Batch]:
-        return iter(self._batches())
+        return iter(self.batches)
 
     def __len__(self) -> int:
-        return len(self._batches())
+        return len(self.batches)

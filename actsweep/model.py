@@ -175,7 +175,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
-        self.slopes = SlopeBank(cfg.slope_scope, cfg.slope_init, cfg.n_layer, cfg.mlp_hidden)
+        self.slopes = SlopeBank(cfg.slope_scope, cfg.slope_init, cfg.mlp_hidden)
         self.blocks = nn.ModuleList(
             Block(cfg, build_activation(name, self.slopes, cfg.leaky_slope)) for name in cfg.activations
         )

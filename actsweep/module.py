@@ -86,6 +86,8 @@ class ActSweepModule(L.LightningModule):
         """Reseed torch from (seed, batch index, rank): dropout masks, like the training windows, are a
         pure function of the step, so a resumed run draws exactly the masks of an uninterrupted one
         (Lightning's checkpoints hold no RNG state) and each DDP rank draws its own."""
+        if self.config.dropout == 0:  # nothing random in the step
+            return
         accumulate = self.trainer.accumulate_grad_batches
         index = self.trainer.global_step * accumulate + batch_idx % accumulate
         state = np.random.SeedSequence([self._dropout_seed, index, self.global_rank]).generate_state(1, np.uint64)

@@ -122,7 +122,7 @@ def fingerprint(source: str) -> str:
     if kind == "hub":
         return _sha256_text(f"hub:{source}")
     files = stdlib_files() if kind == "stdlib" else local_files(source)
-    stats = [(str(f), f.stat().st_size, f.stat().st_mtime_ns if kind == "files" else 0) for f in files]
+    stats = [(str(f), st.st_size, st.st_mtime_ns if kind == "files" else 0) for f in files for st in [f.stat()]]
     return _sha256_text(json.dumps([sys.version, stats] if kind == "stdlib" else stats))
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .atomic import write_atomic
 
 STATUS_FILE = "status.json"
 STATUSES = ("running", "finished", "diverged", "crashed", "interrupted")
@@ -30,14 +31,7 @@ def write_status(log_dir: str | os.PathLike, status: str, step: int, reason: str
     }
     folder = Path(log_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{STATUS_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, folder / STATUS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(folder / STATUS_FILE, json.dumps(record, indent=1).encode())
     return record
 
 

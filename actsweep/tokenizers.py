@@ -11,7 +11,7 @@ import functools
 import importlib.resources
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import tiktoken
@@ -25,7 +25,6 @@ ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256db
 ENDOFTEXT = "<|endoftext|>"
 
 
-@runtime_checkable
 class Tokenizer(Protocol):
     """What the cache and the data module need from a tokenizer."""
 

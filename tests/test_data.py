@@ -159,6 +159,18 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, damage) -> None:
     np.testing.assert_array_equal(rebuilt.tokens, original)
 
 
+def test_untouched_cache_loads_without_hashing_but_a_copy_is_hashed(tmp_path: Path, monkeypatch) -> None:
+    build_small(tmp_path)
+    hashed = []
+    real = cache._sha256_file
+    monkeypatch.setattr(cache, "_sha256_file", lambda path: hashed.append(path) or real(path))
+    assert cache.load("small", "fp", tmp_path) is not None and hashed == []
+    copy = (tmp_path / "small.bin").read_bytes()
+    time.sleep(0.01)
+    (tmp_path / "small.bin").write_bytes(copy)  # same bytes, new mtime: verified by content, still valid
+    assert cache.load("small", "fp", tmp_path) is not None and len(hashed) == 1
+
+
 def test_stale_cache_is_rebuilt(tmp_path: Path) -> None:
     build_small(tmp_path, fingerprint="old")
     with pytest.warns(UserWarning, match="stale"):

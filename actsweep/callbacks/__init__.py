@@ -1,6 +1,8 @@
 """Statistics callbacks; enable them from a LightningCLI config under `trainer.callbacks`.
 
-Each works only on the steps where Lightning logs scalars, with one host transfer per step.
+During training each works only on the steps where Lightning logs scalars, with one host transfer
+there (`DivergenceGuard` also folds each step's loss into a device-side flag, without a transfer);
+dead units and attention entropy are measured at the end of each validation.
 """
 
 from .divergence import DivergenceGuard
