@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers.logger import DummyLogger
 
 from actsweep import cli
 from actsweep.data import TextDataModule
@@ -131,3 +132,18 @@ class Recorder(Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.out is not None:
             torch.save(vars(self), self.out / f"rank{trainer.global_rank}.pt")
+
+
+class ScalarLogger(DummyLogger):
+    """A logger that keeps every logged scalar: tag -> [(step, value), ...]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        for tag, value in metrics.items():
+            self.scalars.setdefault(tag, []).append((step, float(value)))
+
+    def last(self, tag: str) -> float:
+        return self.scalars[tag][-1][1]

@@ -18,12 +18,6 @@ VALID_ACTIVATIONS = "choose one of relu, gelu, gelu_tanh, leaky_relu, learnable_
 HUB_HINT = "Point --data.source at local files instead"
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def earlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, bytes]]:
     """(folder of bad input files, config of a finished fit, snapshot of that fit's folder)."""

@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
@@ -34,6 +34,7 @@ from actsweep.callbacks.gradients import grad_norms, parameter_groups
 from actsweep.hooks import capture
 from actsweep.model import GPT, GPTConfig
 from actsweep.module import ActSweepModule
+from helpers import ScalarLogger
 
 VOCAB, T = 23, 12
 TINY = dict(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
@@ -60,26 +61,6 @@ class Tokens(L.LightningDataModule):
         return self.data[: n or 4, :-1]
 
 
-class Recorder(Logger):
-    """Keeps every logged scalar as {tag: [(step, value), ...]}."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scalars: dict[str, list[tuple[int, float]]] = {}
-
-    name, version = "recorder", 0
-
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass
-
-    def log_metrics(self, metrics, step=None) -> None:
-        for tag, value in metrics.items():
-            self.scalars.setdefault(tag, []).append((step, float(value)))
-
-    def last(self, tag: str) -> float:
-        return self.scalars[tag][-1][1]
-
-
 def fit(module: L.LightningModule, callbacks: list, tmp_path, datamodule: Tokens | None = None, **trainer_kwargs) -> L.Trainer:
     kwargs = dict(
         max_steps=4, log_every_n_steps=1, limit_val_batches=0, num_sanity_val_steps=0,
@@ -102,7 +83,7 @@ def test_ffn_stats_exact_on_known_preactivations(tmp_path):
     for block, b in zip(module.model.blocks, biases):
         torch.nn.init.zeros_(block.mlp.fc.weight)
         block.mlp.fc.bias.data.copy_(b)
-    recorder, dm = Recorder(), Tokens()
+    recorder, dm = ScalarLogger(), Tokens()
     fit(module, [FFNStats()], tmp_path, dm, max_steps=1, logger=recorder, limit_val_batches=2, val_check_interval=1)
 
     acts = [F.relu(biases[0]), F.gelu(biases[1])]
@@ -241,7 +222,7 @@ class ClipNorm(L.Callback):
 
 
 def test_logged_grad_norm_is_before_clipping(tmp_path):
-    recorder, reference = Recorder(), ClipNorm()
+    recorder, reference = ScalarLogger(), ClipNorm()
     fit(ActSweepModule(**TINY), [GradNorms(), reference], tmp_path, max_steps=3, logger=recorder, gradient_clip_val=1e-3)
     logged = [value for _, value in recorder.scalars["grad/norm"]]
     assert logged == pytest.approx(reference.totals, rel=1e-6)

@@ -1,6 +1,5 @@
 """`actsweep fit` end to end: the shipped quickstart config, offline, writing TensorBoard events."""
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,15 +10,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from actsweep.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def test_quickstart_fit_runs_offline_and_logs_train_and_val_loss(tmp_path, no_network):

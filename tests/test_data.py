@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -37,18 +36,9 @@ TEXT = "Hello world!  It's 3.14 — “quotes” 日本語\n\n  def f(x):\n\tret
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test may reach the hub."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach the hub (conftest also sets the offline variables)."""
     monkeypatch.setattr(sources, "hub_reachable", lambda timeout=2.0: False)
-
-
-def block_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_network(*args, **kwargs):
-        raise AssertionError("this test must not touch the network")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
 
 
 @pytest.fixture()
@@ -71,10 +61,8 @@ def char_module(corpus: Path, tmp_path: Path, **kwargs) -> TextDataModule:
 # -- tokenizers --------------------------------------------------------------------------------
 
 
-def test_gpt2_offline_matches_independent_bpe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_gpt2_offline_matches_independent_bpe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_network) -> None:
     transformers = pytest.importorskip("transformers")
-
-    block_network(monkeypatch)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # no earlier cached copy can help
     gpt2_encoding.cache_clear()
     tok = get_tokenizer("gpt2")
@@ -309,8 +297,7 @@ def test_hub_name_offline_fails_fast_pointing_to_local_files(tmp_path: Path) -> 
     assert time.perf_counter() - start < 5
 
 
-def test_hub_probe_honours_offline_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    block_network(monkeypatch)
+def test_hub_probe_honours_offline_env(monkeypatch: pytest.MonkeyPatch, no_network) -> None:
     assert REAL_HUB_PROBE() is False
 
 

@@ -13,7 +13,6 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.loggers.logger import DummyLogger
 from lightning.pytorch.plugins.precision import Precision
 
 from actsweep.callbacks import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
@@ -21,20 +20,9 @@ from actsweep.callbacks import throughput
 from actsweep.data import TextDataModule
 from actsweep.module import ActSweepModule
 from actsweep.progress import LossProgressBar
+from helpers import ScalarLogger
 
 BLOCK = 16
-
-
-class Recorder(DummyLogger):
-    """Keeps every logged scalar: tag -> [(step, value)]."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.metrics: dict[str, list[tuple[int, float]]] = collections.defaultdict(list)
-
-    def log_metrics(self, metrics, step=None) -> None:
-        for tag, value in metrics.items():
-            self.metrics[tag].append((step, float(value)))
 
 
 @pytest.fixture
@@ -52,8 +40,8 @@ def tiny(data: TextDataModule, n_layer: int = 2, **kwargs) -> ActSweepModule:
     return ActSweepModule(vocab_size=data.vocab_size, block_size=BLOCK, n_layer=n_layer, n_head=2, n_embd=16, **kwargs)
 
 
-def fit(module: ActSweepModule, data: TextDataModule, tmp_path, callbacks=(), **kwargs) -> tuple[L.Trainer, Recorder]:
-    logger = Recorder()
+def fit(module: ActSweepModule, data: TextDataModule, tmp_path, callbacks=(), **kwargs) -> tuple[L.Trainer, ScalarLogger]:
+    logger = ScalarLogger()
     options = dict(max_steps=6, log_every_n_steps=3, limit_val_batches=0, enable_checkpointing=False,
                    enable_progress_bar=False, enable_model_summary=False, logger=logger, accelerator="cpu",
                    default_root_dir=tmp_path)
@@ -86,7 +74,7 @@ def test_compiled_training_keeps_hooks_and_clean_checkpoints(data, tmp_path, aot
         ffn = FFNStats(dead_units=False)
         trainer, logger = fit(module, data, tmp_path, callbacks=[ffn], max_steps=3)
         assert ffn.computations == 1
-        logged[compile] = logger.metrics["ffn/act_mean"]
+        logged[compile] = logger.scalars["ffn/act_mean"]
     # The hooks registered in `setup` run inside the compiled graph: same statistics as eager.
     assert [s for s, _ in logged[True]] == [s for s, _ in logged[False]]
     assert [v for _, v in logged[True]] == pytest.approx([v for _, v in logged[False]], rel=1e-4, abs=1e-6)
@@ -188,7 +176,7 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
     monkeypatch.setattr(throughput.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(throughput, "is_logging_step", lambda trainer: True)
     monkeypatch.setattr(throughput, "get_available_flops", lambda device, dtype: 1e9)
-    logger = Recorder()
+    logger = ScalarLogger()
     trainer = SimpleNamespace(precision_plugin=Precision(), world_size=2, accumulate_grad_batches=3,
                               global_step=0, loggers=[logger], is_global_zero=True,
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)))
@@ -200,8 +188,8 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
         trainer.global_step = step
         monitor.on_train_batch_end(trainer, module, None, batch, step)
     tokens = (9 - 5) * 3 * 4 * 8 * 2  # steps x accumulation x batch x block x processes
-    assert logger.metrics["perf/tokens_per_sec"] == [(0, pytest.approx(tokens / 2.5))]
-    assert logger.metrics["perf/mfu"] == [(0, pytest.approx(tokens / 2.5 * 600 / 2e9, rel=1e-6))]
+    assert logger.scalars["perf/tokens_per_sec"] == [(0, pytest.approx(tokens / 2.5))]
+    assert logger.scalars["perf/mfu"] == [(0, pytest.approx(tokens / 2.5 * 600 / 2e9, rel=1e-6))]
     # Validation between two logging steps is not counted as training time.
     monitor.on_validation_start(trainer, module)  # clock 20.0
     monitor._last = (9, 15.0)
