@@ -75,6 +75,17 @@ def fit(module: L.LightningModule, callbacks: list, tmp_path, datamodule: Tokens
 # -- FFN statistics ---------------------------------------------------------------------------------
 
 
+def test_a_training_step_entropy_probe_does_not_replace_ffn_activations(tmp_path):
+    """AttentionEntropy listed first probes (a no-grad forward) before FFNStats reduces its step."""
+    logged = []
+    for callbacks in ([FFNStats()], [AttentionEntropy(every_n_train_steps=1), FFNStats()]):
+        torch.manual_seed(0)
+        recorder = ScalarLogger()
+        fit(ActSweepModule(**TINY), callbacks, tmp_path, max_steps=3, logger=recorder)
+        logged.append(recorder.scalars["ffn/act_mean"])
+    assert logged[0] == logged[1]
+
+
 def test_ffn_stats_exact_on_known_preactivations(tmp_path):
     """fc weight 0 and bias b: every token's pre-activation is b, so the answers are known exactly."""
     module = ActSweepModule(**TINY, activation=["relu", "gelu"], lr=0.0, weight_decay=0.0)

@@ -79,14 +79,19 @@ class FFNStats(Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._hooks.remove()
 
+    def _collecting_train(self) -> bool:
+        # The training forward only: a no-grad forward in between (an entropy probe run from another
+        # callback's `on_train_batch_end`) must not replace this step's activations.
+        return self._hooks.armed == "train" and torch.is_grad_enabled()
+
     def _on_act(self, act: torch.Tensor, layer: int) -> None:
-        if self._hooks.armed == "train":
+        if self._collecting_train():
             self._acts[layer] = activation_sums(act)
-        else:
+        elif self._hooks.armed == "val":
             self._fired[layer] = fired_units(act, self._fired.get(layer))
 
     def _on_resid(self, x: torch.Tensor, layer: int) -> None:
-        if self._hooks.armed == "train":
+        if self._collecting_train():
             self._resid[layer] = square_sums(x)
 
     # -- training: logging steps only ---------------------------------------------------------
