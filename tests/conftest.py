@@ -1,8 +1,13 @@
-"""Every test runs offline: the Hugging Face libraries are told so, and `no_network` refuses sockets."""
+"""Every test runs offline (the Hugging Face libraries are told so; `no_network` refuses sockets), and
+`finished_sweep`, the tiny sweep that the sweep, report and notebook tests share."""
 
 import socket
+from pathlib import Path
 
 import pytest
+
+from actsweep import sweep
+from helpers import write_sweep, write_tiny_base
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +24,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory) -> Path:
+    """The folder of a finished tiny sweep, trained once per session: ReLU and GELU × 2 seeds, plus one
+    absurd learning rate that must diverge (6 runs, 2 at a time); returns <root>/tiny."""
+    folder = tmp_path_factory.getbasetemp() / "shared_sweep"
+    sweep_file = write_sweep(folder / "sweep.yaml", write_tiny_base(folder))
+    assert sweep.main([str(sweep_file), "--root", str(folder / "runs"), "--jobs", "2"]) == 0
+    return folder / "runs" / "tiny"

@@ -1,10 +1,11 @@
-"""Shared pieces of the reliability, DDP and bad-input tests: a tiny corpus and config, the CLI run
-in-process, and a callback that records what training saw."""
+"""Shared pieces of the tests: a tiny corpus and config, the CLI run in-process, a callback that
+records what training saw, a logger that keeps scalars, and a tiny sweep."""
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,41 @@ class ScalarLogger(DummyLogger):
 
     def last(self, tag: str) -> float:
         return self.scalars[tag][-1][1]
+
+
+# -- a tiny sweep (sweep runner, report and notebook tests) -----------------------------------
+
+SWEEP_BASE = {
+    "trainer": {
+        "accelerator": "cpu", "devices": 1, "max_steps": 30, "val_check_interval": 10,
+        "check_val_every_n_epoch": None, "log_every_n_steps": 5, "num_sanity_val_steps": 0,
+        "enable_progress_bar": False, "enable_model_summary": False,
+        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "unused"}},
+        "callbacks": [
+            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+             "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
+            "actsweep.callbacks.DivergenceGuard", "actsweep.callbacks.FFNStats", "actsweep.callbacks.GradNorms",
+            "actsweep.callbacks.AttentionEntropy", "actsweep.callbacks.SlopeMonitor",
+        ],
+    },
+    "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 1e-2, "dropout": 0.0},
+    "data": {"tokenizer": "char", "block_size": 32, "batch_size": 8, "val_windows": 16, "split_by": "char"},
+}
+GRID = [{"model.activation": ["relu", "gelu"]}, {"model.activation": ["relu"], "model.lr": [1e6]}]
+
+
+def write_tiny_base(folder: Path) -> Path:
+    """A 2-layer, 32-wide char model on a slice of the standard library's source (always present)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("".join(p.read_text() for p in sorted(Path(json.__file__).parent.glob("*.py")))[:150_000])
+    config = json.loads(json.dumps(SWEEP_BASE))
+    config["data"].update(source=str(corpus), cache_dir=str(folder / "cache"))
+    base = folder / "tiny.yaml"
+    base.write_text(yaml.safe_dump(config))
+    return base
+
+
+def write_sweep(path: Path, base: Path, grid=GRID, seeds=(0, 1), **extra) -> Path:
+    path.write_text(yaml.safe_dump({"name": "tiny", "base": str(base), "grid": grid, "seeds": list(seeds), **extra}, sort_keys=False))
+    return path

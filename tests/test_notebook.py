@@ -6,12 +6,11 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from test_sweep import finished_sweep  # noqa: F401  (the shared tiny sweep)
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "explore_run.ipynb"
 
 
-def test_notebook_executes(finished_sweep, monkeypatch, tmp_path):  # noqa: F811
+def test_notebook_executes(finished_sweep, monkeypatch, tmp_path):
     monkeypatch.setenv("ACTSWEEP_CKPT", str(finished_sweep / "activation=gelu,seed=0" / "checkpoints" / "last.ckpt"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
-from test_sweep import finished_sweep  # noqa: F401  (the shared tiny sweep)
 
 from actsweep import report
 from actsweep.published import published_for
@@ -30,7 +29,7 @@ def last_logged(run_dir: Path, tag: str) -> float:
     return points[max(points)][1] if points else math.nan
 
 
-def test_results_equal_the_event_files(finished_sweep):  # noqa: F811
+def test_results_equal_the_event_files(finished_sweep):
     results = pd.read_csv(finished_sweep / "results.csv")
     assert len(results) == 6
     finished = results[results.status != "Diverged"]
@@ -45,7 +44,7 @@ def test_results_equal_the_event_files(finished_sweep):  # noqa: F811
         assert row.seed in (0, 1)
 
 
-def test_mean_and_std_over_seeds_match_numpy(finished_sweep):  # noqa: F811
+def test_mean_and_std_over_seeds_match_numpy(finished_sweep):
     table = (finished_sweep / "report.md").read_text()
     for activation in ("relu", "gelu"):
         losses = np.array([last_logged(finished_sweep / f"activation={activation},seed={s}", "val/loss") for s in (0, 1)])
@@ -62,7 +61,7 @@ def test_mean_and_std_over_seeds_match_numpy(finished_sweep):  # noqa: F811
     assert relu.val_loss_std == pytest.approx(np.std(losses, ddof=1), rel=1e-6)
 
 
-def test_figures_written(finished_sweep):  # noqa: F811
+def test_figures_written(finished_sweep):
     for name in ("val_loss.png", "entropy_bands.png", "head_entropy.png"):
         assert (finished_sweep / name).stat().st_size > 1000
         assert f"]({name})" in (finished_sweep / "report.md").read_text()

@@ -1,12 +1,11 @@
 """The sweep runner: grid expansion and names, skip / resume / restart, divergence, file errors.
 
-`finished_sweep` trains a tiny sweep once per session (ReLU and GELU × 2 seeds, plus one absurd
-learning rate that must diverge); the report and notebook tests reuse it.
+`finished_sweep` (conftest) trains a tiny sweep once per session; the report and notebook tests
+reuse it.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
@@ -16,51 +15,7 @@ import yaml
 from actsweep import sweep as sw
 from actsweep.status import read_status, write_status
 from actsweep.tblog import read_scalars
-
-TINY_CONFIG = {
-    "trainer": {
-        "accelerator": "cpu", "devices": 1, "max_steps": 30, "val_check_interval": 10,
-        "check_val_every_n_epoch": None, "log_every_n_steps": 5, "num_sanity_val_steps": 0,
-        "enable_progress_bar": False, "enable_model_summary": False,
-        "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "unused"}},
-        "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-             "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
-            "actsweep.callbacks.DivergenceGuard", "actsweep.callbacks.FFNStats", "actsweep.callbacks.GradNorms",
-            "actsweep.callbacks.AttentionEntropy", "actsweep.callbacks.SlopeMonitor",
-        ],
-    },
-    "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 1e-2, "dropout": 0.0},
-    "data": {"tokenizer": "char", "block_size": 32, "batch_size": 8, "val_windows": 16, "split_by": "char"},
-}
-GRID = [{"model.activation": ["relu", "gelu"]}, {"model.activation": ["relu"], "model.lr": [1e6]}]
-
-
-def write_tiny_base(folder: Path) -> Path:
-    """A 2-layer, 32-wide char model on a slice of the standard library's source (always present)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    corpus = folder / "corpus.txt"
-    corpus.write_text("".join(p.read_text() for p in sorted(Path(json.__file__).parent.glob("*.py")))[:150_000])
-    config = json.loads(json.dumps(TINY_CONFIG))
-    config["data"].update(source=str(corpus), cache_dir=str(folder / "cache"))
-    base = folder / "tiny.yaml"
-    base.write_text(yaml.safe_dump(config))
-    return base
-
-
-def write_sweep(path: Path, base: Path, grid=GRID, seeds=(0, 1), **extra) -> Path:
-    path.write_text(yaml.safe_dump({"name": "tiny", "base": str(base), "grid": grid, "seeds": list(seeds), **extra}, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="session")
-def finished_sweep(tmp_path_factory) -> Path:
-    """The sweep folder of a finished tiny sweep (6 runs, 2 at a time); returns <root>/tiny."""
-    folder = tmp_path_factory.getbasetemp() / "shared_sweep"
-    sweep_file = write_sweep(folder / "sweep.yaml", write_tiny_base(folder))
-    assert sw.main([str(sweep_file), "--root", str(folder / "runs"), "--jobs", "2"]) == 0
-    return folder / "runs" / "tiny"
-
+from helpers import write_sweep, write_tiny_base
 
 def test_grid_expansion_and_names(tmp_path):
     base = write_tiny_base(tmp_path)
