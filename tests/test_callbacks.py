@@ -198,6 +198,13 @@ def test_attention_entropy_callback_logs_everything(tmp_path):
         for j in range(2):
             logged = events.Scalars(f"attn/head_entropy/layer_{i}/head_{j}")[-1].value
             assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
+    idx = Tokens().probe_batch()
+    with torch.no_grad(), capture(module.model.eval(), "blocks.*.attn.hook_q", "blocks.*.attn.hook_k") as qk:
+        module.model(idx)
+    for i in range(2):
+        s = qk[f"blocks.{i}.attn.hook_q"] @ qk[f"blocks.{i}.attn.hook_k"].transpose(-1, -2) / math.sqrt(TINY["n_embd"] // 2)
+        peak = s.masked_select(torch.ones(T, T, dtype=torch.bool).tril()).abs().max().item()
+        assert events.Scalars(f"attn/max_logit/layer_{i}")[-1].value == pytest.approx(peak, rel=1e-5)
     # Each band share counted by hand from the expected matrix, under both definitions.
     for name, top in (("band_max", expected.max().item()), ("band_uniform", math.lgamma(T + 1) / T)):
         shares = [events.Scalars(f"attn/{name}/{b}")[-1].value for b in range(4)]

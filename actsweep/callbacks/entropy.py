@@ -29,17 +29,31 @@ def causal_uniform_entropy(T: int) -> float:
     return math.lgamma(T + 1) / T
 
 
+def causal_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """fp32 attention logits q kᵀ / sqrt(d), (B, H, T, T), with -inf above the diagonal."""
+    T, d = q.shape[-2], q.shape[-1]
+    s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(d)
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    return s.masked_fill(~causal, float("-inf"))
+
+
+def scores_entropy(s: torch.Tensor) -> torch.Tensor:
+    """(B, H) entropy in nats of softmax over causal scores, averaged over query positions."""
+    p = torch.softmax(s, dim=-1)
+    expected = (p * s.masked_fill(s.isneginf(), 0.0)).sum(-1)  # masked: p = 0 and s = -inf, so 0 by definition
+    return (torch.logsumexp(s, dim=-1) - expected).mean(-1)
+
+
+def max_logit(s: torch.Tensor) -> torch.Tensor:
+    """Largest |logit| among causal scores: past ~1e6, fused kernels' gradients go wrong (README)."""
+    return s.masked_fill(s.isneginf(), 0.0).abs().amax()
+
+
 def head_entropy(q: torch.Tensor, k: torch.Tensor, reduce_batch: bool = True) -> torch.Tensor:
     """Entropy (nats) of causal softmax(q kᵀ / sqrt(d)) per head, averaged over query positions.
 
     q, k: (B, H, T, d). Returns (H,), or (B, H) without `reduce_batch`. Scores are built in fp32."""
-    T, d = q.shape[-2], q.shape[-1]
-    s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(d)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    s = s.masked_fill(~causal, float("-inf"))
-    p = torch.softmax(s, dim=-1)
-    expected = (p * s.masked_fill(~causal, 0.0)).sum(-1)  # masked: p = 0 and s = -inf, so 0 by definition
-    entropy = (torch.logsumexp(s, dim=-1) - expected).mean(-1)
+    entropy = scores_entropy(causal_scores(q, k))
     return entropy.mean(0) if reduce_batch else entropy
 
 
@@ -60,26 +74,32 @@ class EntropyProbe:
         self.hooks.register(model, "blocks.*.attn.hook_k", self._on_k)
         self._q: torch.Tensor | None = None
         self._rows: dict[int, torch.Tensor] = {}
+        self._peaks: dict[int, torch.Tensor] = {}
+        self.max_logits: torch.Tensor | None = None  # (n_layer,) of the last run, on the device
 
     def _on_q(self, q: torch.Tensor, layer: int) -> None:
         self._q = q
 
     def _on_k(self, k: torch.Tensor, layer: int) -> None:
-        self._rows[layer] = head_entropy(self._q, k)
-        self._q = None  # this layer's q goes before the next layer's scores are built
+        s = causal_scores(self._q, k)
+        self._rows[layer], self._peaks[layer] = scores_entropy(s).mean(0), max_logit(s)
+        self._q = None  # this layer's q and scores go before the next layer's are built
 
     def run(self, model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        """(n_layer, n_head) entropies of `model` on `idx` in eval mode; the mode is restored."""
+        """(n_layer, n_head) entropies of `model` on `idx` in eval mode (and `max_logits`); the mode
+        is restored."""
         was_training = model.training
         model.eval()
         self.hooks.armed = "probe"
         try:
             with torch.no_grad():
                 model(idx)
+            self.max_logits = torch.stack([self._peaks[i] for i in sorted(self._peaks)])
             return torch.stack([self._rows[i] for i in sorted(self._rows)])
         finally:
             self.hooks.armed = None
             self._rows.clear()
+            self._peaks.clear()
             model.train(was_training)
 
     def remove(self) -> None:
@@ -166,9 +186,12 @@ class AttentionEntropy(Callback):
             return
         self.computations += 1
         with trainer.precision_plugin.forward_context():  # q and k as training computes them
-            ent = self._probe.run(pl_module.model, idx).cpu()  # the one transfer
+            ent = self._probe.run(pl_module.model, idx)
+        n_layer, n_head = ent.shape
+        both = torch.cat([ent.flatten(), self._probe.max_logits]).cpu()  # the one transfer
+        ent, peaks = both[: n_layer * n_head].view(n_layer, n_head), both[n_layer * n_head:]
         T = idx.shape[1]
-        publish(trainer, entropy_metrics(ent, T))
+        publish(trainer, {**entropy_metrics(ent, T), **per_layer("attn/max_logit", peaks, mean=False)})
         writer = tensorboard(trainer)
         if writer is not None:
             step = logger_step(trainer)
