@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from actsweep import cache
 from actsweep.sources import SPLITS, STDLIB, Corpus
-from actsweep.tokenizers import TOKENIZERS, Tokenizer, get_tokenizer
+from actsweep.tokenizers import Tokenizer, check_tokenizer, get_tokenizer
 from actsweep.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -101,8 +101,7 @@ class TextDataModule(L.LightningDataModule):
         pin_memory: bool = True,
     ) -> None:
         super().__init__()
-        if tokenizer not in TOKENIZERS:
-            raise ConfigError(f"unknown tokenizer {tokenizer!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+        check_tokenizer(tokenizer)  # before anything is read
         for name, value in (("block_size", block_size), ("batch_size", batch_size),
                             ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows)):
             if value < 1:

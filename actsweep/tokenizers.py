@@ -159,9 +159,13 @@ def _make_char(texts: Sequence[str] | None = None, chars: str | None = None) -> 
 TOKENIZERS: dict[str, Callable[..., Tokenizer]] = {"gpt2": _make_gpt2, "char": _make_char}
 
 
+def check_tokenizer(name: str) -> None:
+    if name not in TOKENIZERS:
+        raise ConfigError(f"unknown tokenizer {name!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+
+
 def get_tokenizer(name: str, texts: Sequence[str] | None = None, **meta: Any) -> Tokenizer:
     """Tokenizer by name; ``texts`` builds corpus-dependent vocabularies, ``**meta`` restores one
     from ``Tokenizer.to_meta()`` (e.g. ``get_tokenizer(**tok.to_meta())``)."""
-    if name not in TOKENIZERS:
-        raise ConfigError(f"unknown tokenizer {name!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+    check_tokenizer(name)
     return TOKENIZERS[name](texts=texts, **meta)

@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch.nn.functional as F
 import yaml
 from common import ROOT, interleave, median_ratio, spread, write_section
 
@@ -114,13 +113,13 @@ class Bench:
         module.configure_model()
         config = module.configure_optimizers()
         optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-        model = module.model.train()
+        module.model.train()
         start = clocks()
         for step in range(self.warmup + self.steps):
             if step == self.warmup:
                 start = clocks()
             x, y = data.train_batch(step)
-            loss = F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
+            loss = module.loss((x, y))  # the same forward and cross-entropy, no Lightning around it
             loss.backward()
             optimizer.step()
             scheduler.step()
