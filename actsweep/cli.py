@@ -9,8 +9,10 @@ import errno
 import importlib
 import sys
 
-from .errors import ActSweepError
+from actsweep.errors import ActSweepError
 
+# The runner's own commands, imported only when asked for (Lightning is slow to import).
+COMMANDS = {"sweep": "actsweep.study.runner", "report": "actsweep.study.report"}
 # OS errors that mean "this place cannot be written": the fix is the user's, not the code's.
 FULL = {errno.ENOSPC, errno.EDQUOT}
 UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
@@ -32,10 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     Bad input ends with one line naming the problem and the fix, and exit status 2."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args[:1] in (["sweep"], ["report"]):
-            command = importlib.import_module(f".{args[0]}", __package__)
+        if args[:1] and args[0] in COMMANDS:
+            command = importlib.import_module(COMMANDS[args[0]])
             sys.exit(command.main(args[1:]))
-        from .lightning_cli import run_cli
+        from actsweep.train.cli import run_cli
 
         run_cli(argv)
     except ActSweepError as err:

@@ -12,7 +12,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .atomic import write_atomic
+from actsweep.io import write_atomic
 
 STATUS_FILE = "status.json"
 STATUSES = ("running", "finished", "diverged", "crashed", "interrupted")

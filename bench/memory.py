@@ -1,6 +1,6 @@
 """Peak memory of a quickstart fit, and proof that training windows come from the memory-mapped cache.
 
-1. Peak RSS (`ru_maxrss` of a child process) of `python -c "import actsweep.lightning_cli"` (the
+1. Peak RSS (`ru_maxrss` of a child process) of `python -c "import actsweep.train.cli"` (the
    imports alone) and of `actsweep fit --config configs/quickstart.yaml --trainer.max_steps 20`.
 2. A token cache of `--tokens` synthetic tokens (uint16) is put in place of a small corpus' train
    cache (same fingerprint, fresh count and sha256); a fresh process then measures its RSS before
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, write_section
 
-from actsweep.data import TextDataModule
+from actsweep.data.module import TextDataModule
 
 MB = 1e6
 
@@ -92,7 +92,7 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        imports = children_peak_rss([sys.executable, "-c", "import actsweep.lightning_cli"])
+        imports = children_peak_rss([sys.executable, "-c", "import actsweep.train.cli"])
         fit = children_peak_rss([
             "actsweep", "fit", "--config", "configs/quickstart.yaml", "--trainer.max_steps", "20",
             "--trainer.logger.init_args.save_dir", tmp,
@@ -112,7 +112,7 @@ def main() -> None:
           f"file-backed {growth['file']:.1f} MB")
     body = (
         "| measurement | value |\n| --- | --- |\n"
-        f"| peak RSS, `import actsweep.lightning_cli` | {imports:.0f} MB |\n"
+        f"| peak RSS, `import actsweep.train.cli` | {imports:.0f} MB |\n"
         f"| peak RSS, `actsweep fit --config configs/quickstart.yaml --trainer.max_steps 20` | {fit:.0f} MB |\n"
         f"| synthetic train cache | {probe['tokens']:,} tokens, {probe['bytes'] / MB:.0f} MB |\n"
         f"| train tokens are an `np.memmap` of the cache file | {mapped} |\n"

@@ -18,9 +18,9 @@ import warnings
 
 from common import interleave, median_ratio, spread, write_section
 
-from actsweep import cache
-from actsweep.sources import STDLIB, Corpus
-from actsweep.tokenizers import GPT2Tokenizer
+from actsweep.data import cache
+from actsweep.data.sources import STDLIB, Corpus
+from actsweep.data.tokenizers import GPT2Tokenizer
 
 
 def main() -> None:

@@ -26,9 +26,9 @@ import lightning as L
 import yaml
 from common import ROOT, interleave, median_ratio, spread, write_section
 
-from actsweep.lightning_cli import ActSweepCLI
-from actsweep.data import TextDataModule
-from actsweep.module import ActSweepModule
+from actsweep.train.cli import ActSweepCLI
+from actsweep.data.module import TextDataModule
+from actsweep.train.module import ActSweepModule
 
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 # name -> (CLI overrides of quickstart.yaml, warmup steps, timed steps); each window holds a logging step
@@ -80,7 +80,7 @@ class Bench:
         for cb in callbacks:  # a progress bar refreshing no more often than Lightning logs
             if "ProgressBar" in cb["class_path"]:
                 cb.setdefault("init_args", {})["refresh_rate"] = trainer["log_every_n_steps"]
-        self.statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.callbacks.")]
+        self.statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.stats.")]
         self.configs = {}
         for statistics in (False, True):
             trainer["callbacks"] = [cb for cb in callbacks if statistics or cb["class_path"] not in self.statistics]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from actsweep import sweep
+from actsweep.study import runner
 from helpers import write_sweep, write_tiny_base
 
 
@@ -32,5 +32,5 @@ def finished_sweep(tmp_path_factory) -> Path:
     absurd learning rate that must diverge (6 runs, 2 at a time); returns <root>/tiny."""
     folder = tmp_path_factory.getbasetemp() / "shared_sweep"
     sweep_file = write_sweep(folder / "sweep.yaml", write_tiny_base(folder))
-    assert sweep.main([str(sweep_file), "--root", str(folder / "runs"), "--jobs", "2"]) == 0
+    assert runner.main([str(sweep_file), "--root", str(folder / "runs"), "--jobs", "2"]) == 0
     return folder / "runs" / "tiny"

@@ -17,8 +17,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers.logger import DummyLogger
 
 from actsweep import cli
-from actsweep.data import TextDataModule
-from actsweep.module import ActSweepModule
+from actsweep.data.module import TextDataModule
+from actsweep.train.module import ActSweepModule
 
 MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 3e-3, "dropout": 0.1, "warmup": 0.0}
 DATA = {"tokenizer": "char", "block_size": 32, "batch_size": 8, "val_windows": 16, "split_by": "char"}
@@ -33,7 +33,7 @@ CONFIG = {
         "callbacks": [
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 5}},
-            "actsweep.callbacks.DivergenceGuard",
+            "actsweep.stats.DivergenceGuard",
         ],
     },
     "model": MODEL,
@@ -161,8 +161,8 @@ SWEEP_BASE = {
         "callbacks": [
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
-            "actsweep.callbacks.DivergenceGuard", "actsweep.callbacks.FFNStats", "actsweep.callbacks.GradNorms",
-            "actsweep.callbacks.AttentionEntropy", "actsweep.callbacks.SlopeMonitor",
+            "actsweep.stats.DivergenceGuard", "actsweep.stats.FFNStats", "actsweep.stats.GradNorms",
+            "actsweep.stats.AttentionEntropy", "actsweep.stats.SlopeMonitor",
         ],
     },
     "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 1e-2, "dropout": 0.0},

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
-from actsweep.callbacks import (
+from actsweep.stats import (
     AttentionEntropy,
     DivergenceGuard,
     FFNStats,
@@ -26,14 +26,14 @@ from actsweep.callbacks import (
     entropy_bands,
     head_entropy,
     probe_entropy,
-    read_status,
 )
-from actsweep.callbacks.common import all_reduce_
-from actsweep.callbacks.ffn import activation_sums, dead_unit_share, ffn_summary, fired_units, square_sums
-from actsweep.callbacks.gradients import grad_norms, parameter_groups
-from actsweep.hooks import capture
-from actsweep.model import GPT, GPTConfig
-from actsweep.module import ActSweepModule
+from actsweep.status import read_status
+from actsweep.stats.common import all_reduce_
+from actsweep.stats.ffn import activation_sums, dead_unit_share, ffn_summary, fired_units, square_sums
+from actsweep.stats.gradients import grad_norms, parameter_groups
+from actsweep.model.hooks import capture
+from actsweep.model.gpt import GPT, GPTConfig
+from actsweep.train.module import ActSweepModule
 from helpers import ScalarLogger
 
 VOCAB, T = 23, 12
@@ -252,7 +252,7 @@ def test_logged_grad_norm_is_before_clipping(tmp_path):
 
 def test_no_statistics_work_on_non_logging_steps(tmp_path, monkeypatch):
     """7 steps logging every 3rd: statistics are computed on steps 2 and 5 only, in hooks too."""
-    import actsweep.callbacks.ffn as ffn
+    import actsweep.stats.ffn as ffn
 
     calls = []
     monkeypatch.setattr(ffn, "activation_sums", lambda a: calls.append(1) or activation_sums(a))

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from actsweep import cache, data, sources
-from actsweep.data import TextDataModule, document_chunk_starts
-from actsweep.tokenizers import (
+from actsweep.data import cache, module as data, sources
+from actsweep.data.module import TextDataModule, document_chunk_starts
+from actsweep.data.tokenizers import (
     ENCODER_JSON_SHA256,
     VOCAB_BPE_SHA256,
     CharTokenizer,

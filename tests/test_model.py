@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from actsweep.errors import ConfigError
-from actsweep.hooks import capture, hook_points, hooks
-from actsweep.model import GPT, GPTConfig
+from actsweep.model.hooks import capture, hook_points, hooks
+from actsweep.model.gpt import GPT, GPTConfig
 
 TINY = dict(vocab_size=97, block_size=16, n_layer=3, n_head=4, n_embd=32)
 

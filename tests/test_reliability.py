@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from actsweep import cache
+from actsweep.data import cache
 from helpers import Recorder, finished_fit, fit_error, run_main, snapshot, tiny_modules, tiny_trainer, write_config
 
 STOP_AT, MAX_STEPS = 5, 10

@@ -11,8 +11,8 @@ import pytest
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.util import tensor_util
 
-from actsweep import report
-from actsweep.published import published_for
+from actsweep.study import report
+from actsweep.study.published import published_for
 
 
 def last_logged(run_dir: Path, tag: str) -> float:

@@ -5,7 +5,7 @@ import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from actsweep.errors import ConfigError
-from actsweep.schedules import build_schedule
+from actsweep.train.schedules import build_schedule
 
 
 def hf_multipliers(make, total: int) -> list[float]:

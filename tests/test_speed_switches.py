@@ -15,11 +15,11 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.plugins.precision import Precision
 
-from actsweep.callbacks import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
-from actsweep.callbacks import throughput
-from actsweep.data import TextDataModule
-from actsweep.module import ActSweepModule
-from actsweep.progress import LossProgressBar
+from actsweep.stats import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
+from actsweep.stats import throughput
+from actsweep.data.module import TextDataModule
+from actsweep.train.module import ActSweepModule
+from actsweep.train.progress import LossProgressBar
 from helpers import ScalarLogger
 
 BLOCK = 16

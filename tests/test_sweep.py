@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actsweep import sweep as sw
+from actsweep.study import runner, sweep as sw
 from actsweep.status import read_status, write_status
-from actsweep.tblog import read_scalars
+from actsweep.study.logs import read_scalars
 from helpers import write_sweep, write_tiny_base
 
 def test_grid_expansion_and_names(tmp_path):
@@ -31,7 +31,7 @@ def test_grid_expansion_and_names(tmp_path):
     assert runs[-1].name == "activation=learnable_leaky_relu,slope_scope=layer,seed=1"
     assert runs[0].overrides == {"model.lr": 1e-3, "model.activation": "relu", "model.norm": "layernorm"}
     assert {r.label for r in runs if r.overrides.get("model.norm") == "none" and r.overrides["model.activation"] == "gelu"} == {"SM+G"}
-    command = sw.fit_command(sweep, runs[0], tmp_path / "root")
+    command = runner.fit_command(sweep, runs[0], tmp_path / "root")
     assert command[command.index("--model.lr") + 1] == "0.001"
     assert command[command.index("--seed_everything") + 1] == "0"
     assert command[command.index("--trainer.logger.version") + 1] == runs[0].name
@@ -64,7 +64,7 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     write_status(dirs["gelu_tanh"], "crashed", 3, "boom")  # no checkpoint: start again, clean
     (dirs["gelu_tanh"] / "events.out.tfevents.stale").write_bytes(b"")
     calls: list = []
-    results = sw.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    results = runner.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
     launched = {c[c.index("--model.activation") + 1]: c for c in calls}
     assert set(launched) == {"gelu", "gelu_tanh", "leaky_relu"}
     assert launched["gelu"][launched["gelu"].index("--ckpt_path") + 1] == str(dirs["gelu"] / "checkpoints" / "last.ckpt")
@@ -72,15 +72,15 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     assert not (dirs["gelu_tanh"] / "events.out.tfevents.stale").exists()
     assert {s["status"] for s in results.values()} == {"finished"}
     calls.clear()
-    sw.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    runner.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
     assert calls == []  # everything finished: a rerun launches nothing
 
 
 def test_dead_process_without_final_status_is_interrupted_or_crashed(tmp_path):
     write_status(tmp_path, "running", 12)
-    assert sw.settle_status(tmp_path, -9)["status"] == "interrupted"
+    assert runner.settle_status(tmp_path, -9)["status"] == "interrupted"
     write_status(tmp_path, "running", 12)
-    crashed = sw.settle_status(tmp_path, 1)
+    crashed = runner.settle_status(tmp_path, 1)
     assert crashed["status"] == "crashed" and "exit code 1" in crashed["reason"] and crashed["step"] == 12
     assert read_status(tmp_path)["status"] == "crashed"
 
@@ -89,9 +89,9 @@ def test_finished_sweep_is_skipped(finished_sweep, capsys):
     sweep_file = finished_sweep.parent.parent / "sweep.yaml"
     calls: list = []
     sweep = sw.load_sweep(sweep_file)
-    results = sw.run_sweep(sweep, finished_sweep.parent, jobs=2, launch=fake_launcher(calls))
+    results = runner.run_sweep(sweep, finished_sweep.parent, jobs=2, launch=fake_launcher(calls))
     assert calls == [] and len(results) == 6
-    sw.main([str(sweep_file), "--root", str(finished_sweep.parent), "--dry-run"])
+    runner.main([str(sweep_file), "--root", str(finished_sweep.parent), "--dry-run"])
     assert capsys.readouterr().out == ""  # nothing left to run
 
 
@@ -130,11 +130,11 @@ def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeyp
     grid, root = [{"model.activation": ["relu"]}], tmp_path / "root"
     killer = {"trainer.callbacks+": {"class_path": "killer.KillAt", "init_args": {"step": 25}}}
     killed = write_sweep(tmp_path / "killed.yaml", base, grid, [0], fixed=killer)
-    assert sw.main([str(killed), "--root", str(root), "--no-report"]) == 1
+    assert runner.main([str(killed), "--root", str(root), "--no-report"]) == 1
     run_dir = root / "tiny" / "activation=relu,seed=0"
     assert read_status(run_dir)["status"] == "interrupted"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert sw.main([str(write_sweep(tmp_path / "resume.yaml", base, grid, [0])), "--root", str(root), "--no-report"]) == 0
+    assert runner.main([str(write_sweep(tmp_path / "resume.yaml", base, grid, [0])), "--root", str(root), "--no-report"]) == 0
     assert "--ckpt_path" in (run_dir / "fit.log").read_text()
     assert len(read_scalars(run_dir)["val/loss"]) == 3  # steps 10, 20 (logged twice, merged), 30
     resumed, uninterrupted = read_scalars(run_dir), read_scalars(finished_sweep / "activation=relu,seed=0")
@@ -155,14 +155,14 @@ def test_bad_sweep_file_fails_before_running(tmp_path, monkeypatch, capsys, spec
     monkeypatch.chdir(tmp_path)
     (tmp_path / "b.yaml").write_text("{}")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(spec))
-    assert sw.main(["bad.yaml", "--root", "runs"]) == 2
+    assert runner.main(["bad.yaml", "--root", "runs"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
 def test_dry_run_prints_one_runnable_command_per_run(tmp_path, capsys):
     sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path))
-    assert sw.main([str(sweep_file), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert runner.main([str(sweep_file), "--root", str(tmp_path / "runs"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 6 and all(shlex.split(line)[:2] == ["actsweep", "fit"] for line in lines)
     assert not (tmp_path / "runs").exists()

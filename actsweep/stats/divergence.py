@@ -20,8 +20,8 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from .common import all_reduce_, is_logging_step, logger_step
-from ..status import write_status
+from actsweep.stats.common import all_reduce_, is_logging_step, logger_step
+from actsweep.status import write_status
 
 _NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across processes finds the first
 

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
-from .hooks import HookPoint
-from .errors import ConfigError
+from actsweep.model.activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
+from actsweep.model.hooks import HookPoint
+from actsweep.errors import ConfigError
 
 NORMS = {
     "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),

@@ -16,7 +16,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
 
-from .common import is_logging_step, publish
+from actsweep.stats.common import is_logging_step, publish
 
 
 class ThroughputMonitor(Callback):

@@ -1,17 +1,19 @@
 """Statistics callbacks; enable them from a LightningCLI config under `trainer.callbacks`.
 
+Imports the model (hook points, slope names) and the bottom layer (`actsweep.status`); never the
+training module, the studies or the CLI.
+
 During training each works only on the steps where Lightning logs scalars, with one host transfer
 there (`DivergenceGuard` also folds each step's loss into a device-side flag, without a transfer);
 dead units and attention entropy are measured at the end of each validation.
 """
 
-from .divergence import DivergenceGuard
-from .entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, head_entropy, probe_entropy
-from .ffn import FFNStats
-from .gradients import GradNorms
-from .slopes import SlopeMonitor
-from ..status import read_status, write_status
-from .throughput import ThroughputMonitor
+from actsweep.stats.divergence import DivergenceGuard
+from actsweep.stats.entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, head_entropy, probe_entropy
+from actsweep.stats.ffn import FFNStats
+from actsweep.stats.gradients import GradNorms
+from actsweep.stats.slopes import SlopeMonitor
+from actsweep.stats.throughput import ThroughputMonitor
 
 __all__ = [
     "AttentionEntropy",
@@ -24,6 +26,4 @@ __all__ = [
     "entropy_bands",
     "head_entropy",
     "probe_entropy",
-    "read_status",
-    "write_status",
 ]

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 
-from ..hooks import select
+from actsweep.model.hooks import select
 
 _REDUCE_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN"}
 

@@ -6,8 +6,8 @@ from argparse import RawDescriptionHelpFormatter
 
 from lightning.pytorch.cli import LightningCLI
 
-from .data import TextDataModule
-from .module import ActSweepModule
+from actsweep.data.module import TextDataModule
+from actsweep.train.module import ActSweepModule
 
 
 DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x attention in small GPTs.

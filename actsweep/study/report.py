@@ -22,10 +22,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .published import published_for  # noqa: E402
-from .status import read_status  # noqa: E402
-from .sweep import short, short_keys  # noqa: E402
-from .tblog import event_files, read_scalars  # noqa: E402
+from actsweep.study.published import published_for  # noqa: E402
+from actsweep.status import read_status  # noqa: E402
+from actsweep.study.sweep import short, short_keys  # noqa: E402
+from actsweep.study.logs import event_files, read_scalars  # noqa: E402
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from actsweep import cache
-from actsweep.sources import SPLITS, STDLIB, Corpus
-from actsweep.tokenizers import Tokenizer, check_tokenizer, get_tokenizer
+from actsweep.data import cache
+from actsweep.data.sources import SPLITS, STDLIB, Corpus
+from actsweep.data.tokenizers import Tokenizer, check_tokenizer, get_tokenizer
 from actsweep.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]

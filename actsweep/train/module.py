@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import SumMetric
 
-from .activations import is_slope
-from .model import GPT, GPTConfig
-from .schedules import build_schedule
+from actsweep.model.activations import is_slope
+from actsweep.model.gpt import GPT, GPTConfig
+from actsweep.train.schedules import build_schedule
 
 
 class ActSweepModule(L.LightningModule):

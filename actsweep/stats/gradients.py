@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from .common import is_logging_step, layer_index, publish
+from actsweep.stats.common import is_logging_step, layer_index, publish
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:

@@ -1,20 +1,5 @@
-"""`actsweep sweep SWEEP.yaml`: expand a grid into runs, run each as its own `fit`, resume them.
+"""`actsweep sweep SWEEP.yaml`: run each planned point as its own `fit`, skip or resume, then report.
 
-A sweep file (YAML)::
-
-    name: quickstart                 # folder under --root (default lightning_logs/sweeps)
-    base: configs/quickstart.yaml    # fit config; a relative path is relative to the working directory
-    grid:                            # dotted fit overrides, full cartesian product ...
-      model.activation: [relu, gelu]
-      model.norm: [layernorm, none]
-    # ... or a list of such mappings: the union of their products (e.g. extra variants)
-    seeds: [0, 1]
-    fixed: {trainer.max_steps: 300}  # optional: overrides applied to every run
-    study: blog                      # optional: blog | revival, published numbers in the report
-    labels:                          # optional: a display name for the runs matching some values
-      SM+LN+G: {model.norm: layernorm, model.activation: gelu}
-
-Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
 The run's state is its `status.json` (written by the status callback; by the runner when the process
 died without a final word) and its `checkpoints/last.ckpt`.
 """
@@ -22,10 +7,8 @@ died without a final word) and its `checkpoints/last.ckpt`.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -33,148 +16,16 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import yaml
+from actsweep.status import read_status, write_status
+from actsweep.study.logs import read_scalars
+from actsweep.study.sweep import Run, Sweep, SweepError, cli_value, load_sweep
 
-from .status import read_status, write_status
-from .errors import ConfigError
-from .published import STUDIES
-from .tblog import read_scalars
-
-KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False}
 DONE = ("finished", "diverged")  # a diverged run is a result: never retried
 HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ffn/dead_units", "ffn/act_mean",
                    "grad/norm", "attn/band_max/3", "attn/band_uniform/3", "slope/global")
-NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-class SweepError(ConfigError):
-    """A sweep file that cannot be run; the message says what to change."""
-
-
-def number_or_text(value: Any) -> Any:
-    """YAML 1.1 reads `1e-3` (no dot) as text; a learning rate should be a number."""
-    if isinstance(value, str) and NUMBER.fullmatch(value):
-        return float(value) if any(c in value for c in ".eE") else int(value)
-    return value
-
-
-def short(value: Any) -> str:
-    """Short, filesystem-safe text of a value: 0.001 -> 1e-3, 0.5 -> 0.5, [relu, gelu] -> relu-gelu."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        mantissa, exponent = f"{value:.12e}".split("e")
-        sci = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-        plain = f"{value:.12f}".rstrip("0").rstrip(".")
-        text = sci if len(sci) < len(plain) else plain
-    elif isinstance(value, (list, tuple)):
-        text = "-".join(short(v) for v in value)
-    else:
-        text = str(value)
-    return re.sub(r"[^\w.+-]", "_", text)
-
-
-def cli_value(value: Any) -> str:
-    """The text that LightningCLI parses back into `value`."""
-    if isinstance(value, (list, dict, bool)) or value is None:
-        return json.dumps(value)
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-@dataclass(frozen=True)
-class Run:
-    name: str
-    overrides: dict[str, Any]  # the grid's values for this run, by dotted key
-    seed: int
-    label: str | None = None
-    index: int = 0  # position in the sweep: the report's row order
-
-    @property
-    def config(self) -> str:
-        """The run's name without its seed: the row it belongs to in the report."""
-        return self.name.rsplit(",seed=", 1)[0]
-
-
-@dataclass
-class Sweep:
-    name: str
-    base: Path
-    grid: list[dict[str, list[Any]]]
-    seeds: list[int]
-    fixed: dict[str, Any] = field(default_factory=dict)
-    study: str | None = None
-    labels: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def runs(self) -> list[Run]:
-        """Every grid point × seed, in file order; names are unique and depend only on the values."""
-        keys = list(dict.fromkeys(k for part in self.grid for k in part))
-        names = short_keys(keys)
-        runs, seen = [], set()
-        for part in self.grid:
-            for values in itertools.product(*part.values()):
-                overrides = dict(zip(part, values))
-                config = ",".join(f"{names[k]}={short(v)}" for k, v in overrides.items())
-                for seed in self.seeds:
-                    run = Run(f"{config},seed={seed}", overrides, seed, self.label_of(overrides), len(runs))
-                    if run.name in seen:
-                        raise SweepError(f"two runs are both named {run.name!r}: the grid repeats a point")
-                    seen.add(run.name)
-                    runs.append(run)
-        return runs
-
-    def label_of(self, overrides: dict[str, Any]) -> str | None:
-        for label, match in self.labels.items():
-            if all(k in overrides and overrides[k] == number_or_text(v) for k, v in match.items()):
-                return label
-        return None
-
-
-def short_keys(keys: list[str]) -> dict[str, str]:
-    """`model.lr` -> `lr`, unless two keys end alike; then both keep their dotted path."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
-
-
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate a sweep file; every problem is a `SweepError` naming the key at fault."""
-    path = Path(path)
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise SweepError(f"cannot read sweep file {path}: {err}") from err
-    allowed = ", ".join(KEYS)
-    if not isinstance(spec, dict):
-        raise SweepError(f"{path}: a sweep file is a mapping with keys {allowed}")
-    for key in spec:
-        if key not in KEYS:
-            raise SweepError(f"{path}: unknown key {key!r}; allowed keys: {allowed}")
-    for key, required in KEYS.items():
-        if required and not spec.get(key):
-            raise SweepError(f"{path}: {key!r} is missing or empty; allowed keys: {allowed}")
-    parts = spec["grid"] if isinstance(spec["grid"], list) else [spec["grid"]]
-    grid = []
-    for part in parts:
-        if not isinstance(part, dict) or not part or not all(isinstance(v, list) and v for v in part.values()):
-            raise SweepError(f"{path}: 'grid' maps dotted keys to non-empty lists of values, got {part!r}")
-        grid.append({k: [number_or_text(v) for v in values] for k, values in part.items()})
-    if not all(isinstance(s, int) for s in spec["seeds"]) or not isinstance(spec["seeds"], list):
-        raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
-    study = spec.get("study")
-    if study is not None and study not in STUDIES:
-        raise SweepError(f"{path}: unknown 'study' {study!r}; choose one of {', '.join(STUDIES)}")
-    base = Path(spec["base"])
-    if not base.is_file():
-        raise SweepError(f"{path}: 'base' {base} is not a file (relative paths are from the working directory)")
-    if not re.fullmatch(r"[\w.+-]+", str(spec["name"])):
-        raise SweepError(f"{path}: 'name' {spec['name']!r} must be a plain folder name")
-    fixed = {k: number_or_text(v) for k, v in (spec.get("fixed") or {}).items()}
-    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {})
-    sweep.runs()  # name clashes are file errors too
-    return sweep
 
 
 # -- one run -------------------------------------------------------------------------------------
@@ -374,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(summary(results, pending))
     if not args.no_report:
-        from .report import write_report
+        from actsweep.study.report import write_report
 
         print(f"report: {write_report(args.root / sweep.name)}")
     return 0 if all(s.get("status") in DONE for s in results.values()) else 1

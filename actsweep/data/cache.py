@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from actsweep.tokenizers import Tokenizer
-from actsweep.atomic import write_atomic
+from actsweep.data.tokenizers import Tokenizer
+from actsweep.io import write_atomic
 from actsweep.errors import ActSweepError, ConfigError
 
 FORMAT_VERSION = 1

@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
-from ..activations import is_slope
-from .common import is_logging_step, layer_index, publish
+from actsweep.model.activations import is_slope
+from actsweep.stats.common import is_logging_step, layer_index, publish
 
 
 def slope_metrics(model: nn.Module) -> dict[str, torch.Tensor]:

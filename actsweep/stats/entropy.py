@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from .common import ArmedHooks, logger_step, per_layer, publish, tensorboard
+from actsweep.stats.common import ArmedHooks, logger_step, per_layer, publish, tensorboard
 
 N_BANDS = 4
 

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from .common import ArmedHooks, all_reduce_, count_dtype, is_logging_step, per_layer, publish, reduce_sums
+from actsweep.stats.common import ArmedHooks, all_reduce_, count_dtype, is_logging_step, per_layer, publish, reduce_sums
 
 
 def activation_sums(act: torch.Tensor) -> torch.Tensor:
