@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from actsweep.data import cache, module as data, sources
-from actsweep.data.module import TextDataModule, document_chunk_starts
+from actsweep.data import cache, hub, module as data, sources, windows
+from actsweep.data.module import TextDataModule
+from actsweep.data.windows import document_chunk_starts
 from actsweep.data.tokenizers import (
     ENCODER_JSON_SHA256,
     VOCAB_BPE_SHA256,
@@ -30,7 +31,7 @@ from actsweep.data.tokenizers import (
 TINYSTORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"
 RAW_TXT = TINYSTORIES / "TinyStories-train.head2MiB.raw.txt"
 STORIES_JSONL = TINYSTORIES / "TinyStories-train.head.stories.jsonl"
-REAL_HUB_PROBE = sources.hub_reachable
+REAL_HUB_PROBE = hub.hub_reachable
 needs_tinystories = pytest.mark.skipif(not RAW_TXT.exists(), reason="shared TinyStories sample absent")
 TEXT = "Hello world!  It's 3.14 — “quotes” 日本語\n\n  def f(x):\n\treturn x   \n"
 
@@ -38,7 +39,7 @@ TEXT = "Hello world!  It's 3.14 — “quotes” 日本語\n\n  def f(x):\n\tret
 @pytest.fixture(autouse=True)
 def hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test may reach the hub (conftest also sets the offline variables)."""
-    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=2.0: False)
 
 
 @pytest.fixture()
@@ -292,7 +293,7 @@ def test_empty_corpus_error(tmp_path: Path) -> None:
 
 def test_hub_name_offline_fails_fast_pointing_to_local_files(tmp_path: Path) -> None:
     start = time.perf_counter()
-    with pytest.raises(sources.DataSourceError, match=r"unreachable.*--data.source path/to"):
+    with pytest.raises(hub.DataSourceError, match=r"unreachable.*--data.source path/to"):
         TextDataModule(source="roneneldan/TinyStories", cache_dir=str(tmp_path)).prepare_data()
     assert time.perf_counter() - start < 5
 
@@ -419,7 +420,7 @@ def test_document_chunk_starts_match_a_loop(monkeypatch: pytest.MonkeyPatch) -> 
     tokens = stream([3, 5, 0, 0, 12, 1, 11, 17], eot=0, rng=rng, terminated=False)
     expected = [4, 12, 17, 27, 32, 39, 44, 49]  # doc starts 0 4 10 11 12 25 27 39
     assert reference_chunk_starts(tokens, 0, 5) == expected
-    monkeypatch.setattr(data, "EOT_SCAN_BLOCK", 7)  # document boundaries straddle scan blocks
+    monkeypatch.setattr(windows, "EOT_SCAN_BLOCK", 7)  # document boundaries straddle scan blocks
     for terminated in (True, False):
         t = stream([3, 5, 0, 0, 12, 1, 11, 17], eot=0, rng=rng, terminated=terminated)
         got = document_chunk_starts(t, 0, 5)

@@ -18,38 +18,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from actsweep.data import cache
+from actsweep.data import cache, windows
 from actsweep.data.sources import SPLITS, STDLIB, Corpus
 from actsweep.data.tokenizers import Tokenizer, check_tokenizer, get_tokenizer
 from actsweep.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 WINDOWS = ("random", "document")
-EOT_SCAN_BLOCK = 1 << 26  # tokens compared with eot at a time: bounds the scan's memory (64 MB of bools)
-
-
-def document_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> np.ndarray:
-    """Start offsets (int64, in stream order) of every whole ``length``-token chunk inside a document.
-
-    This is how Hugging Face's codeparrot pipeline (ReLU's Revival) cut its data: each document is
-    split into chunks at ``doc_start + k * length`` and its partial remainder is dropped, so chunks
-    never cross documents. Documents are the runs between ``eot`` tokens; the eot belongs to no chunk,
-    and text after the last eot (a stream that is not terminated) counts as the last document.
-    Vectorised, scanning ``tokens`` (e.g. a memmap) block by block: no Python loop over documents.
-    """
-    eots = [np.flatnonzero(tokens[i:i + EOT_SCAN_BLOCK] == eot) + i
-            for i in range(0, len(tokens), EOT_SCAN_BLOCK)]
-    ends = np.concatenate([*eots, [len(tokens)]]).astype(np.int64)  # one past each document
-    doc_starts = np.concatenate([[0], ends[:-1] + 1])
-    counts = (ends - doc_starts) // length
-    # Chunk j of the whole list, in document d: doc_starts[d] + (j - chunks before d) * length.
-    before = np.cumsum(counts) - counts
-    return np.repeat(doc_starts - before * length, counts) + np.arange(counts.sum(), dtype=np.int64) * length
-
-
-def _spread(n: int, last: int) -> np.ndarray:
-    """``n`` integers evenly spread from 0 to ``last`` (both ends included when n > 1)."""
-    return np.arange(n, dtype=np.int64) * last // max(n - 1, 1)
 
 
 class TextDataModule(L.LightningDataModule):
@@ -239,7 +214,7 @@ class TextDataModule(L.LightningDataModule):
                     f"--data.windows document needs a tokenizer with an end-of-text token, such as gpt2, "
                     f"to find document boundaries; {self.tokenizer_name!r} has none (use --data.windows random)"
                 )
-            self._chunks[split] = document_chunk_starts(self._tokens(split), eot, self.block_size + 1)
+            self._chunks[split] = windows.document_chunk_starts(self._tokens(split), eot, self.block_size + 1)
         return self._chunks[split]
 
     def _position(self) -> tuple[int, int, int]:
@@ -258,29 +233,21 @@ class TextDataModule(L.LightningDataModule):
         rows = tokens[starts[:, None] + np.arange(length)]
         return torch.from_numpy(rows.astype(np.int64))
 
-    def _rank_rows(self, rng: np.random.Generator, n: int, rank: int, world_size: int) -> np.ndarray:
-        """Rows ``rank::world_size`` of ``batch_size * world_size`` distinct indices in ``[0, n)``:
-        every process draws the same global batch, so the N shards are the single-process batch."""
-        if n < self.batch_size * world_size:
-            raise self._capacity_error(world_size)
-        return rng.choice(n, size=self.batch_size * world_size, replace=False)[rank::world_size]
-
     def train_batch(self, step: int, rank: int = 0, world_size: int = 1) -> Batch:
         """Batch ``step`` of process ``rank``: rows ``rank::world_size`` of the global batch.
 
         The global batch (``batch_size * world_size`` windows) is drawn from ``PCG64([seed, step])``.
         ``random``: one shift in ``[0, block_size]`` and distinct chunks among the non-overlapping
         ``block_size + 1``-token chunks after it, so windows never overlap. ``document``: distinct
-        whole-document chunks (see :func:`document_chunk_starts`).
+        whole-document chunks (see :func:`actsweep.data.windows.document_chunk_starts`).
         """
         tokens, window = self._tokens("train"), self.block_size + 1
-        rng = np.random.Generator(np.random.PCG64([self.seed, step]))
         if self.windows == "document":
-            chunks = self._chunk_starts("train")
-            starts = chunks[self._rank_rows(rng, len(chunks), rank, world_size)]
+            starts = windows.document_window_starts(self.seed, step, self._chunk_starts("train"),
+                                                    self.batch_size, rank, world_size)
         else:
-            shift = int(rng.integers(0, window))
-            starts = shift + self._rank_rows(rng, (len(tokens) - shift) // window, rank, world_size) * window
+            starts = windows.random_window_starts(self.seed, step, len(tokens), self.block_size,
+                                                  self.batch_size, rank, world_size)
         rows = self._gather(tokens, starts, window)
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
@@ -289,11 +256,8 @@ class TextDataModule(L.LightningDataModule):
 
         ``random``: spread over the val stream; ``document``: spread over its whole-document chunks.
         """
-        if self.windows == "document":
-            chunks = self._chunk_starts("val")
-            return chunks[_spread(min(self.val_windows, len(chunks)), len(chunks) - 1)]
-        n_tokens, window = len(self._tokens("val")), self.block_size + 1
-        return _spread(min(self.val_windows, n_tokens // window), n_tokens - window)
+        chunks = self._chunk_starts("val") if self.windows == "document" else None
+        return windows.val_window_starts(self.val_windows, len(self._tokens("val")), self.block_size, chunks)
 
     def val_batches(self, rank: int = 0, world_size: int = 1) -> list[Batch]:
         """Validation batches of process ``rank`` (windows ``rank::world_size``, no padding)."""

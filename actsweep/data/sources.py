@@ -12,22 +12,21 @@ Splits are made here too (:class:`Corpus`), deterministically, so the token cach
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import hashlib
 import json
 import os
 import re
-import socket
 import sys
 import sysconfig
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
-from actsweep.errors import ActSweepError, ConfigError, MissingPathError
+
+from actsweep.data.hub import HUB_DATASETS, read_hub
+from actsweep.errors import ConfigError, MissingPathError
 
 STDLIB = "python-stdlib"
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -36,33 +35,10 @@ SPLIT_BY = ("document", "char")
 SHUFFLE_SEED = 0
 EXCLUDED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-HUB_HOST = ("huggingface.co", 443)
 ACCEPTED = (
     f"'{STDLIB}', a local {'/'.join(FILE_SUFFIXES)} file, a directory or glob of them, "
     "or a Hugging Face hub dataset name (e.g. roneneldan/TinyStories)"
 )
-
-
-class DataSourceError(ActSweepError, RuntimeError):
-    """A source cannot be read (e.g. the hub is unreachable); the message says what to do instead."""
-
-
-@dataclass(frozen=True)
-class HubDataset:
-    """What we know about a hub dataset: its text column and where its validation documents are."""
-
-    column: str
-    val_split: str | None = None
-    val_source: str | None = None
-
-
-HUB_DATASETS = {
-    "roneneldan/TinyStories": HubDataset(column="text", val_split="validation"),
-    "huggingface-course/codeparrot-ds-train": HubDataset(
-        column="content", val_source="huggingface-course/codeparrot-ds-valid"
-    ),
-    "huggingface-course/codeparrot-ds-valid": HubDataset(column="content"),
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,61 +221,9 @@ def read_documents(source: str, text_column: str | None = None, separator: str =
         column = text_column or "text"
         docs = [d for p in local_files(source) for d in read_file_documents(p, column, separator, decode)]
     else:
-        docs = _read_hub(source, split, text_column)
+        docs = read_hub(source, split, text_column)
     decode.warn(source)
     return [fix_mojibake(d) for d in docs]
-
-
-# ---------------------------------------------------------------------------------------------
-# Hugging Face hub
-
-
-def _env_offline() -> bool:
-    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
-               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """Fast probe (one TCP connect) so that offline machines fail at once instead of retrying."""
-    if _env_offline():
-        return False
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def hub_cached(name: str) -> bool:
-    """Whether ``datasets`` already holds ``name`` locally (then it can load without network)."""
-    import datasets.config
-    import huggingface_hub.constants
-
-    return (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).exists() or (
-        Path(huggingface_hub.constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}"
-    ).exists()
-
-
-def _read_hub(name: str, split: str, text_column: str | None) -> list[str]:
-    online = hub_reachable()
-    if not online and not hub_cached(name):
-        raise DataSourceError(
-            f"cannot load hub dataset {name!r}: the Hugging Face hub is unreachable (offline, or "
-            "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and the dataset is not in the local cache. "
-            "Point --data.source at local files instead, e.g. "
-            "--data.source path/to/TinyStories-train.txt (.txt split on --data.separator, or "
-            ".jsonl/.parquet with --data.text_column), or a directory/glob of them."
-        )
-    import datasets
-
-    column = text_column or HUB_DATASETS.get(name, HubDataset("text")).column
-    # Offline with a local copy: tell datasets so, or it spends a minute retrying the network.
-    offline = contextlib.nullcontext() if online else mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True)
-    with offline:
-        dataset = datasets.load_dataset(name, split=split, streaming=False)
-    if column not in dataset.column_names:
-        raise _missing_column(column, dataset.column_names, f"hub dataset {name!r}")
-    return list(dataset[column])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,25 +48,46 @@ BIAS_SITES = {
 
 @dataclass
 class GPTConfig:
+    """Every architectural setting and its default, in one place; each is also `--model.<name>`."""
+
     vocab_size: int = 50257
+    """Tokens in the vocabulary (linked from the data)."""
     block_size: int = 128
+    """Context length (linked from the data)."""
     n_layer: int = 6
+    """Transformer blocks."""
     n_head: int = 6
+    """Attention heads per block."""
     n_embd: int = 384
-    mlp_hidden: int | None = None  # default 4 * n_embd
-    activation: str | list[str] = "gelu"  # one name, or one name per layer
-    slope_scope: str = "layer"  # learnable_leaky_relu: global | layer | neuron
+    """Width of the residual stream."""
+    mlp_hidden: int | None = None
+    """Hidden units of each FFN (default 4 × n_embd)."""
+    activation: str | list[str] = "gelu"
+    """FFN activation: one name, or one name per layer (see ACTIVATIONS)."""
+    slope_scope: str = "layer"
+    """Learnable leaky-ReLU slopes: global (one slope) | layer | neuron."""
     slope_init: float = 0.01
-    leaky_slope: float = 0.01  # fixed slope of `leaky_relu`
-    norm: str = "layernorm"  # per block: layernorm | rmsnorm | none
-    final_norm: str = "layernorm"  # before the LM head; ReLU's Revival keeps it in LN-free models
+    """Initial value of learnable slopes."""
+    leaky_slope: float = 0.01
+    """Fixed slope of `leaky_relu`."""
+    norm: str = "layernorm"
+    """Norm before attention and before the FFN of every block: layernorm | rmsnorm | none."""
+    final_norm: str = "layernorm"
+    """Norm before the LM head (ReLU's Revival keeps it in LN-free models)."""
     norm_eps: float = 1e-5
-    bias: str = "all"  # all | qk | none
-    sdpa_backend: str = "auto"  # attention kernels: auto | flash | efficient | cudnn | math
+    """Epsilon of every norm."""
+    bias: str = "all"
+    """Sites with a bias: all | qk (of the projections only query and key) | none."""
+    sdpa_backend: str = "auto"
+    """Attention kernels: auto | flash | efficient | cudnn | math (exact at huge logits)."""
     dropout: float = 0.0
+    """Dropout probability."""
     tie_weights: bool = True
+    """Share the token embedding with the LM head."""
     init_std: float = 0.02
-    pad_vocab_multiple: int = 1  # e.g. 64: 50257 -> 50304 rows in the embedding
+    """Standard deviation of the weights' normal initialisation."""
+    pad_vocab_multiple: int = 1
+    """Pad the embedding's rows to a multiple of this (e.g. 64: 50257 -> 50304)."""
     activations: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

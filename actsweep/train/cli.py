@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from argparse import RawDescriptionHelpFormatter
 
+from jsonargparse import DefaultHelpFormatter, set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 
 from actsweep.data.module import TextDataModule
@@ -16,6 +17,10 @@ DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x att
   actsweep validate|test --config ... --ckpt_path ...                           evaluate a checkpoint
   actsweep sweep configs/sweeps/quickstart.yaml [--jobs N] [--dry-run]          run a grid, resumably
   actsweep report lightning_logs/sweeps/quickstart                              tables and figures"""
+
+
+class HelpFormatter(DefaultHelpFormatter, RawDescriptionHelpFormatter):
+    """jsonargparse's help (type and default of every option) under our hand-wrapped description."""
 
 
 class ActSweepCLI(LightningCLI):
@@ -32,11 +37,13 @@ class ActSweepCLI(LightningCLI):
 
 
 def run_cli(args: list[str] | None = None) -> ActSweepCLI:
+    # GPTConfig documents each field with an attribute docstring: that is the option's help.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     return ActSweepCLI(
         ActSweepModule,
         TextDataModule,
         seed_everything_default=1337,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
         args=args,
     )

@@ -1,13 +1,15 @@
 """The LightningModule: next-token loss, AdamW parameter groups, learning-rate schedule, logging.
 
-Its constructor arguments are flat so that the CLI reaches them as `--model.activation`,
-`--model.norm`, `--model.lr`; the architectural ones become a validated `GPTConfig`.
+Its constructor takes the optimizer's settings and passes everything else to `GPTConfig`, which
+holds every architectural default once: the CLI reads both (jsonargparse follows the `**architecture`
+into `GPTConfig`), so `--model.activation`, `--model.norm` and `--model.lr` sit side by side and a new
+`GPTConfig` field is an option with no edit here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -23,25 +25,6 @@ from actsweep.train.schedules import build_schedule
 class ActSweepModule(L.LightningModule):
     def __init__(
         self,
-        vocab_size: int = 50257,
-        block_size: int = 128,
-        n_layer: int = 6,
-        n_head: int = 6,
-        n_embd: int = 384,
-        mlp_hidden: int | None = None,
-        activation: str | list[str] = "gelu",
-        slope_scope: str = "layer",
-        slope_init: float = 0.01,
-        leaky_slope: float = 0.01,
-        norm: str = "layernorm",
-        final_norm: str = "layernorm",
-        norm_eps: float = 1e-5,
-        bias: str = "all",
-        sdpa_backend: str = "auto",
-        dropout: float = 0.0,
-        tie_weights: bool = True,
-        init_std: float = 0.02,
-        pad_vocab_multiple: int = 1,
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
@@ -51,16 +34,26 @@ class ActSweepModule(L.LightningModule):
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        **architecture: Any,
     ) -> None:
-        """Architecture arguments are those of `GPTConfig`. Optimizer: AdamW with `weight_decay` on
-        weights of two or more dimensions, none on biases and norms, `slope_weight_decay` on learnable
-        slopes (ReLU's Revival decayed them: 0.1). Schedule: `cosine` | `linear` | `constant` after a
-        linear warmup of `warmup` steps (or that fraction of the run when below 1), decaying to
-        `min_lr_ratio` × `lr`. `compile` compiles the model in place after statistics hooks exist."""
+        """The model and its training.
+
+        Args:
+            lr: peak learning rate of AdamW.
+            betas: AdamW's (beta1, beta2).
+            eps: AdamW's epsilon.
+            weight_decay: decay of weights with two or more dimensions; biases and norms get none.
+            slope_weight_decay: decay of learnable leaky-ReLU slopes (ReLU's Revival decayed them: 0.1).
+            schedule: ``cosine`` | ``linear`` | ``constant`` after a linear warmup, to ``min_lr_ratio`` × ``lr``.
+            warmup: warmup steps, or that fraction of the run when below 1.
+            min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
+            compile: ``torch.compile`` the model in place, after the statistics hooks exist.
+            **architecture: the fields of :class:`~actsweep.model.gpt.GPTConfig` (``activation``,
+                ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
+        """
         super().__init__()
         self.save_hyperparameters()
-        fields = {f.name for f in dataclasses.fields(GPTConfig) if f.init}
-        self.config = GPTConfig(**{k: v for k, v in self.hparams.items() if k in fields})
+        self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
         self.val_loss_sum, self.val_tokens = SumMetric(), SumMetric()
 

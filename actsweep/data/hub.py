@@ -1,0 +1,86 @@
+"""Hugging Face hub datasets: what we know of the studies' datasets, and reading one that is
+reachable or cached, failing at once (not after a minute of retries) when it is neither."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+from actsweep.errors import ActSweepError, ConfigError
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+class DataSourceError(ActSweepError, RuntimeError):
+    """A source cannot be read (e.g. the hub is unreachable); the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """What we know about a hub dataset: its text column and where its validation documents are."""
+
+    column: str
+    val_split: str | None = None
+    val_source: str | None = None
+
+
+HUB_DATASETS = {
+    "roneneldan/TinyStories": HubDataset(column="text", val_split="validation"),
+    "huggingface-course/codeparrot-ds-train": HubDataset(
+        column="content", val_source="huggingface-course/codeparrot-ds-valid"
+    ),
+    "huggingface-course/codeparrot-ds-valid": HubDataset(column="content"),
+}
+
+
+def _env_offline() -> bool:
+    return any(os.environ.get(v, "").lower() in {"1", "true", "yes", "on"}
+               for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Fast probe (one TCP connect) so that offline machines fail at once instead of retrying."""
+    if _env_offline():
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def hub_cached(name: str) -> bool:
+    """Whether ``datasets`` already holds ``name`` locally (then it can load without network)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    return (Path(datasets.config.HF_DATASETS_CACHE) / name.replace("/", "___")).exists() or (
+        Path(huggingface_hub.constants.HF_HUB_CACHE) / f"datasets--{name.replace('/', '--')}"
+    ).exists()
+
+
+def read_hub(name: str, split: str, text_column: str | None) -> list[str]:
+    online = hub_reachable()
+    if not online and not hub_cached(name):
+        raise DataSourceError(
+            f"cannot load hub dataset {name!r}: the Hugging Face hub is unreachable (offline, or "
+            "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and the dataset is not in the local cache. "
+            "Point --data.source at local files instead, e.g. "
+            "--data.source path/to/TinyStories-train.txt (.txt split on --data.separator, or "
+            ".jsonl/.parquet with --data.text_column), or a directory/glob of them."
+        )
+    import datasets
+
+    column = text_column or HUB_DATASETS.get(name, HubDataset("text")).column
+    # Offline with a local copy: tell datasets so, or it spends a minute retrying the network.
+    offline = contextlib.nullcontext() if online else mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True)
+    with offline:
+        dataset = datasets.load_dataset(name, split=split, streaming=False)
+    if column not in dataset.column_names:
+        raise ConfigError(f"hub dataset {name!r} has no text column {column!r}; columns: {dataset.column_names}; "
+                          "pass --data.text_column <one of those>")
+    return list(dataset[column])
