@@ -30,8 +30,9 @@ FINAL = {
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
     "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
-    "tokens_per_sec": ("perf/tokens_per_sec", 1),
+    "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
 }
+MAX_SKIPPED_SHARE = 0.05  # fp16 runs whose GradScaler skipped more of the optimizer steps are flagged
 SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
 UNSTABLE_RULE = (
     f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
@@ -82,8 +83,24 @@ def run_outcome(log: RunLog) -> tuple[str, str]:
     return ("Unstable", why) if why else ("Stable", "")
 
 
-def runs_table(logs: list[RunLog]) -> pd.DataFrame:
-    """One row per run: grid values (dotted keys), seed, outcome, final metrics."""
+def skipped_share(scalars: dict[str, pd.Series]) -> float:
+    """Share of optimizer steps the fp16 GradScaler skipped: the last cumulative `amp/skipped_steps`
+    over the steps up to it (the step axis starts at 0); NaN for a run without a GradScaler."""
+    skipped = scalars.get("amp/skipped_steps")
+    if skipped is None or not len(skipped):
+        return math.nan
+    return float(skipped.iloc[-1]) / (int(skipped.index[-1]) + 1)
+
+
+def precision_flag(share: float, max_share: float = MAX_SKIPPED_SHARE) -> str:
+    """Why a run's mixed precision needs a look (empty when it does not): skipped steps above `max_share`."""
+    if math.isfinite(share) and share > max_share:
+        return f"fp16 skipped {share:.1%} of optimizer steps (more than {max_share:.0%})"
+    return ""
+
+
+def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
+    """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
     rows = []
     for log in logs:
         outcome, reason = run_outcome(log)
@@ -95,6 +112,8 @@ def runs_table(logs: list[RunLog]) -> pd.DataFrame:
         val = log.scalars.get("val/loss")
         row["best_val_loss"] = float(val.min()) if val is not None else math.nan
         row["slope"] = final_slope(log.scalars)
+        row["skipped_pct"] = skipped_share(log.scalars) * 100
+        row["flag"] = precision_flag(row["skipped_pct"] / 100, max_skipped_share)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -124,7 +143,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         for column in ("val_loss", "val_ppl"):
             row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope"):
+                       "top_band_uniform_pct", "slope", "skipped_pct"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
@@ -166,6 +185,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
     ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
     ("status", None, lambda r: r["status"]),
 ] + [
     (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
@@ -200,13 +220,13 @@ def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, A
                                 for k in grid_keys})
 
 
-def write_report(sweep_dir: str | Path) -> Path:
+def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE) -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     logs = read_runs(sweep_dir)
     if not logs:
         raise FileNotFoundError(f"{sweep_dir} has no run folders (event files or status.json)")
-    runs = runs_table(logs)
+    runs = runs_table(logs, max_skipped_share)
     runs.to_csv(sweep_dir / "results.csv", index=False)
     grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
     summary = summarize(runs, logs)
@@ -224,6 +244,9 @@ def write_report(sweep_dir: str | Path) -> Path:
         lines += ["Runs that are not Stable:", ""]
         lines += [f"- `{r.run}`: {r.status}{f' — {r.reason}' if r.reason else ''}" for r in odd.itertuples()]
         lines.append("")
+    flagged = runs[runs.flag != ""]
+    if len(flagged):
+        lines += ["Runs flagged:", ""] + [f"- `{r.run}`: {r.flag}" for r in flagged.itertuples()] + [""]
     groups = by_config(logs)
     for name, (title, plot) in FIGURES.items():
         if plot(groups, sweep_dir / name):
@@ -235,9 +258,12 @@ def write_report(sweep_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actsweep report", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    parser.add_argument("--max-skipped-share", type=float, default=MAX_SKIPPED_SHARE, metavar="SHARE",
+                        help="flag fp16 runs whose GradScaler skipped more than this share of optimizer "
+                             f"steps (default {MAX_SKIPPED_SHARE})")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.sweep_dir))
+        print(write_report(args.sweep_dir, args.max_skipped_share))
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"actsweep report: error: {err}", file=sys.stderr)
         return 2
