@@ -24,6 +24,12 @@ def _matches(value: Any, wanted: Any) -> bool:
     return same_value(value, wanted)
 
 
+def setting_text(row: pd.Series, keys: list[str], names: dict[str, str]) -> str:
+    """`norm=none, lr=1e-3`: the run's values of `keys` (those it has: a grid may be a union)."""
+    present = [k for k in keys if isinstance(row[k], list) or not pd.isna(row[k])]
+    return ", ".join(f"{names[k]}={short(row[k])}" for k in present) or "all"
+
+
 def _by_seed(rows: pd.DataFrame, metric: str) -> dict[int, float]:
     return {int(seed): float(value) for seed, value in zip(rows["seed"], rows[metric])}
 
@@ -39,8 +45,7 @@ def paired_table(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_key
         if key not in finished or metric not in finished:
             continue
         others = [k for k in grid_keys if k != key and k in finished]
-        at = finished[others].apply(lambda r: ", ".join(f"{names[k]}={short(r[k])}" for k in others), axis=1) \
-            if others and len(finished) else pd.Series("all", index=finished.index)
+        at = finished.apply(lambda r: setting_text(r, others, names), axis=1) if len(finished) else finished.seed
         is_a, is_b = finished[key].map(lambda v: _matches(v, a)), finished[key].map(lambda v: _matches(v, b))
         for setting in dict.fromkeys(at[is_a]):
             diffs = paired_differences(_by_seed(finished[is_a & (at == setting)], metric),
