@@ -77,3 +77,13 @@ def test_paired_table_pairs_by_seed_within_each_setting():
     assert none.direction == "unresolved"
     text = paired_markdown(table)
     assert "| gelu − relu | norm=layernorm | val_loss | 3 | +0.117 [" in text and "excludes zero" in text
+
+
+def test_the_cpu_study_names_its_comparisons():
+    from actsweep.study.sweep import load_sweep
+
+    study = load_sweep("configs/sweeps/cpu_study.yaml")
+    assert len(study.runs()) == 60 and study.seeds == [0, 1, 2, 3, 4] and study.threads == 1
+    assert {"key": "model.activation", "a": ["relu", "relu", "gelu", "gelu"], "b": "relu", "metric": "val_loss"} \
+        in study.comparisons
+    assert study.comparisons[-1]["metric"] == "slope"
