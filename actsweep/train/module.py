@@ -20,9 +20,11 @@ from torchmetrics import SumMetric
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.stats.common import count_dtype, is_accumulating, is_logging_step
+from actsweep.errors import ConfigError
 from actsweep.train.schedules import build_schedule
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
 EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
 
 
@@ -44,6 +46,7 @@ class ActSweepModule(L.LightningModule):
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        matmul_precision: str = "highest",
         **architecture: Any,
     ) -> None:
         """The model and its training.
@@ -58,11 +61,17 @@ class ActSweepModule(L.LightningModule):
             warmup: warmup steps, or that fraction of the run when below 1.
             min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
             compile: ``torch.compile`` the model in place, after the statistics hooks exist.
+            matmul_precision: float32 matrix products: ``highest`` (full fp32), ``high`` (TF32 on
+                Ampere or newer GPUs), ``medium`` (bf16); set for the process before the model is built.
             **architecture: the fields of :class:`~actsweep.model.gpt.GPTConfig` (``activation``,
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
+        # Process-wide, and the default otherwise depends on who set it last: every run says which.
+        torch.set_float32_matmul_precision(matmul_precision)
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
         # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
