@@ -12,6 +12,7 @@ from actsweep.stats.divergence import DivergenceGuard
 from actsweep.stats.entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, head_entropy, probe_entropy
 from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
+from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
 
@@ -20,6 +21,7 @@ __all__ = [
     "DivergenceGuard",
     "FFNStats",
     "GradNorms",
+    "LossScaleMonitor",
     "SlopeMonitor",
     "ThroughputMonitor",
     "causal_uniform_entropy",
