@@ -19,7 +19,7 @@ from torchmetrics import SumMetric
 
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.stats.common import count_dtype, is_accumulating, is_logging_step
+from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, publish
 from actsweep.errors import ConfigError
 from actsweep.train.schedules import build_schedule
 
@@ -130,6 +130,21 @@ class ActSweepModule(L.LightningModule):
         # a validation loss even when max_steps is not a multiple of val_check_interval.
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Adaptive attention kernels are chosen on logging steps, which cross to the host anyway; here,
+        # before any checkpoint of this step is written, so a resumed run makes the same choices.
+        if self.model.tracks_attention_logits and is_logging_step(self.trainer):
+            peak = float(all_reduce_(self.model.logit_peaks(), "max").max())  # all processes switch together
+            exact = self.model.check_attention_logits(peak)
+            publish(self.trainer, {"attn/logit_bound": torch.tensor(peak), "attn/exact_kernel": torch.tensor(float(exact))})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["attention_kernels"] = self.model.attention_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "attention_kernels" in checkpoint:
+            self.model.load_attention_state(checkpoint["attention_kernels"])
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.
