@@ -1,17 +1,14 @@
-"""Weight initialisations by name (``--model.init``), applied to a built GPT."""
+"""Weight initialisations by name (``--model.init``), applied to a built GPT (`model`, with its `cfg`)."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from torch import nn
 
-if TYPE_CHECKING:
-    from actsweep.model.gpt import GPT
 
-
-def init_normal(model: GPT) -> None:
+def init_normal(model: nn.Module) -> None:
     """Every Linear weight N(0, init_std), embeddings N(0, embedding_init_std), biases zero."""
     cfg = model.cfg
     for module in model.modules():
@@ -23,7 +20,7 @@ def init_normal(model: GPT) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def init_gpt2(model: GPT) -> None:
+def init_gpt2(model: nn.Module) -> None:
     """`init_normal`, then GPT-2's residual projections (attention and FFN outputs) at init_std/sqrt(2·n_layer)."""
     init_normal(model)
     for block in model.blocks:
@@ -34,4 +31,4 @@ def init_gpt2(model: GPT) -> None:
 # Weight initialisations. ReLU's Revival built its blocks after HF's `post_init`, so they never got
 # GPT-2's residual scaling ("normal"); the blog's code initialised Linears only (N(0, 0.02)) and left
 # the embedding tables at torch's N(0, 1) ("normal" with embedding_init_std 1).
-INITS: dict[str, Callable[[GPT], None]] = {"gpt2": init_gpt2, "normal": init_normal}
+INITS: dict[str, Callable[[nn.Module], None]] = {"gpt2": init_gpt2, "normal": init_normal}
