@@ -181,6 +181,8 @@ def test_grad_norms_equal_an_fp64_sum_of_squares():
 def test_all_finite(bad):
     tensors = [torch.ones(3), torch.zeros(2, 2)]
     assert m.all_finite(tensors).item() is True
+    assert m.all_finite([]).item() is True
+    assert m.all_finite([torch.tensor([3e38, 3e38])]).item() is True  # huge but finite: no overflow
     tensors[1][1, 0] = bad
     assert m.all_finite(tensors).item() is False
 

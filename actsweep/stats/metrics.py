@@ -115,10 +115,10 @@ def grad_norms(groups: Mapping[str, Sequence[torch.Tensor]]) -> tuple[torch.Tens
 
 
 def all_finite(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Device bool: every element of every tensor is finite. One foreach norm (what
-    `get_total_norm` runs) instead of one `isfinite` kernel per tensor: a NaN or inf anywhere makes it
-    non-finite. Weights above ~1e19 would overflow it too, far past any trainable model."""
-    return torch.nn.utils.get_total_norm(list(tensors)).isfinite()
+    """Device bool: every element of every tensor is finite (True for none). One foreach max-norm
+    instead of one `isfinite` kernel per tensor: NaN or inf anywhere makes it non-finite, and a
+    max-norm cannot overflow."""
+    return torch.nn.utils.get_total_norm(list(tensors), math.inf).isfinite()
 
 
 def first_bad_step(first_bad: torch.Tensor, loss: torch.Tensor, step: int) -> torch.Tensor:
