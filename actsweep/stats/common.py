@@ -47,6 +47,11 @@ def layer_index(name: str) -> int:
     return int(match.group(1))
 
 
+def count_dtype(device: torch.device) -> torch.dtype:
+    """Float64 keeps token counts exact far beyond 2**24; MPS has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def all_reduce_(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In-place all-reduce over the default process group (a no-op in a single process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

@@ -12,6 +12,8 @@ from typing import Iterable, Mapping, Sequence
 
 import torch
 
+from actsweep.stats.common import count_dtype
+
 N_BANDS = 4
 
 # -- attention entropy -----------------------------------------------------------------------------
@@ -60,11 +62,6 @@ def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tens
 
 
 # -- FFN activations and the residual stream -------------------------------------------------------
-
-
-def count_dtype(device: torch.device) -> torch.dtype:
-    """Float64 keeps token counts exact far beyond 2**24; MPS has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def activation_sums(act: torch.Tensor) -> torch.Tensor:

@@ -19,11 +19,12 @@ from torchmetrics import SumMetric
 
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.stats.common import is_accumulating, is_logging_step
-from actsweep.stats.metrics import count_dtype
+from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, publish
+from actsweep.errors import ConfigError
 from actsweep.train.schedules import build_schedule
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
 EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
 
 
@@ -45,6 +46,7 @@ class ActSweepModule(L.LightningModule):
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        matmul_precision: str = "highest",
         **architecture: Any,
     ) -> None:
         """The model and its training.
@@ -59,11 +61,17 @@ class ActSweepModule(L.LightningModule):
             warmup: warmup steps, or that fraction of the run when below 1.
             min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
             compile: ``torch.compile`` the model in place, after the statistics hooks exist.
+            matmul_precision: float32 matrix products: ``highest`` (full fp32), ``high`` (TF32 on
+                Ampere or newer GPUs), ``medium`` (bf16); set for the process before the model is built.
             **architecture: the fields of :class:`~actsweep.model.gpt.GPTConfig` (``activation``,
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
+        # Process-wide, and the default otherwise depends on who set it last: every run says which.
+        torch.set_float32_matmul_precision(matmul_precision)
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
         # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
@@ -122,6 +130,21 @@ class ActSweepModule(L.LightningModule):
         # a validation loss even when max_steps is not a multiple of val_check_interval.
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Adaptive attention kernels are chosen on logging steps, which cross to the host anyway; here,
+        # before any checkpoint of this step is written, so a resumed run makes the same choices.
+        if self.model.tracks_attention_logits and is_logging_step(self.trainer):
+            peak = float(all_reduce_(self.model.logit_peaks(), "max").max())  # all processes switch together
+            exact = self.model.check_attention_logits(peak)
+            publish(self.trainer, {"attn/logit_bound": torch.tensor(peak), "attn/exact_kernel": torch.tensor(float(exact))})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["attention_kernels"] = self.model.attention_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "attention_kernels" in checkpoint:
+            self.model.load_attention_state(checkpoint["attention_kernels"])
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.
