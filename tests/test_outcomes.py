@@ -59,7 +59,7 @@ def test_unstable_reasons_and_their_boundaries():
 
 
 def outcome(status: dict, **scalars: pd.Series) -> tuple[str, str]:
-    return run_outcome(RunLog(Path("."), {}, status, {k.replace("_", "/"): v for k, v in scalars.items()}))
+    return run_outcome(RunLog(Path("."), {}, status, {k.replace("_loss", "/loss"): v for k, v in scalars.items()}))
 
 
 def test_run_outcomes():
@@ -69,6 +69,9 @@ def test_run_outcomes():
     assert outcome({"status": "diverged", "reason": "non-finite weights at step 3"}) == (
         "Diverged", "non-finite weights at step 3")
     assert outcome({"status": "finished"}, val_loss=at({10: math.nan, 20: 3.0})) == ("Diverged", "non-finite loss")
+    assert outcome({"status": "diverged", "reason": "non-finite training loss at step 3"},
+                   **{"nonfinite/act/layer_1": at({2: 0.0, 3: 4.0})}) == (
+        "Diverged", "non-finite training loss at step 3; first non-finite: layer 1 (act) at step 3")
     assert outcome({"status": "finished"}, train_loss=at({10: 3.0, 20: math.inf}))[0] == "Diverged"
     assert outcome({"status": "finished"}, train_loss=at({10: math.nan, 20: 3.0}))[0] == "Stable"  # the last counts
     assert outcome({"status": "crashed", "reason": "RuntimeError: boom"}) == ("Crashed", "RuntimeError: boom")
@@ -111,6 +114,6 @@ def test_the_rule_in_words_states_the_thresholds_applied():
         "the first 10% of its steps, a logged train loss exceeds 1.5× the lowest train loss logged before it (a "
         "spike). A run is **Diverged** when its training loss or any validation loss became non-finite (the run "
         "stops there and is not retried). A configuration is Diverged if any seed diverged, else Incomplete if "
-        "any seed did not finish, else Unstable if any seed is unstable, else Stable. Val loss and ppl: mean ± "
-        "sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = their number (±— when n = 1); "
+        "any seed did not finish, else Unstable if any seed is unstable, else Stable. Val loss and ppl: mean over "
+        "the seeds that finished (Stable or Unstable) with its two-sided 95 % Student-t interval, n = their number; "
         "other columns: mean over the same seeds of the last logged value.")

@@ -21,8 +21,8 @@ UNSTABLE_RULE = (
     "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
     "A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
-    "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
-    "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
+    "else Stable. Val loss and ppl: mean over the seeds that finished (Stable or Unstable) with its two-sided "
+    "95 % Student-t interval, n = their number; other columns: mean over the same seeds of the last logged value."
 )
 
 
@@ -50,13 +50,34 @@ def unstable_reason(scalars: dict[str, pd.Series]) -> str:
     return ""
 
 
+FORWARD_SITES = ("q", "k", "act", "resid")  # the order a value passes through a block
+
+
+def nonfinite_origin(scalars: dict[str, pd.Series]) -> str:
+    """Where a run first went non-finite, from `nonfinite/<site>/layer_i`: at the first step with any
+    count, the lowest layer and earliest site of the forward pass (`layer 2 (resid) at step 140`); if
+    the forward was finite there, the backward pass's first block, the highest with a non-finite
+    gradient. "" when nothing was ever non-finite."""
+    counts = {tag: s for tag, s in scalars.items() if tag.startswith("nonfinite/") and (s > 0).any()}
+    if not counts:
+        return ""
+    step = min(int(s.index[s > 0][0]) for s in counts.values())
+    hits = [(tag.split("/")[1], int(tag.rsplit("_", 1)[1])) for tag, s in counts.items() if s.get(step, 0) > 0]
+    forward = [(layer, FORWARD_SITES.index(site), site) for site, layer in hits if site in FORWARD_SITES]
+    if forward:
+        layer, _, site = min(forward)
+    else:
+        layer, site = max(layer for _, layer in hits), "grad"
+    return f"first non-finite: layer {layer} ({site}) at step {step}"
+
+
 def run_outcome(log: RunLog) -> tuple[str, str]:
     """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
     status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
     # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
     losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]
     if status == "diverged" or not all(map(math.isfinite, losses)):
-        return "Diverged", reason or "non-finite loss"
+        return "Diverged", "; ".join(filter(None, [reason or "non-finite loss", nonfinite_origin(log.scalars)]))
     if status != "finished":
         return status.capitalize(), reason
     why = unstable_reason(log.scalars)
