@@ -127,7 +127,7 @@ def test_gpt2_initialisation_scales_residual_projections():
 
 @pytest.mark.parametrize(
     "overrides, phrase",
-    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu"),
+    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu, relu2, silu"),
      ({"norm": "batchnorm"}, "layernorm, rmsnorm, none"),
      ({"slope_scope": "head"}, "global, layer, neuron"),
      ({"n_head": 5}, "divisible by n_head"),
