@@ -84,7 +84,7 @@ def test_unstable_rule(train, val, unstable):
 
 def test_published_numbers_match_by_configuration():
     assert published_for("blog", {"model.lr": "1e-3", "model.activation": "gelu", "model.norm": "layernorm"})["val_loss"] == 0.85
-    sm_g = published_for("revival", {"model.norm": "none", "model.activation": "gelu_tanh"})
+    sm_g = published_for("revival", {"model.norm": "none", "model.activation": "gelu"})
     assert sm_g["ppl"] == 3.197 and sm_g["top_band_pct"] == 58.0
     assert published_for("revival", {"model.norm": "none", "model.activation": "learnable_leaky_relu"}) == {}
     assert published_for(None, {"model.lr": 1e-3}) == {}

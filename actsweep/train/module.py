@@ -15,14 +15,17 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import SumMetric
 
-from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, publish
+from actsweep.errors import ConfigError
+from actsweep.train.optim import adamw_kernel_args, check_optimizer, parameter_groups
 from actsweep.train.schedules import build_schedule
 
 
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
 EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
 
 
@@ -40,10 +43,13 @@ class ActSweepModule(L.LightningModule):
         eps: float = 1e-8,
         weight_decay: float = 0.1,
         slope_weight_decay: float = 0.0,
+        decay_scope: str = "matrices",
+        adamw_kernel: str = "auto",
         schedule: str = "cosine",
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        matmul_precision: str = "highest",
         **architecture: Any,
     ) -> None:
         """The model and its training.
@@ -52,17 +58,28 @@ class ActSweepModule(L.LightningModule):
             lr: peak learning rate of AdamW.
             betas: AdamW's (beta1, beta2).
             eps: AdamW's epsilon.
-            weight_decay: decay of weights with two or more dimensions; biases and norms get none.
+            weight_decay: AdamW's decoupled weight decay of the parameters ``decay_scope`` names.
             slope_weight_decay: decay of learnable leaky-ReLU slopes (ReLU's Revival decayed them: 0.1).
+            decay_scope: ``matrices`` (tensors of two or more dimensions; biases, norms get none) |
+                ``all`` (every parameter in one group, as the blog's code).
+            adamw_kernel: ``auto`` (fused on CUDA unless mixed precision clips or scales, then foreach)
+                | ``fused`` | ``foreach`` | ``for_loop``; see :mod:`actsweep.train.optim`.
             schedule: ``cosine`` | ``linear`` | ``constant`` after a linear warmup, to ``min_lr_ratio`` × ``lr``.
             warmup: warmup steps, or that fraction of the run when below 1.
             min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
             compile: ``torch.compile`` the model in place, after the statistics hooks exist.
+            matmul_precision: float32 matrix products: ``highest`` (full fp32), ``high`` (TF32 on
+                Ampere or newer GPUs), ``medium`` (bf16); set for the process before the model is built.
             **architecture: the fields of :class:`~actsweep.model.gpt.GPTConfig` (``activation``,
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        check_optimizer(decay_scope, adamw_kernel)
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
+        # Process-wide, and the default otherwise depends on who set it last: every run says which.
+        torch.set_float32_matmul_precision(matmul_precision)
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
         # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
@@ -169,20 +186,16 @@ class ActSweepModule(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         hp = self.hparams
-        groups: dict[str, dict] = {
-            "decay": {"params": [], "weight_decay": hp.weight_decay},
-            "no_decay": {"params": [], "weight_decay": 0.0},
-            "slopes": {"params": [], "weight_decay": hp.slope_weight_decay},
-        }
-        for name, p in self.model.named_parameters():
-            key = "slopes" if is_slope(name) else "decay" if p.dim() >= 2 else "no_decay"
-            groups[key]["params"].append(p)
-        return [dict(g, name=k) for k, g in groups.items() if g["params"]]
+        return parameter_groups(self.model.named_parameters(), hp.weight_decay, hp.slope_weight_decay,
+                                hp.decay_scope)
 
     def configure_optimizers(self):
         hp = self.hparams
-        fused = self.device.type == "cuda"  # one kernel for the whole update
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=hp.betas, eps=hp.eps, fused=fused)
+        plugin = self.trainer.precision_plugin
+        kernel = adamw_kernel_args(hp.adamw_kernel, self.device.type, amp=isinstance(plugin, MixedPrecision),
+                                   grad_scaler=getattr(plugin, "scaler", None) is not None,
+                                   clipping=bool(self.trainer.gradient_clip_val))
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=hp.betas, eps=hp.eps, **kernel)
         multiplier = build_schedule(hp.schedule, self.trainer.max_steps, hp.warmup, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
