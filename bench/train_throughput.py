@@ -65,9 +65,10 @@ def window(times: dict[int, tuple[float, float]], start: int, stop: int) -> dict
 class Size:
     """One model size: `actsweep fit` with and without statistics, and the bare loop."""
 
-    def __init__(self, overrides: list[str], warmup: int, steps: int, folder: Path) -> None:
+    def __init__(self, overrides: list[str], warmup: int, steps: int, folder: Path, threads: int) -> None:
         self.warmup, self.steps = warmup, steps
-        self.args = [*overrides, f"--trainer.max_steps={warmup + steps}", f"--trainer.logger.init_args.save_dir={folder}"]
+        self.args = [*overrides, f"--trainer.max_steps={warmup + steps}", f"--trainer.logger.init_args.save_dir={folder}",
+                     f"--threads={threads}"]  # `actsweep fit` sets them; the bare loop runs in the same process
         config = yaml.safe_load(QUICKSTART.read_text())
         callbacks = config["trainer"]["callbacks"]
         self.statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.stats.")]
@@ -94,11 +95,11 @@ class Size:
         return window(times, self.warmup, self.warmup + self.steps)
 
 
-def run_size(name: str, reps: int) -> None:
+def run_size(name: str, reps: int, threads: int) -> None:
     """Interleave the arms of one size, print the ratios and write its RESULTS.md section."""
     overrides, warmup, steps = SIZES[name]
     with tempfile.TemporaryDirectory() as folder:
-        size = Size(overrides, warmup, steps, Path(folder))
+        size = Size(overrides, warmup, steps, Path(folder), threads)
         arms = {"bare": size.bare, "shipped": lambda: size.fit("shipped"), "no-stats": lambda: size.fit("no-stats")}
         print(f"{name}: {warmup} warmup + {steps} timed steps, {reps} reps", flush=True)
         results = interleave(arms, reps)
@@ -114,7 +115,7 @@ def run_size(name: str, reps: int) -> None:
     ms = {arm: spread([1000 * t / steps for t in results[arm]["wall"]]) for arm in arms}
     body = (
         f"Overrides of configs/quickstart.yaml: `{' '.join(overrides) or 'none'}`; {steps} timed steps after "
-        f"{warmup} warmup steps, {reps} interleaved repetitions (rotating order). Ratios of seconds over the "
+        f"{warmup} warmup steps, {threads} torch thread(s), {reps} interleaved repetitions (rotating order). Ratios of seconds over the "
         "timed steps (below 1: faster), median of the per-repetition ratios, each listed. `bare`: "
         f"bench/nanogpt.py ({size.bare_config.n_layer}L/{size.bare_config.n_embd}d, vocabulary "
         f"{size.bare_config.vocab_size}, batch {size.bare_config.batch_size}×{size.bare_config.block_size}); "
@@ -132,11 +133,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in every arm (1: as each run of `actsweep sweep --jobs 2` on 2 cores)")
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     for name in args.sizes:
-        run_size(name, args.reps)
+        run_size(name, args.reps, args.threads)
 
 
 if __name__ == "__main__":
