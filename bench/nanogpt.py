@@ -75,10 +75,10 @@ class GPT(nn.Module):
 
 
 def lr_at(step: int, max_steps: int, c: Config) -> float:
-    """nanoGPT's schedule: linear warmup, then cosine from lr to min_lr_ratio × lr at max_steps."""
+    """Linear warmup from 0, then cosine from lr to min_lr_ratio × lr at max_steps."""
     warmup = round(c.warmup * max_steps)
     if step < warmup:
-        return c.lr * (step + 1) / warmup
+        return c.lr * step / warmup
     progress = (step - warmup) / max(1, max_steps - warmup)
     return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 

@@ -62,6 +62,17 @@ def window(times: dict[int, tuple[float, float]], start: int, stop: int) -> dict
     return {"wall": times[stop][0] - times[start][0], "cpu": times[stop][1] - times[start][1]}
 
 
+def without_statistics(folder: Path) -> tuple[Path, list[str]]:
+    """configs/quickstart.yaml without its `actsweep.stats` callbacks, written into `folder`; and their names."""
+    config = yaml.safe_load(QUICKSTART.read_text())
+    callbacks = config["trainer"]["callbacks"]
+    statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.stats.")]
+    config["trainer"]["callbacks"] = [cb for cb in callbacks if cb["class_path"] not in statistics]
+    path = folder / "no-stats.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, statistics
+
+
 class Size:
     """One model size: `actsweep fit` with and without statistics, and the bare loop."""
 
@@ -69,12 +80,8 @@ class Size:
         self.warmup, self.steps = warmup, steps
         self.args = [*overrides, f"--trainer.max_steps={warmup + steps}", f"--trainer.logger.init_args.save_dir={folder}",
                      f"--threads={threads}"]  # `actsweep fit` sets them; the bare loop runs in the same process
-        config = yaml.safe_load(QUICKSTART.read_text())
-        callbacks = config["trainer"]["callbacks"]
-        self.statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.stats.")]
-        config["trainer"]["callbacks"] = [cb for cb in callbacks if cb["class_path"] not in self.statistics]
-        self.configs = {"shipped": QUICKSTART, "no-stats": folder / "no-stats.yaml"}
-        self.configs["no-stats"].write_text(yaml.safe_dump(config, sort_keys=False))
+        no_stats, self.statistics = without_statistics(folder)
+        self.configs = {"shipped": QUICKSTART, "no-stats": no_stats}
         # One step first: builds the token cache, and its model gives the bare loop its size.
         module = run_cli(["fit", "--config", str(QUICKSTART), *self.args, "--trainer.max_steps=1"]).model
         c, hp = module.config, module.hparams
