@@ -6,9 +6,10 @@ Three arms per size, interleaved with rotating order in one process:
 - `shipped`: `actsweep fit --config configs/quickstart.yaml` (plus the size's overrides) with its
   statistics callbacks, progress bar, learning-rate monitor, checkpoints and validation as shipped;
 - `no-stats`: the same without the `actsweep.stats` callbacks.
-Each arm is timed from the end of step `warmup` to the end of step `warmup + steps` (wall clock and
-process CPU time). The only additions to `actsweep fit` are a temporary log folder, `max_steps`, and
-one callback that reads the clock after each step. Figures are medians over repetitions of
+Each arm is timed from `warmup` steps done to `warmup + steps` steps done (wall clock and process
+CPU time). The only additions to `actsweep fit` are a temporary log folder, `max_steps`, one
+callback that reads the clock as each step starts, and at the quickstart size validation every 50
+steps instead of 100 so that one falls inside the window. Figures are medians over repetitions of
 per-repetition time ratios (arm / bare, shipped / no-stats): below 1 is faster.
 
     python bench/train_throughput.py                          # quickstart and blog sizes, 5 reps
@@ -33,11 +34,12 @@ from actsweep.train.cli import run_cli
 
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 # name -> (CLI overrides of quickstart.yaml, warmup steps, timed steps). The quickstart window holds
-# ten logging steps, a validation and a checkpoint; the blog-size window (~2 s a step) one logging step.
+# five logging steps and a validation (every 50 steps here, twice as often as shipped, so that one
+# falls inside the window); the blog-size window (seconds a step) one logging step.
 SIZES: dict[str, tuple[list[str], int, int]] = {
-    "quickstart": ([], 10, 100),
+    "quickstart": (["--trainer.val_check_interval=50"], 5, 50),
     "blog": (["--model.n_layer=6", "--model.n_head=6", "--model.n_embd=384", "--model.pad_vocab_multiple=64",
-              "--data.tokenizer=gpt2", "--data.batch_size=8"], 2, 10),
+              "--data.tokenizer=gpt2", "--data.batch_size=8"], 1, 10),
 }
 
 
@@ -47,18 +49,18 @@ def clocks() -> tuple[float, float]:
 
 
 class StepClock(L.Callback):
-    """`clocks()` after every optimizer step, by steps done (added to `actsweep fit` with
-    `--trainer.callbacks+=train_throughput.StepClock`)."""
+    """`clocks()` by steps done, read as each step starts: after the previous step's hooks, validation
+    and checkpoint (added to `actsweep fit` with `--trainer.callbacks+=train_throughput.StepClock`)."""
 
     def __init__(self) -> None:
         self.times: dict[int, tuple[float, float]] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         self.times[trainer.global_step] = clocks()
 
 
 def window(times: dict[int, tuple[float, float]], start: int, stop: int) -> dict[str, float]:
-    """Wall and CPU seconds from the end of step `start` to the end of step `stop`."""
+    """Wall and CPU seconds from `start` steps done to `stop` steps done."""
     return {"wall": times[stop][0] - times[start][0], "cpu": times[stop][1] - times[start][1]}
 
 
@@ -78,7 +80,8 @@ class Size:
 
     def __init__(self, overrides: list[str], warmup: int, steps: int, folder: Path, threads: int) -> None:
         self.warmup, self.steps = warmup, steps
-        self.args = [*overrides, f"--trainer.max_steps={warmup + steps}", f"--trainer.logger.init_args.save_dir={folder}",
+        # one step more than the window: its start reads the clock after the window's last step
+        self.args = [*overrides, f"--trainer.max_steps={warmup + steps + 1}", f"--trainer.logger.init_args.save_dir={folder}",
                      f"--threads={threads}"]  # `actsweep fit` sets them; the bare loop runs in the same process
         no_stats, self.statistics = without_statistics(folder)
         self.configs = {"shipped": QUICKSTART, "no-stats": no_stats}

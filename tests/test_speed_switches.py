@@ -197,7 +197,7 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
     logger = ScalarLogger()
     trainer = SimpleNamespace(precision_plugin=Precision(), world_size=2, accumulate_grad_batches=3,
                               global_step=0, loggers=[logger], is_global_zero=True,
-                              lightning_module=SimpleNamespace(log_dict=lambda metrics, **options: None),
+                              callback_metrics={},
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)))
     module = SimpleNamespace(device=torch.device("xla"), model=SimpleNamespace(flops_per_token=lambda: 600.0))
     monitor = ThroughputMonitor()
