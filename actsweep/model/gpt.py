@@ -43,6 +43,13 @@ SDPA_BACKENDS = {
     "math": [SDPBackend.MATH],
 }
 
+# Normalization of queries and keys, per head, before their product: "rms" is QK-norm as in
+# modded-nanogpt and He & Hofmann's normalization-free "OP" block (a parameter-free RMSNorm).
+QK_NORMS = {
+    "none": lambda head_dim, eps: nn.Identity(),
+    "rms": lambda head_dim, eps: nn.RMSNorm(head_dim, eps=eps, elementwise_affine=False),
+}
+
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
 # its norms (HF GPT-2's LayerNorms) keep theirs.
 BIAS_SITES = {
@@ -94,6 +101,8 @@ class GPTConfig:
     """Norm before the LM head (ReLU's Revival keeps it in LN-free models)."""
     norm_eps: float = 1e-5
     """Epsilon of every norm."""
+    qk_norm: str = "none"
+    """Normalize queries and keys per head before attention: none | rms (parameter-free RMSNorm, QK-norm)."""
     bias: str = "all"
     """Sites with a bias: all | qk (of the projections only query and key) | no_qkv | none."""
     lm_head_bias: bool = False
@@ -143,6 +152,7 @@ class GPTConfig:
             ("init", self.init, INITS),
             ("slope_scope", self.slope_scope, SLOPE_SCOPES),
             ("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS),
+            ("qk_norm", self.qk_norm, QK_NORMS),
         ):
             if value not in allowed:
                 raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
@@ -199,13 +209,16 @@ class CausalSelfAttention(nn.Module):
         self.qkv_bias = nn.Parameter(torch.zeros(n_biased * cfg.n_embd)) if n_biased else None
         self.out = nn.Linear(cfg.n_embd, cfg.n_embd, bias="attn_out" in cfg.sites)
         self.resid_drop = nn.Dropout(cfg.dropout_at("attn_out"))
+        self.norm_q = QK_NORMS[cfg.qk_norm](cfg.n_embd // cfg.n_head, cfg.norm_eps)
+        self.norm_k = QK_NORMS[cfg.qk_norm](cfg.n_embd // cfg.n_head, cfg.norm_eps)
         self.hook_q, self.hook_k = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         bias = None if self.qkv_bias is None else F.pad(self.qkv_bias, (0, 3 * C - self.qkv_bias.numel()))
         q, k, v = F.linear(x, self.qkv.weight, bias).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
-        q, k, v = self.hook_q(q.transpose(1, 2)), self.hook_k(k.transpose(1, 2)), v.transpose(1, 2)
+        q, k, v = self.norm_q(q.transpose(1, 2)), self.norm_k(k.transpose(1, 2)), v.transpose(1, 2)
+        q, k = self.hook_q(q), self.hook_k(k)  # the q and k attention uses, after any QK-norm
         drop = self.dropout if self.training else 0.0
         if self.tracks_logits and torch.is_grad_enabled():  # only forwards with a backward need it
             self.logit_peak.copy_(torch.maximum(self.logit_peak, logit_bound(q, k)))

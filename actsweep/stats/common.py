@@ -25,17 +25,26 @@ def is_logging_step(trainer: L.Trainer) -> bool:
     """Whether Lightning logs scalars at this step; the only training steps on which statistics work.
 
     Under gradient accumulation only the last micro-batch of a logging step counts, so statistics
-    run (and transfer) once per logged step, not once per micro-batch."""
+    run (and transfer) once per logged step, not once per micro-batch.
+
+    Private: Lightning has no public "does this step log?" (its rule: step + 1 a multiple of
+    `log_every_n_steps`, or stopping). tests/test_lightning_api.py checks it against what is logged."""
     return trainer._logger_connector.should_update_logs and not is_accumulating(trainer)
 
 
 def is_accumulating(trainer: L.Trainer) -> bool:
-    """Whether this training batch is a micro-batch before the optimizer step (gradient accumulation)."""
+    """Whether this training batch is a micro-batch before the optimizer step (gradient accumulation).
+
+    Private: no public equivalent (it also knows the epoch's last batch and strategies that accumulate
+    themselves); tests/test_lightning_api.py checks it on a real accumulating fit."""
     return trainer.fit_loop._should_accumulate()
 
 
 def logger_step(trainer: L.Trainer) -> int:
-    """The x-axis value Lightning gives this step's scalars, so our tags line up with `train/loss`."""
+    """The x-axis value Lightning gives this step's scalars, so our tags line up with `train/loss`.
+
+    Private: `global_step` moves in the middle of a step (after the optimizer), this does not; no public
+    name holds it. tests/test_lightning_api.py checks that statistics land at `train/loss`'s steps."""
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
