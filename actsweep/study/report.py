@@ -29,7 +29,7 @@ from actsweep.study.outcomes import (
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {
     "val_loss": ("val/loss", 1), "val_ppl": ("val/ppl", 1), "train_loss": ("train/loss", 1),
-    "val_loss_se": ("val/loss_se", 1),
+    "val_loss_se": ("val/loss_se", 1), "global_batch": ("batch/global_size", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
     "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
@@ -69,7 +69,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         for column in ("val_loss", "val_ppl"):
             row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope", "skipped_pct"):
+                       "top_band_uniform_pct", "slope", "skipped_pct", "val_loss_se", "global_batch"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
@@ -111,6 +111,8 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
     ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
+    ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
     ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
     ("status", None, lambda r: r["status"]),
 ] + [
