@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from actsweep.study import runner, sweep as sw
+from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
 from helpers import write_sweep, write_tiny_base
@@ -31,7 +31,7 @@ def test_grid_expansion_and_names(tmp_path):
     assert runs[-1].name == "activation=learnable_leaky_relu,slope_scope=layer,seed=1"
     assert runs[0].overrides == {"model.lr": 1e-3, "model.activation": "relu", "model.norm": "layernorm"}
     assert {r.label for r in runs if r.overrides.get("model.norm") == "none" and r.overrides["model.activation"] == "gelu"} == {"SM+G"}
-    command = runner.fit_command(sweep, runs[0], tmp_path / "root")
+    command = plan.fit_command(sweep, runs[0], tmp_path / "root")
     assert command[command.index("--model.lr") + 1] == "0.001"
     assert command[command.index("--seed_everything") + 1] == "0"
     assert command[command.index("--trainer.logger.version") + 1] == runs[0].name
@@ -64,7 +64,7 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     write_status(dirs["gelu_tanh"], "crashed", 3, "boom")  # no checkpoint: start again, clean
     (dirs["gelu_tanh"] / "events.out.tfevents.stale").write_bytes(b"")
     calls: list = []
-    results = runner.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    results = launchers.run_local(sweep, root, sweep.runs(), jobs=2, launch=fake_launcher(calls))
     launched = {c[c.index("--model.activation") + 1]: c for c in calls}
     assert set(launched) == {"gelu", "gelu_tanh", "leaky_relu"}
     assert launched["gelu"][launched["gelu"].index("--ckpt_path") + 1] == str(dirs["gelu"] / "checkpoints" / "last.ckpt")
@@ -72,15 +72,15 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     assert not (dirs["gelu_tanh"] / "events.out.tfevents.stale").exists()
     assert {s["status"] for s in results.values()} == {"finished"}
     calls.clear()
-    runner.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    launchers.run_local(sweep, root, sweep.runs(), jobs=2, launch=fake_launcher(calls))
     assert calls == []  # everything finished: a rerun launches nothing
 
 
 def test_dead_process_without_final_status_is_interrupted_or_crashed(tmp_path):
     write_status(tmp_path, "running", 12)
-    assert runner.settle_status(tmp_path, -9)["status"] == "interrupted"
+    assert plan.settle_status(tmp_path, -9)["status"] == "interrupted"
     write_status(tmp_path, "running", 12)
-    crashed = runner.settle_status(tmp_path, 1)
+    crashed = plan.settle_status(tmp_path, 1)
     assert crashed["status"] == "crashed" and "exit code 1" in crashed["reason"] and crashed["step"] == 12
     assert read_status(tmp_path)["status"] == "crashed"
 
@@ -89,7 +89,8 @@ def test_finished_sweep_is_skipped(finished_sweep, capsys):
     sweep_file = finished_sweep.parent.parent / "sweep.yaml"
     calls: list = []
     sweep = sw.load_sweep(sweep_file)
-    results = runner.run_sweep(sweep, finished_sweep.parent, jobs=2, launch=fake_launcher(calls))
+    todo, results = runner.pending(sweep, finished_sweep.parent)
+    launchers.run_local(sweep, finished_sweep.parent, todo, jobs=2, launch=fake_launcher(calls))
     assert calls == [] and len(results) == 6
     runner.main([str(sweep_file), "--root", str(finished_sweep.parent), "--dry-run"])
     assert capsys.readouterr().out == ""  # nothing left to run
@@ -145,7 +146,7 @@ def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeyp
 
 @pytest.mark.parametrize("spec, message", [
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": [0], "sweeps": 3},
-     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels"),
+     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels, launcher"),
     ({"name": "x", "base": "b.yaml", "grid": {}, "seeds": [0]}, "'grid' is missing or empty"),
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": []}, "seeds": [0]}, "non-empty lists"),
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": []}, "'seeds' is missing or empty"),

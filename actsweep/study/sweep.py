@@ -13,6 +13,7 @@ A sweep file (YAML)::
     study: blog                      # optional: blog | revival, published numbers in the report
     labels:                          # optional: a display name for the runs matching some values
       SM+LN+G: {model.norm: layernorm, model.activation: gelu}
+    launcher: {partition: gpu, time: 120, gpus: 1}   # optional: SLURM settings (`slurm_settings`)
 
 Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
 """
@@ -30,8 +31,10 @@ import yaml
 
 from actsweep.errors import ConfigError
 from actsweep.study.published import STUDIES
+from actsweep.study.slurm_settings import SlurmSettings
 
-KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False}
+KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False,
+        "launcher": False}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -92,6 +95,7 @@ class Sweep:
     fixed: dict[str, Any] = field(default_factory=dict)
     study: str | None = None
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    launcher: SlurmSettings = field(default_factory=SlurmSettings)
 
     def runs(self) -> list[Run]:
         """Every grid point × seed, in file order; names are unique and depend only on the values."""
@@ -156,6 +160,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if not re.fullmatch(r"[\w.+-]+", str(spec["name"])):
         raise SweepError(f"{path}: 'name' {spec['name']!r} must be a plain folder name")
     fixed = {k: number_or_text(v) for k, v in (spec.get("fixed") or {}).items()}
-    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {})
+    try:
+        launcher = SlurmSettings.from_spec(spec.get("launcher"))
+    except ConfigError as err:
+        raise SweepError(f"{path}: {err}") from err
+    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {}, launcher)
     sweep.runs()  # name clashes are file errors too
     return sweep

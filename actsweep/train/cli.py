@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from argparse import RawDescriptionHelpFormatter
+from pathlib import Path
+from typing import Any, Optional
 
 from jsonargparse import DefaultHelpFormatter, set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 
 from actsweep.data.module import TextDataModule
+from actsweep.errors import ConfigError
+from actsweep.io import hold_run
+from actsweep.status import write_run_info
 from actsweep.train.module import ActSweepModule
+from actsweep.train.preemption import SaveOnSignal
 
 
 DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x attention in small GPTs.
@@ -34,6 +42,43 @@ class ActSweepCLI(LightningCLI):
         parser.link_arguments("data.block_size", "model.block_size")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
+        parser.add_argument("--run_info", type=Optional[str], default=None,
+                            help="JSON: what the report groups this run by (its sweep's grid values, seed, ...), "
+                                 "written to run.json in the run folder; the sweep's fit commands fill it in")
+
+    def before_instantiate_classes(self) -> None:
+        # One process per run folder, from before anything is written into it until this process exits.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        folder = run_folder(config.trainer.logger)
+        if folder is not None:
+            hold_run(folder)
+        try:
+            self.run_info = json.loads(config.get("run_info") or "null")
+        except ValueError as err:
+            raise ConfigError(f"--run_info is a JSON object ({err})") from err
+
+    def instantiate_trainer(self, **kwargs: Any):
+        # Under SLURM only submitit requeues (actsweep.study.slurm): Lightning's own auto-requeue is off.
+        configured = self.config_init.get(f"{self.subcommand}.trainer.plugins" if self.subcommand else "trainer.plugins")
+        if SLURMEnvironment.detect() and not configured:
+            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+        trainer = super().instantiate_trainer(**kwargs)
+        if not any(isinstance(callback, SaveOnSignal) for callback in trainer.callbacks):
+            trainer.callbacks.append(SaveOnSignal())
+        return trainer
+
+    def before_fit(self) -> None:
+        if self.run_info and self.trainer.log_dir:
+            write_run_info(self.trainer.log_dir, self.run_info)
+
+
+def run_folder(logger: Any) -> Path | None:
+    """The folder a logger given an explicit `version` writes to; None when each start gets a new one."""
+    init = getattr(logger, "init_args", None)
+    if init is None or init.get("version") in (None, "") or init.get("save_dir") is None:
+        return None
+    version = init.version if isinstance(init.version, str) else f"version_{init.version}"
+    return Path(init.save_dir, init.get("name") or "", version)
 
 
 def run_cli(args: list[str] | None = None) -> ActSweepCLI:

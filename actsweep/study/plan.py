@@ -1,0 +1,172 @@
+"""One run of a sweep, the same under every launcher: what to do with it, its fit command, and doing it.
+
+The run's state is its `status.json` (written by the status callback; by `settle_status` when the
+process died without a final word) and its `checkpoints/last.ckpt`. `execute` holds the run folder's
+lock for the whole fit (the fit shares it), so no two processes ever train or rewrite the same run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
+from actsweep.status import read_run_info, read_status, write_run_info, write_status
+from actsweep.study.logs import read_scalars
+from actsweep.study.sweep import Run, Sweep, cli_value
+
+DONE = ("finished", "diverged")  # a diverged run is a result: never retried
+HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ffn/dead_units", "ffn/act_mean",
+                   "grad/norm", "attn/band_max/3", "attn/band_uniform/3", "slope/global")
+
+
+def run_dir_of(sweep: Sweep, run: Run, root: Path) -> Path:
+    return Path(root) / sweep.name / run.name
+
+
+def run_info(sweep: Sweep, run: Run) -> dict:
+    """What the report needs to group the run (`run.json`); the fit command carries it too."""
+    return {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
+            "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study}
+
+
+def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
+    args = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(sweep.base)]
+    for key, value in {**sweep.fixed, **run.overrides}.items():
+        args += [f"--{key}", cli_value(value)]
+    args += [
+        "--seed_everything", str(run.seed),
+        "--trainer.logger.save_dir", str(root),
+        "--trainer.logger.name", sweep.name,
+        "--trainer.logger.version", run.name,
+        # No placeholder hparams at start: the runner writes the real ones when the run is done.
+        "--trainer.logger.default_hp_metric", "false",
+        # The fit writes run.json itself, so a command pasted from --dry-run is grouped like the rest.
+        "--run_info", json.dumps(run_info(sweep, run), separators=(",", ":")),
+    ]
+    return args + (["--ckpt_path", str(resume)] if resume else [])
+
+
+def plan(run_dir: Path) -> tuple[str, Path | None]:
+    """What to do with a run: ("skip", None), ("resume", last.ckpt) or ("start", None)."""
+    status = (read_status(run_dir) or {}).get("status")
+    if status in DONE:
+        return "skip", None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return ("resume", last) if last.is_file() else ("start", None)
+
+
+def settle_status(run_dir: Path, returncode: int) -> dict:
+    """The run's final status; a process that died without saying so is crashed or interrupted."""
+    status = read_status(run_dir) or {"status": "running", "step": 0}
+    if status["status"] != "running":
+        return status
+    if returncode == 0:
+        return write_status(run_dir, "finished", status["step"], "", status.get("val_loss"))
+    killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
+    return write_status(run_dir, "interrupted" if killed else "crashed", status["step"],
+                        f"exit code {returncode}; see fit.log", status.get("val_loss"))
+
+
+def write_hparams(run_dir: Path, run: Run) -> None:
+    """Put the run in TensorBoard's HParams view: its grid values and seed against its final metrics.
+
+    Written once, when the run is done, into its own event file in the run's folder (so it is the
+    same TensorBoard run); the metric values are the scalars the run already logged under those tags.
+    """
+    if list(run_dir.glob("*.hparams")):
+        return
+    from torch.utils.tensorboard.summary import hparams
+    from torch.utils.tensorboard.writer import FileWriter
+
+    params = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in run.overrides.items()}
+    params.update(seed=run.seed, status=(read_status(run_dir) or {}).get("status", "unknown"))
+    tags = read_scalars(run_dir)
+    metrics = {tag: float(tags[tag].iloc[-1]) for tag in HPARAMS_METRICS if tag in tags}
+    writer = FileWriter(str(run_dir), filename_suffix=".hparams")
+    for summary in hparams(params, metrics):
+        writer.add_summary(summary)
+    writer.close()
+
+
+def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:
+    """The final status of a run that is done (its run.json and hparams put right), else None."""
+    run_dir = run_dir_of(sweep, run, root)
+    if plan(run_dir)[0] != "skip":
+        return None
+    if read_run_info(run_dir) != run_info(sweep, run):  # e.g. a run started by hand before run.json existed
+        write_run_info(run_dir, run_info(sweep, run))
+    write_hparams(run_dir, run)
+    return read_status(run_dir) or {}
+
+
+# -- running one fit -----------------------------------------------------------------------------
+
+Launch = Callable[[list[str], Path, dict[str, str]], int]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up before any fork: the child runs only this call between fork and exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent: int) -> None:
+    """In the forked child: receive SIGTERM when the parent thread dies, however it dies (SIGKILL too),
+    so a killed sweep or SLURM task leaves no fit training under PID 1."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the parent died before the request took hold
+        os._exit(1)
+
+
+FITS: set[subprocess.Popen] = set()  # fits this process is running (a SLURM task forwards its signal to them)
+
+
+def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+    """One fit in its own process, its output appended to `<run_dir>/fit.log`; it shares the lock in
+    `env[LOCK_FD_VAR]` and dies with this process."""
+    with open(run_dir / "fit.log", "a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        lock = (int(env[LOCK_FD_VAR]),) if LOCK_FD_VAR in env else ()
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=lock,
+                                preexec_fn=functools.partial(die_with_parent, os.getpid()))
+        FITS.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            FITS.discard(proc)
+
+
+def execute(sweep: Sweep, run: Run, root: Path, env: dict[str, str], launch: Launch = launch_fit,
+            announce: Callable[[str], None] = lambda action: None) -> dict:
+    """Plan and run one run under its folder's lock; returns its final status.
+
+    A run held by another live process is left alone and reported as running there.
+    """
+    run_dir = run_dir_of(sweep, run, root)
+    try:
+        lock = lock_run(run_dir)
+    except RunBusy as err:
+        return {**(read_status(run_dir) or {"step": 0}), "status": "running", "reason": str(err)}
+    try:
+        action, ckpt = plan(run_dir)  # again, under the lock: another process may have finished it
+        if action == "skip":
+            return done_status(sweep, run, root) or {}
+        if action == "start":
+            clear_run(run_dir)  # a crash before the first checkpoint: start clean
+        write_run_info(run_dir, run_info(sweep, run))
+        announce("resuming" if ckpt else "running")
+        returncode = launch(fit_command(sweep, run, root, ckpt), run_dir, {**env, LOCK_FD_VAR: str(lock)})
+        status = settle_status(run_dir, returncode)
+        if status["status"] in DONE:
+            write_hparams(run_dir, run)
+        return status
+    finally:
+        os.close(lock)
