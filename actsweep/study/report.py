@@ -8,7 +8,6 @@ files) and writes `report.md`, `results.csv` (one row per run) and PNG figures i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from actsweep.study.published import published_for  # noqa: E402
-from actsweep.status import read_status  # noqa: E402
-from actsweep.study.sweep import short, short_keys  # noqa: E402
+from actsweep.status import read_run_info, read_status  # noqa: E402
+from actsweep.study.sweep import number_or_text, short, short_keys  # noqa: E402
 from actsweep.study.logs import event_files, read_scalars  # noqa: E402
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
@@ -60,15 +59,24 @@ class RunLog:
 
 def read_runs(sweep_dir: str | Path) -> list[RunLog]:
     """Run folders of a sweep (those with event files or a status), in the sweep's order."""
-    logs = []
-    for run_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
-        if not event_files(run_dir) and read_status(run_dir) is None:
-            continue
-        info_file = run_dir / "run.json"
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {
-            "name": run_dir.name, "config": run_dir.name, "overrides": {}, "seed": None}
-        logs.append(RunLog(run_dir, info, read_status(run_dir) or {}, read_scalars(run_dir)))
+    found = [(p, read_run_info(p)) for p in sorted(Path(sweep_dir).iterdir())
+             if p.is_dir() and (event_files(p) or read_status(p) is not None)]
+    known = {info["config"]: info for _, info in found if info}
+    logs = [RunLog(p, info or info_from_name(p.name, known), read_status(p) or {}, read_scalars(p)) for p, info in found]
     return sorted(logs, key=lambda log: log.info.get("index", 0))
+
+
+def info_from_name(name: str, known: dict[str, dict]) -> dict[str, Any]:
+    """The run.json of a run started by hand without one: its configuration's record from the other
+    runs when there is one, else the grid values its name spells (`activation=relu,seed=0`)."""
+    config, _, seed = name.rpartition(",seed=")
+    if not config or not seed.lstrip("-").isdigit():
+        return {"name": name, "config": name, "overrides": {}, "seed": None}
+    if config in known:
+        return {**known[config], "name": name, "seed": int(seed)}
+    pairs = [pair.split("=", 1) for pair in config.split(",")]
+    overrides = {key: number_or_text(value) for key, value in pairs} if all(len(p) == 2 for p in pairs) else {}
+    return {"name": name, "config": config, "overrides": overrides, "seed": int(seed)}
 
 
 def final_slope(scalars: dict[str, pd.Series]) -> float:

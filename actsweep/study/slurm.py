@@ -96,10 +96,16 @@ ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL
          "PREEMPTED", "REVOKED", "TIMEOUT"}
 
 
-def queued() -> dict[str, str] | None:
-    """State by job id (`123_4`) of this user's jobs that SLURM still holds, requeued ones included.
+def job_name(sweep: Sweep) -> str:
+    return f"actsweep-{sweep.name}"
+
+
+def queued(name: str) -> dict[str, str] | None:
+    """State by job id (`123_4`) of this user's jobs named `name` that SLURM still holds, requeued ones
+    included (the name guards against job ids reused after the controller's state was wiped).
     None when squeue cannot answer (the controller is busy: ask again)."""
-    command = ["squeue", "--noheader", "--array", "--states=all", "--user", getpass.getuser(), "--format", "%i|%T"]
+    command = ["squeue", "--noheader", "--array", "--states=all", "--user", getpass.getuser(), "--name", name,
+               "--format", "%i|%T"]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
     except (subprocess.SubprocessError, OSError):
@@ -112,7 +118,7 @@ def executor(settings: SlurmSettings, folder: Path, name: str):
     import submitit
 
     ex = submitit.SlurmExecutor(folder=folder / "%A")
-    ex.update_parameters(job_name=f"actsweep-{name}", **settings.submitit_parameters())
+    ex.update_parameters(job_name=name, **settings.submitit_parameters())
     return ex
 
 
@@ -128,7 +134,7 @@ def sbatch_options(settings: SlurmSettings, tasks: int) -> list[str]:
 
 def split(sweep: Sweep, root: Path, todo: list[Run]) -> tuple[dict[str, str], list[Run]]:
     """(runs SLURM still holds from an earlier submission: name -> job id, runs to submit)."""
-    recorded, active = read_jobs(slurm_folder(root / sweep.name)), queued() or {}
+    recorded, active = read_jobs(slurm_folder(root / sweep.name)), queued(job_name(sweep)) or {}
     held = {r.name: recorded[r.name] for r in todo if recorded.get(r.name) in active}
     return held, [r for r in todo if r.name not in held]
 
@@ -146,6 +152,7 @@ def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) 
 
 def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings, poll: float = 2.0) -> dict[str, dict]:
     """Submit what SLURM does not already hold, wait for every run, return their final statuses."""
+    root = root.resolve()  # the tasks may start in another folder
     folder = slurm_folder(root / sweep.name)
     held, submit = split(sweep, root, todo)
     results = {}
@@ -158,7 +165,7 @@ def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings
     for name, job in held.items():
         print(f"{name}: already queued or running as SLURM job {job}; waiting for it", flush=True)
     if submit:
-        jobs = executor(settings, folder, sweep.name).map_array(
+        jobs = executor(settings, folder, job_name(sweep)).map_array(
             SweepTask(), [sweep] * len(submit), submit, [root] * len(submit))
         held.update({run.name: job.job_id for run, job in zip(submit, jobs)})
         write_jobs(folder, {**read_jobs(folder), **held})
@@ -172,7 +179,7 @@ def wait(sweep: Sweep, root: Path, jobs: dict[str, str], parallel: int, poll: fl
     progress, started, results = Progress(len(jobs), parallel), {}, {}
     waiting = dict(jobs)
     while waiting:
-        states = queued()
+        states = queued(job_name(sweep))
         for name, job in list(waiting.items()) if states is not None else []:
             state = states.get(job)
             if state == "RUNNING" and name not in started:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 
 class Preempted(KeyboardInterrupt):
@@ -50,7 +51,9 @@ class SaveOnSignal(Callback):
             return
         path = last_checkpoint(trainer)
         trainer.save_checkpoint(path)
-        raise Preempted(f"{self.signum.name} at step {trainer.global_step}: saved {path} to resume from")
+        message = f"{self.signum.name} at step {trainer.global_step}: saved {path} to resume from"
+        rank_zero_info(f"SaveOnSignal: {message}")
+        raise Preempted(message)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self._previous is not None:
