@@ -89,6 +89,19 @@ def test_compiled_training_keeps_hooks_and_clean_checkpoints(data, tmp_path, aot
         torch.testing.assert_close(restored(idx), module(idx), rtol=1e-4, atol=1e-5)
 
 
+def test_compiled_adaptive_attention_tracks_logits_and_switches_like_eager(data, tmp_path, aot_eager):
+    """The logit bound is a buffer written inside the compiled graph; the switch recompiles once."""
+    losses, peaks = {}, {}
+    for compile in (False, True):
+        module = tiny(data, compile=compile, norm="none", exact_attention_above=1e-6)
+        trainer, logger = fit(module, data, tmp_path, max_steps=3, log_every_n_steps=2)
+        assert module.model.exact_attention  # switched at step 1, the first logging step: no more checks
+        losses[compile], peaks[compile] = logger.scalars["train/loss"], logger.scalars["attn/logit_bound"]
+    assert [s for s, _ in peaks[True]] == [s for s, _ in peaks[False]] == [1]
+    assert [v for _, v in peaks[True]] == pytest.approx([v for _, v in peaks[False]], rel=1e-4)
+    assert [v for _, v in losses[True]] == pytest.approx([v for _, v in losses[False]], rel=1e-4)
+
+
 def test_bf16_mixed_runs_on_cpu_close_to_fp32(data, tmp_path):
     losses = {}
     for precision in ("32-true", "bf16-mixed"):

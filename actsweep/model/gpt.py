@@ -29,8 +29,12 @@ NORMS = {
 # recompute the scores in their backward pass; once attention logits reach ~1e7, which LayerNorm-free
 # models can, the recomputed softmax differs from the forward one by exp(ulp) and their gradients
 # are garbage (seen on CPU: 1e19 instead of 1e-4). "math" keeps the forward's probabilities.
+# "adaptive" starts as "auto" and moves to "math" for good once `GPT.check_attention_logits` sees a
+# logit bound past `GPTConfig.exact_attention_above`.
+FUSED_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SDPA_BACKENDS = {
-    "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "adaptive": FUSED_FIRST,
+    "auto": FUSED_FIRST,
     "flash": [SDPBackend.FLASH_ATTENTION],
     "efficient": [SDPBackend.EFFICIENT_ATTENTION],
     "cudnn": [SDPBackend.CUDNN_ATTENTION],
@@ -78,8 +82,10 @@ class GPTConfig:
     """Epsilon of every norm."""
     bias: str = "all"
     """Sites with a bias: all | qk (of the projections only query and key) | none."""
-    sdpa_backend: str = "auto"
-    """Attention kernels: auto | flash | efficient | cudnn | math (exact at huge logits)."""
+    sdpa_backend: str = "adaptive"
+    """Attention kernels: adaptive (auto until logits grow large, then math) | auto | flash | efficient | cudnn | math (exact at huge logits)."""
+    exact_attention_above: float = 1e4
+    """adaptive: switch to math for good once a bound on |attention logits| passes this (fused gradients break near 1e6)."""
     dropout: float = 0.0
     """Dropout probability."""
     tie_weights: bool = True
@@ -116,6 +122,8 @@ class GPTConfig:
         ):
             if value not in allowed:
                 raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+        if not self.exact_attention_above > 0:
+            raise ConfigError(f"exact_attention_above must be positive, got {self.exact_attention_above}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.mlp_hidden is None:
@@ -135,6 +143,14 @@ def make_norm(kind: str, cfg: GPTConfig) -> nn.Module:
     return NORMS[kind](cfg.n_embd, cfg.norm_eps, "norm" in cfg.sites)
 
 
+def logit_bound(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Upper bound on |q·k|/sqrt(d) over a batch (B, H, T, d), by Cauchy–Schwarz: the largest over
+    heads of max‖q‖ · max‖k‖ / sqrt(d). Two norms of q and k in fp32: no (T, T) scores."""
+    q_norm = torch.linalg.vector_norm(q.detach(), dim=-1, dtype=torch.float32).amax(dim=(0, 2))
+    k_norm = torch.linalg.vector_norm(k.detach(), dim=-1, dtype=torch.float32).amax(dim=(0, 2))
+    return (q_norm * k_norm).amax() / math.sqrt(q.shape[-1])
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal attention on `scaled_dot_product_attention`; q and k pass hook points so
     that statistics can recompute attention probabilities without taking training off SDPA."""
@@ -143,6 +159,9 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
         self.sdpa_backend = cfg.sdpa_backend  # a name: the backend enums do not pickle (ddp_spawn)
+        # adaptive: the largest logit bound of training forwards since the last check
+        self.tracks_logits = cfg.sdpa_backend == "adaptive"
+        self.register_buffer("logit_peak", torch.zeros(()), persistent=False)
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         # Biases of q, k, v in that order; "qk" mode stores two thirds and pads v's with zeros.
         n_biased = len([s for s in ("q", "k", "v") if s in cfg.sites])
@@ -157,6 +176,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = F.linear(x, self.qkv.weight, bias).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
         q, k, v = self.hook_q(q.transpose(1, 2)), self.hook_k(k.transpose(1, 2)), v.transpose(1, 2)
         drop = self.dropout if self.training else 0.0
+        if self.tracks_logits and torch.is_grad_enabled():  # only forwards with a backward need it
+            self.logit_peak.copy_(torch.maximum(self.logit_peak, logit_bound(q, k)))
         with sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
@@ -226,6 +247,52 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.norm_final(x))[..., : self.cfg.vocab_size]
+
+    @property
+    def attention_modules(self) -> list[CausalSelfAttention]:
+        return [block.attn for block in self.blocks]
+
+    @property
+    def tracks_attention_logits(self) -> bool:
+        """Adaptive kernels that have not switched to math yet."""
+        return any(attn.tracks_logits for attn in self.attention_modules)
+
+    def logit_peaks(self) -> torch.Tensor:
+        """(n_layer,) largest logit bound per layer since the last check (adaptive kernels; else 0)."""
+        return torch.stack([attn.logit_peak for attn in self.attention_modules])
+
+    def check_attention_logits(self, peak: float | None = None) -> bool:
+        """Adaptive kernels, on the host: if the largest logit bound since the last check (`peak`, by
+        default read from `logit_peaks()`: one transfer) passed `cfg.exact_attention_above`, every
+        layer moves to the math kernel for the rest of the run. Resets the peaks; returns whether
+        attention is now exact."""
+        peak = float(self.logit_peaks().max()) if peak is None else peak
+        for attn in self.attention_modules:
+            attn.logit_peak.zero_()
+        if self.cfg.sdpa_backend == "adaptive" and peak > self.cfg.exact_attention_above:
+            self._use_exact_attention()
+        return self.exact_attention
+
+    def _use_exact_attention(self) -> None:
+        for attn in self.attention_modules:
+            attn.sdpa_backend, attn.tracks_logits = "math", False
+
+    @property
+    def exact_attention(self) -> bool:
+        return all(attn.sdpa_backend == "math" for attn in self.attention_modules)
+
+    def attention_state(self) -> dict[str, object]:
+        """What `load_attention_state` needs to resume adaptive kernels exactly (for checkpoints)."""
+        return {"exact": self.exact_attention, "peaks": self.logit_peaks().cpu()}
+
+    def load_attention_state(self, state: dict[str, object]) -> None:
+        """Restore `attention_state()`; models whose `sdpa_backend` is not adaptive keep theirs."""
+        if self.cfg.sdpa_backend != "adaptive":
+            return
+        if state["exact"]:
+            self._use_exact_attention()
+        for attn, peak in zip(self.attention_modules, state["peaks"]):
+            attn.logit_peak.copy_(peak)
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -18,9 +18,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import nn
 
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step
+from actsweep.stats.metrics import all_finite, first_bad_step
 from actsweep.status import write_status
 
 _NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across processes finds the first
@@ -36,13 +36,9 @@ def checkpoint_due(trainer: L.Trainer) -> bool:
     )
 
 
-def weights_finite(model: nn.Module) -> torch.Tensor:
-    """Device bool: every parameter is finite (one foreach norm; a NaN or inf makes its norm non-finite)."""
-    return torch.stack(torch._foreach_norm(list(model.parameters()), 2, dtype=torch.float32)).isfinite().all()
-
-
 class DivergenceGuard(Callback):
-    """Stops the run at the first non-finite training loss and writes `status.json` to `trainer.log_dir`.
+    """Stops the run at the first non-finite training loss or validation loss and writes `status.json`
+    to `trainer.log_dir`.
 
     Statuses: "running" at fit start, "finished" at fit end, "diverged" (with the first non-finite
     step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C). Under
@@ -74,8 +70,7 @@ class DivergenceGuard(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
-            bad = ~torch.isfinite(loss.detach()).all()
-            self._first_bad = torch.where(bad, self._first_bad.clamp(max=logger_step(trainer)), self._first_bad)
+            self._first_bad = first_bad_step(self._first_bad, loss, logger_step(trainer))
         due = checkpoint_due(trainer)
         if due or is_logging_step(trainer):
             self._check(trainer, pl_module, weights=due)
@@ -86,6 +81,9 @@ class DivergenceGuard(Callback):
         value = trainer.callback_metrics.get(self.val_metric)
         if value is not None and math.isfinite(float(value)):
             self._val_loss = float(value)
+        elif value is not None and self.diverged_at is None:  # the same on every process: a reduced metric
+            step = logger_step(trainer)
+            self._diverge(trainer, step, f"non-finite {self.val_metric} at step {step}")
         self._check(trainer, pl_module, weights=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -111,18 +109,22 @@ class DivergenceGuard(Callback):
         self.checks += 1
         flags = [self._first_bad]
         if weights:
-            flags.append(torch.where(weights_finite(pl_module), _NEVER, logger_step(trainer)))
+            flags.append(torch.where(all_finite(pl_module.parameters()), _NEVER, logger_step(trainer)))
         first = all_reduce_(torch.stack(flags), "min").tolist()
         if min(first) == _NEVER:
             return
-        self.diverged_at = min(first)
-        what = "training loss" if first[0] == self.diverged_at else "weights"
+        step = min(first)
+        what = "training loss" if first[0] == step else "weights"
+        self._diverge(trainer, step, f"non-finite {what} at step {step}")
+
+    def _diverge(self, trainer: L.Trainer, step: int, reason: str) -> None:
+        """Stop, take the checkpoint callbacks out (so nothing of this state is saved) and record it."""
+        self.diverged_at = step
         trainer.should_stop = True
         self.held_checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, Checkpoint)]
         trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, Checkpoint)]
-        reason = f"non-finite {what} at step {self.diverged_at}"
         rank_zero_warn(f"DivergenceGuard: {reason}; stopping, no checkpoint of this state is saved")
-        self._write(trainer, "diverged", self.diverged_at, reason)
+        self._write(trainer, "diverged", step, reason)
 
     def _write(self, trainer: L.Trainer, status: str, step: int, reason: str = "") -> None:
         if trainer.is_global_zero and self._log_dir is not None:

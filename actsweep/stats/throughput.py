@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
 
 from actsweep.stats.common import is_logging_step, publish
+from actsweep.stats.metrics import model_flops_utilisation, tokens_per_second
 
 
 class ThroughputMonitor(Callback):
@@ -51,11 +52,11 @@ class ThroughputMonitor(Callback):
         now, step = time.perf_counter(), trainer.global_step
         if self._last is not None and step > self._last[0]:
             self.computations += 1
-            # Every optimizer step consumes accumulate_grad_batches batches on every process.
-            tokens = (step - self._last[0]) * trainer.accumulate_grad_batches * batch[0].numel() * trainer.world_size
-            rate = tokens / (now - self._last[1])
+            rate = tokens_per_second(step - self._last[0], trainer.accumulate_grad_batches, batch[0].numel(),
+                                     trainer.world_size, now - self._last[1])
             metrics = {"perf/tokens_per_sec": torch.tensor(rate)}
             if self._peak_flops:
-                metrics["perf/mfu"] = torch.tensor(rate * pl_module.model.flops_per_token() / self._peak_flops)
+                mfu = model_flops_utilisation(rate, pl_module.model.flops_per_token(), self._peak_flops)
+                metrics["perf/mfu"] = torch.tensor(mfu)
             publish(trainer, metrics)
         self._last = (step, now)

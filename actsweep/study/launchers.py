@@ -6,12 +6,14 @@ so skipping, resuming, locking and recording are the same, and both show the sam
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from actsweep.study.plan import Launch, execute, launch_fit
+from actsweep.resources import Slot, plan_slots, usable_cpus, visible_accelerators
+from actsweep.study.plan import PIN_VARIABLE, Launch, execute, launch_fit
 from actsweep.study.sweep import Run, Sweep
 
 
@@ -47,22 +49,37 @@ class Progress:
             print(f"      {status.get('status')} {name} in {clock(seconds)}{reason}", flush=True)
 
 
-def child_env(jobs: int) -> dict[str, str]:
-    """Share the cores: jobs × threads per job ≤ cores (a user's own OMP_NUM_THREADS wins)."""
-    env = dict(os.environ)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+def slots_for(sweep: Sweep, jobs: int) -> list[Slot]:
+    """One slot per concurrent job: its own CPUs (`sweep.threads` of them) and its own accelerators."""
+    devices = visible_accelerators()
+    per_run = sweep.devices_per_run if sweep.devices_per_run is not None else int(bool(devices))
+    return plan_slots(jobs, sweep.threads, per_run, usable_cpus(), devices)
+
+
+def child_env(slot: Slot, threads: int) -> dict[str, str]:
+    """The environment of a fit in `slot`: its devices, its CPUs (applied by `launch_fit`) and thread
+    pools sized to the run's own thread count, so the numbers never depend on `--jobs`."""
+    env = {**os.environ, **slot.env(), PIN_VARIABLE: ",".join(map(str, slot.cpus))}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, threads)
+        env[var] = str(threads)
     return env
 
 
 def run_local(sweep: Sweep, root: Path, todo: list[Run], jobs: int = 1, launch: Launch = launch_fit) -> dict[str, dict]:
-    """Run `todo` on this machine, `jobs` at a time; returns each run's final status by name."""
-    progress, env, results = Progress(len(todo), jobs), child_env(jobs), {}
+    """Run `todo` on this machine, `jobs` at a time, each in a slot of its own; returns each run's
+    final status by name."""
+    progress, free, results = Progress(len(todo), jobs), queue.SimpleQueue(), {}
+    for slot in slots_for(sweep, jobs):
+        free.put(slot)
 
     def one(run: Run) -> None:
-        t0 = time.monotonic()
-        results[run.name] = execute(sweep, run, root, env, launch, lambda action: progress.start(run.name, action))
+        t0, slot = time.monotonic(), free.get()
+        try:
+            results[run.name] = execute(sweep, run, root, child_env(slot, sweep.threads), launch,
+                                        lambda action: progress.start(run.name, action),
+                                        {"cpus": list(slot.cpus), "devices": list(slot.devices)})
+        finally:
+            free.put(slot)
         progress.done(run.name, results[run.name], time.monotonic() - t0)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -1,4 +1,5 @@
-"""Scalars of one run, read from its TensorBoard event files.
+"""What a sweep's run folders hold: each run's scalars (from its TensorBoard event files), its
+`run.json` and its status.
 
 A resumed run has several event files in its folder (one per process start) that repeat the steps
 between the checkpoint and the interruption; they are merged with the later write winning per step.
@@ -6,10 +7,15 @@ between the checkpoint and the interruption; they are merged with the later writ
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+from actsweep.status import read_run_info, read_status
+from actsweep.study.sweep import number_or_text
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
@@ -32,3 +38,35 @@ def read_scalars(run_dir: str | Path) -> dict[str, pd.Series]:
         tag: pd.Series({step: value for step, (_, value) in sorted(steps.items())}, name=tag, dtype=float)
         for tag, steps in points.items()
     }
+
+
+@dataclass
+class RunLog:
+    """Everything the report knows about one run folder."""
+
+    dir: Path
+    info: dict[str, Any]  # run.json: name, config, overrides, seed, label, fixed, study
+    status: dict[str, Any]
+    scalars: dict[str, pd.Series]
+
+
+def read_runs(sweep_dir: str | Path) -> list[RunLog]:
+    """Run folders of a sweep (those with event files or a status), in the sweep's order."""
+    found = [(p, read_run_info(p)) for p in sorted(Path(sweep_dir).iterdir())
+             if p.is_dir() and (event_files(p) or read_status(p) is not None)]
+    known = {info["config"]: info for _, info in found if info}
+    logs = [RunLog(p, info or info_from_name(p.name, known), read_status(p) or {}, read_scalars(p)) for p, info in found]
+    return sorted(logs, key=lambda log: log.info.get("index", 0))
+
+
+def info_from_name(name: str, known: dict[str, dict]) -> dict[str, Any]:
+    """The run.json of a run started by hand without one: its configuration's record from the other
+    runs when there is one, else the grid values its name spells (`activation=relu,seed=0`)."""
+    config, _, seed = name.rpartition(",seed=")
+    if not config or not seed.lstrip("-").isdigit():
+        return {"name": name, "config": name, "overrides": {}, "seed": None}
+    if config in known:
+        return {**known[config], "name": name, "seed": int(seed)}
+    pairs = [pair.split("=", 1) for pair in config.split(",")]
+    overrides = {key: number_or_text(value) for key, value in pairs} if all(len(p) == 2 for p in pairs) else {}
+    return {"name": name, "config": config, "overrides": overrides, "seed": int(seed)}

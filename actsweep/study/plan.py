@@ -35,7 +35,8 @@ def run_dir_of(sweep: Sweep, run: Run, root: Path) -> Path:
 def run_info(sweep: Sweep, run: Run) -> dict:
     """What the report needs to group the run (`run.json`); the fit command carries it too."""
     return {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
-            "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study}
+            "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
+            "threads": sweep.threads}
 
 
 def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
@@ -44,6 +45,7 @@ def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) 
         args += [f"--{key}", cli_value(value)]
     args += [
         "--seed_everything", str(run.seed),
+        "--threads", str(sweep.threads),
         "--trainer.logger.save_dir", str(root),
         "--trainer.logger.name", sweep.name,
         "--trainer.logger.version", run.name,
@@ -102,8 +104,9 @@ def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:
     run_dir = run_dir_of(sweep, run, root)
     if plan(run_dir)[0] != "skip":
         return None
-    if read_run_info(run_dir) != run_info(sweep, run):  # e.g. a run started by hand before run.json existed
-        write_run_info(run_dir, run_info(sweep, run))
+    recorded = read_run_info(run_dir) or {}  # e.g. a run started by hand before run.json existed
+    if any(recorded.get(k) != v for k, v in run_info(sweep, run).items()):
+        write_run_info(run_dir, {**recorded, **run_info(sweep, run)})
     write_hparams(run_dir, run)
     return read_status(run_dir) or {}
 
@@ -111,18 +114,26 @@ def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:
 # -- running one fit -----------------------------------------------------------------------------
 
 Launch = Callable[[list[str], Path, dict[str, str]], int]
+PIN_VARIABLE = "ACTSWEEP_CPUS"  # the CPUs of a job's slot, for the pre-exec pinning
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Looked up before any fork: the child runs only this call between fork and exec.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def die_with_parent(parent: int) -> None:
+def pin_to(env: dict[str, str]) -> set[int]:
+    """The CPUs of the child's slot (named in `env`); empty: no pinning."""
+    return {int(c) for c in env.get(PIN_VARIABLE, "").split(",") if c} if hasattr(os, "sched_setaffinity") else set()
+
+
+def before_exec(parent: int, cpus: set[int]) -> None:
     """In the forked child: receive SIGTERM when the parent thread dies, however it dies (SIGKILL too),
-    so a killed sweep or SLURM task leaves no fit training under PID 1."""
+    so a killed sweep or SLURM task leaves no fit training under PID 1; keep to the slot's CPUs."""
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
     if os.getppid() != parent:  # the parent died before the request took hold
         os._exit(1)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 FITS: set[subprocess.Popen] = set()  # fits this process is running (a SLURM task forwards its signal to them)
@@ -130,13 +141,13 @@ FITS: set[subprocess.Popen] = set()  # fits this process is running (a SLURM tas
 
 def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
     """One fit in its own process, its output appended to `<run_dir>/fit.log`; it shares the lock in
-    `env[LOCK_FD_VAR]` and dies with this process."""
+    `env[LOCK_FD_VAR]`, keeps to the CPUs in `env[PIN_VARIABLE]` and dies with this process."""
     with open(run_dir / "fit.log", "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
         lock = (int(env[LOCK_FD_VAR]),) if LOCK_FD_VAR in env else ()
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=lock,
-                                preexec_fn=functools.partial(die_with_parent, os.getpid()))
+                                preexec_fn=functools.partial(before_exec, os.getpid(), pin_to(env)))
         FITS.add(proc)
         try:
             return proc.wait()
@@ -145,8 +156,9 @@ def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
 
 
 def execute(sweep: Sweep, run: Run, root: Path, env: dict[str, str], launch: Launch = launch_fit,
-            announce: Callable[[str], None] = lambda action: None) -> dict:
-    """Plan and run one run under its folder's lock; returns its final status.
+            announce: Callable[[str], None] = lambda action: None, where: dict | None = None) -> dict:
+    """Plan and run one run under its folder's lock; returns its final status. `where` (the CPUs
+    and devices it was given) goes into its run.json.
 
     A run held by another live process is left alone and reported as running there.
     """
@@ -161,7 +173,7 @@ def execute(sweep: Sweep, run: Run, root: Path, env: dict[str, str], launch: Lau
             return done_status(sweep, run, root) or {}
         if action == "start":
             clear_run(run_dir)  # a crash before the first checkpoint: start clean
-        write_run_info(run_dir, run_info(sweep, run))
+        write_run_info(run_dir, {**run_info(sweep, run), **(where or {})})
         announce("resuming" if ckpt else "running")
         returncode = launch(fit_command(sweep, run, root, ckpt), run_dir, {**env, LOCK_FD_VAR: str(lock)})
         status = settle_status(run_dir, returncode)

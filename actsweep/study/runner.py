@@ -13,8 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from actsweep.errors import ConfigError
-
-from actsweep.study.launchers import run_local
+from actsweep.study.launchers import run_local, slots_for
 from actsweep.study.plan import DONE, done_status, fit_command, plan, run_dir_of
 from actsweep.study.slurm_settings import SlurmSettings
 from actsweep.study.sweep import Run, Sweep, SweepError, load_sweep
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--jobs", type=int, default=1,
-                        help="local runs at a time; each gets cores//jobs torch threads (keep jobs × threads ≤ cores)")
+                        help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
     parser.add_argument("--dry-run", action="store_true",
                         help="print one fit command per pending run (and, for slurm, what would be submitted); run nothing")
     parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
@@ -101,6 +100,12 @@ def main(argv: list[str] | None = None) -> int:
             resume = plan(run_dir_of(sweep, run, args.root))[1]
             print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, resume)[3:]]))
         return 0
+    if args.launcher == "local":
+        try:
+            slots_for(sweep, args.jobs)  # refuse a sweep that does not fit the machine before running anything
+        except ConfigError as err:
+            print(f"actsweep sweep: error: {err}", file=sys.stderr)
+            return 2
     todo, results = pending(sweep, args.root)
     try:
         if args.launcher == "slurm":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from actsweep.io import RunBusy, lock_run, write_atomic
 from actsweep.status import read_status, write_status
+from actsweep.resources import Slot, usable_cpus, visible_accelerators
 from actsweep.study.launchers import Progress, child_env
 from actsweep.study.plan import FITS, execute, fit_command, plan, run_dir_of
 from actsweep.study.slurm_settings import SlurmSettings
@@ -48,7 +49,10 @@ class SweepTask(Checkpointable):
     """One run as one array task: `plan.execute` on the node that SLURM chose."""
 
     def __call__(self, sweep: Sweep, run: Run, root: Path) -> dict:
-        return execute(sweep, run, root, child_env(1))
+        # SLURM placed the task: its CPUs and devices are all the run's, with no pinning on top.
+        slot = Slot((), tuple(visible_accelerators()))
+        where = {"cpus": usable_cpus(), "devices": list(slot.devices), "slurm_job": os.environ.get("SLURM_JOB_ID")}
+        return execute(sweep, run, root, child_env(slot, sweep.threads), where=where)
 
     def checkpoint(self, sweep: Sweep, run: Run, root: Path):
         """submitit calls this on the warning signal: let the fit save and stop, then requeue this task."""
@@ -114,17 +118,17 @@ def queued(name: str) -> dict[str, str] | None:
     return {job: state for job, state in states.items() if state not in ENDED}
 
 
-def executor(settings: SlurmSettings, folder: Path, name: str):
+def executor(settings: SlurmSettings, folder: Path, sweep: Sweep):
     import submitit
 
     ex = submitit.SlurmExecutor(folder=folder / "%A")
-    ex.update_parameters(job_name=name, **settings.submitit_parameters())
+    ex.update_parameters(job_name=job_name(sweep), **settings.submitit_parameters(sweep.threads))
     return ex
 
 
-def sbatch_options(settings: SlurmSettings, tasks: int) -> list[str]:
+def sbatch_options(settings: SlurmSettings, sweep: Sweep, tasks: int) -> list[str]:
     """The sbatch options the array is submitted with (what `--dry-run` shows)."""
-    params = {**settings.submitit_parameters(), "array": f"0-{tasks - 1}%{min(tasks, settings.parallel)}",
+    params = {**settings.submitit_parameters(sweep.threads), "array": f"0-{tasks - 1}%{min(tasks, settings.parallel)}",
               "signal": f"{PREEMPT_SIGNAL.name.removeprefix('SIG')}@{settings.signal_delay}"}
     extra = params.pop("additional_parameters")
     params.pop("array_parallelism"), params.pop("signal_delay_s")
@@ -145,7 +149,7 @@ def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) 
         print(f"# {name}: already queued or running as SLURM job {job}; not submitted again")
     if submit:
         print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), each task running:")
-        print(f"#   sbatch {' '.join(sbatch_options(settings, len(submit)))}")
+        print(f"#   sbatch {' '.join(sbatch_options(settings, sweep, len(submit)))}")
     for run in submit:
         print(shlex.join(["actsweep", *fit_command(sweep, run, root, plan(run_dir_of(sweep, run, root))[1])[3:]]))
 
@@ -165,7 +169,7 @@ def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings
     for name, job in held.items():
         print(f"{name}: already queued or running as SLURM job {job}; waiting for it", flush=True)
     if submit:
-        jobs = executor(settings, folder, job_name(sweep)).map_array(
+        jobs = executor(settings, folder, sweep).map_array(
             SweepTask(), [sweep] * len(submit), submit, [root] * len(submit))
         held.update({run.name: job.job_id for run, job in zip(submit, jobs)})
         write_jobs(folder, {**read_jobs(folder), **held})

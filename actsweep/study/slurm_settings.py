@@ -21,7 +21,7 @@ class SlurmSettings:
     time: int = setting(60, "time limit of each task in minutes; a run that needs longer is requeued "
                             "from its checkpoint (see signal_delay)")
     gpus: int = setting(0, "GPUs per task (--gpus-per-node); one run trains on all of them")
-    cpus: int = setting(1, "CPUs per task (--cpus-per-task); the run's torch threads")
+    cpus: int | None = setting(None, "CPUs per task (--cpus-per-task); default: the sweep's threads per run")
     mem: str | None = setting(None, "memory per task (--mem), e.g. 8G; default: the cluster's")
     account: str | None = setting(None, "account to charge (--account)")
     qos: str | None = setting(None, "quality of service (--qos)")
@@ -36,6 +36,8 @@ class SlurmSettings:
             self.sbatch = {}
         for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("parallel", 1), ("signal_delay", 0)):
             value = getattr(self, name)
+            if name == "cpus" and value is None:
+                continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"launcher setting {name!r} is a whole number ≥ {low}, got {value!r}")
         for name in ("partition", "account", "qos"):
@@ -59,9 +61,10 @@ class SlurmSettings:
             spec["mem"] = str(spec["mem"])
         return cls(**spec)
 
-    def submitit_parameters(self) -> dict[str, Any]:
-        """`submitit.SlurmExecutor.update_parameters` keywords (None: leave to the cluster)."""
-        chosen = {"partition": self.partition, "time": self.time, "cpus_per_task": self.cpus, "mem": self.mem,
+    def submitit_parameters(self, threads: int) -> dict[str, Any]:
+        """`submitit.SlurmExecutor.update_parameters` keywords (None: leave to the cluster) for runs of
+        `threads` torch threads."""
+        chosen = {"partition": self.partition, "time": self.time, "cpus_per_task": self.cpus or threads, "mem": self.mem,
                   "gpus_per_node": self.gpus or None, "account": self.account, "qos": self.qos,
                   "array_parallelism": self.parallel, "signal_delay_s": self.signal_delay,
                   "additional_parameters": dict(self.sbatch)}

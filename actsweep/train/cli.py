@@ -7,6 +7,7 @@ from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from jsonargparse import DefaultHelpFormatter, set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -14,7 +15,7 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ConfigError
 from actsweep.io import hold_run
-from actsweep.status import write_run_info
+from actsweep.status import read_run_info, write_run_info
 from actsweep.train.module import ActSweepModule
 from actsweep.train.preemption import SaveOnSignal
 
@@ -42,13 +43,17 @@ class ActSweepCLI(LightningCLI):
         parser.link_arguments("data.block_size", "model.block_size")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
+        parser.add_argument(
+            "--threads", type=Optional[int], default=None,
+            help="torch CPU threads (default: torch's own choice). Floating-point reductions depend on "
+                 "it, so it is part of the run: the resolved value is written to config.yaml")
         parser.add_argument("--run_info", type=Optional[str], default=None,
                             help="JSON: what the report groups this run by (its sweep's grid values, seed, ...), "
                                  "written to run.json in the run folder; the sweep's fit commands fill it in")
 
     def before_instantiate_classes(self) -> None:
-        # One process per run folder, from before anything is written into it until this process exits.
         config = self.config[self.subcommand] if self.subcommand else self.config
+        # One process per run folder, from before anything is written into it until this process exits.
         folder = run_folder(config.trainer.logger)
         if folder is not None:
             hold_run(folder)
@@ -56,6 +61,8 @@ class ActSweepCLI(LightningCLI):
             self.run_info = json.loads(config.get("run_info") or "null")
         except ValueError as err:
             raise ConfigError(f"--run_info is a JSON object ({err})") from err
+        threads = apply_threads(config.get("threads"))
+        config.threads = threads  # recorded in the run's config.yaml
 
     def instantiate_trainer(self, **kwargs: Any):
         # Under SLURM only submitit requeues (actsweep.study.slurm): Lightning's own auto-requeue is off.
@@ -68,8 +75,9 @@ class ActSweepCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
+        # Merged into what the launcher recorded (the run's CPUs and devices).
         if self.run_info and self.trainer.log_dir:
-            write_run_info(self.trainer.log_dir, self.run_info)
+            write_run_info(self.trainer.log_dir, {**(read_run_info(self.trainer.log_dir) or {}), **self.run_info})
 
 
 def run_folder(logger: Any) -> Path | None:
@@ -79,6 +87,15 @@ def run_folder(logger: Any) -> Path | None:
         return None
     version = init.version if isinstance(init.version, str) else f"version_{init.version}"
     return Path(init.save_dir, init.get("name") or "", version)
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (when given) and return the count in force."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def run_cli(args: list[str] | None = None) -> ActSweepCLI:

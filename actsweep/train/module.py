@@ -19,7 +19,19 @@ from torchmetrics import SumMetric
 
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
+from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, publish
+from actsweep.errors import ConfigError
 from actsweep.train.schedules import build_schedule
+
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
+EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
+
+
+def evaluation_loss(loss_sum: torch.Tensor, tokens: torch.Tensor, nonfinite_batches: torch.Tensor) -> torch.Tensor:
+    """Mean loss per token of an evaluation; NaN when any batch's loss was NaN or infinite, so a
+    diverged model never reads as a (good) finite loss."""
+    return torch.where(nonfinite_batches > 0, torch.nan, loss_sum / tokens)
 
 
 class ActSweepModule(L.LightningModule):
@@ -34,6 +46,7 @@ class ActSweepModule(L.LightningModule):
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        matmul_precision: str = "highest",
         **architecture: Any,
     ) -> None:
         """The model and its training.
@@ -48,14 +61,27 @@ class ActSweepModule(L.LightningModule):
             warmup: warmup steps, or that fraction of the run when below 1.
             min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
             compile: ``torch.compile`` the model in place, after the statistics hooks exist.
+            matmul_precision: float32 matrix products: ``highest`` (full fp32), ``high`` (TF32 on
+                Ampere or newer GPUs), ``medium`` (bf16); set for the process before the model is built.
             **architecture: the fields of :class:`~actsweep.model.gpt.GPTConfig` (``activation``,
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
+        # Process-wide, and the default otherwise depends on who set it last: every run says which.
+        torch.set_float32_matmul_precision(matmul_precision)
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
-        self.val_loss_sum, self.val_tokens = SumMetric(), SumMetric()
+        # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
+        # keeps its tokens, so a diverged evaluation read as a low loss).
+        self.eval_sums = torch.nn.ModuleDict({key: SumMetric(nan_strategy="disable") for key in EVAL_SUMS})
+
+    def setup(self, stage: str) -> None:
+        # Float64 sums stay exact over any evaluation set (float32 where the device has no float64).
+        for metric in self.eval_sums.values():
+            metric.set_dtype(count_dtype(self.trainer.strategy.root_device))
 
     def configure_model(self) -> None:
         # Runs after callbacks' `setup`, so hooks they registered are traced into the graph.
@@ -89,9 +115,15 @@ class ActSweepModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
-        # `actsweep.progress.LossProgressBar` shows it on refresh instead.
-        self.log("train/loss", loss)
+        # `actsweep.progress.LossProgressBar` shows it on refresh instead. The mean over processes
+        # (one all-reduce) only on the steps that reach the loggers; other steps keep the local loss.
+        self.log("train/loss", loss, sync_dist=self._reaches_loggers())
         return loss
+
+    def _reaches_loggers(self) -> bool:
+        """Whether this step's scalars are written: a logging step, or the last step (Lightning logs it)."""
+        last = 0 < self.trainer.max_steps <= self.global_step + 1
+        return is_logging_step(self.trainer) or (last and not is_accumulating(self.trainer))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Stopping through `should_stop` makes Lightning validate once more, so every run ends with
@@ -99,17 +131,36 @@ class ActSweepModule(L.LightningModule):
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Adaptive attention kernels are chosen on logging steps, which cross to the host anyway; here,
+        # before any checkpoint of this step is written, so a resumed run makes the same choices.
+        if self.model.tracks_attention_logits and is_logging_step(self.trainer):
+            peak = float(all_reduce_(self.model.logit_peaks(), "max").max())  # all processes switch together
+            exact = self.model.check_attention_logits(peak)
+            publish(self.trainer, {"attn/logit_bound": torch.tensor(peak), "attn/exact_kernel": torch.tensor(float(exact))})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["attention_kernels"] = self.model.attention_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "attention_kernels" in checkpoint:
+            self.model.load_attention_state(checkpoint["attention_kernels"])
+
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.
-        self.val_loss_sum.update(self.loss(batch, reduction="sum"))
-        self.val_tokens.update(batch[1].numel())
+        loss_sum = self.loss(batch, reduction="sum")
+        self.eval_sums["loss"].update(loss_sum)
+        self.eval_sums["tokens"].update(batch[1].numel())
+        self.eval_sums["nonfinite"].update(~loss_sum.isfinite())
 
     def _log_evaluation(self, stage: str) -> None:
-        loss = self.val_loss_sum.compute() / self.val_tokens.compute()
-        self.val_loss_sum.reset()
-        self.val_tokens.reset()
+        sums = {key: metric.compute() for key, metric in self.eval_sums.items()}
+        for metric in self.eval_sums.values():
+            metric.reset()
+        loss = evaluation_loss(sums["loss"], sums["tokens"], sums["nonfinite"])
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
         self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
+        self.log(f"{stage}/nonfinite_batches", sums["nonfinite"], sync_dist=False)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
