@@ -189,3 +189,30 @@ def test_numbers_do_not_depend_on_jobs(finished_sweep, tmp_path):
     numbers = [c for c in two.columns if pd.api.types.is_float_dtype(two[c]) and c != "tokens_per_sec"]
     assert "val_loss" in numbers and "grad_norm" in numbers
     pd.testing.assert_frame_equal(one[numbers], two[numbers], check_exact=True)
+
+
+def test_slurm_dry_run_shows_the_array_with_file_settings_and_overrides(tmp_path, capsys):
+    sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), threads=2,
+                             launcher={"partition": "gpu", "time": 120, "mem": "8G", "sbatch": {"constraint": "a100"}})
+    args = [str(sweep_file), "--root", str(tmp_path / "runs"), "--launcher", "slurm", "--dry-run"]
+    assert runner.main(args + ["--time", "30", "--parallel", "2", "--sbatch", "exclude=node3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "would submit 6 runs as one SLURM job array" in lines[0]
+    assert lines[1].split()[1:] == ["sbatch", "--partition=gpu", "--time=30", "--cpus-per-task=2", "--mem=8G",
+                                    "--array=0-5%2", "--signal=USR2@90", "--constraint=a100", "--exclude=node3"]
+    assert len(lines) == 2 + 6 and all(shlex.split(line)[:2] == ["actsweep", "fit"] for line in lines[2:])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("launcher, args, message", [
+    ({"partiton": "gpu"}, [], "unknown launcher setting 'partiton'; allowed: partition, time"),
+    ({"mem": "lots"}, [], "launcher setting 'mem' is a size like 8G"),
+    ({}, ["--time", "0"], "launcher setting 'time' is a whole number ≥ 1, got 0"),
+    ({}, ["--sbatch", "constraint"], "--sbatch takes KEY=VALUE"),
+])
+def test_bad_launcher_settings_fail_before_anything(tmp_path, capsys, launcher, args, message):
+    sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), launcher=launcher)
+    assert runner.main([str(sweep_file), "--root", str(tmp_path / "runs"), "--launcher", "slurm", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "runs").exists()
