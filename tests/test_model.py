@@ -131,7 +131,9 @@ def test_gpt2_initialisation_scales_residual_projections():
      ({"norm": "batchnorm"}, "layernorm, rmsnorm, none"),
      ({"slope_scope": "head"}, "global, layer, neuron"),
      ({"n_head": 5}, "divisible by n_head"),
-     ({"bias": "some"}, "all, qk, none")],
+     ({"bias": "some"}, "all, qk, no_qkv, none"),
+     ({"dropout_sites": "heads"}, "all, blocks, embedding"),
+     ({"init": "xavier"}, "gpt2, normal")],
 )
 def test_bad_config_names_what_is_allowed(overrides, phrase):
     with pytest.raises(ConfigError, match=phrase):

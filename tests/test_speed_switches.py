@@ -13,7 +13,6 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.plugins.precision import Precision
 
 from actsweep.stats import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
 from actsweep.stats import throughput
@@ -190,8 +189,9 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
     monkeypatch.setattr(throughput, "is_logging_step", lambda trainer: True)
     monkeypatch.setattr(throughput, "get_available_flops", lambda device, dtype: 1e9)
     logger = ScalarLogger()
-    trainer = SimpleNamespace(precision_plugin=Precision(), world_size=2, accumulate_grad_batches=3,
+    trainer = SimpleNamespace(precision="32-true", world_size=2, accumulate_grad_batches=3,
                               global_step=0, loggers=[logger], is_global_zero=True,
+                              lightning_module=SimpleNamespace(log_dict=lambda metrics, **options: None),
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)))
     module = SimpleNamespace(device=torch.device("xla"), model=SimpleNamespace(flops_per_token=lambda: 600.0))
     monitor = ThroughputMonitor()

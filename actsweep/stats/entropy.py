@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from actsweep.stats.common import ArmedHooks, logger_step, per_layer, publish, tensorboard
+from actsweep.stats.common import ArmedHooks, is_accumulating, logger_step, per_layer, publish, tensorboard
 from actsweep.stats.metrics import causal_scores, causal_uniform_entropy, entropy_bands, max_logit, scores_entropy
 
 
@@ -126,7 +126,7 @@ class AttentionEntropy(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         n = self.every_n_train_steps
-        if n > 0 and trainer.global_step % n == 0 and not trainer.fit_loop._should_accumulate():
+        if n > 0 and trainer.global_step % n == 0 and not is_accumulating(trainer):
             self._run(trainer, pl_module)
 
     def _probe_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor | None:

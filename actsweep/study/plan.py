@@ -36,7 +36,7 @@ def run_info(sweep: Sweep, run: Run) -> dict:
     """What the report needs to group the run (`run.json`); the fit command carries it too."""
     return {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
             "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
-            "threads": sweep.threads}
+            "threads": sweep.threads, "comparisons": sweep.comparisons}
 
 
 def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
