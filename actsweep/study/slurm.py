@@ -16,11 +16,13 @@ import getpass
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+from actsweep.errors import ActSweepError
 from actsweep.io import RunBusy, lock_run, write_atomic
 from actsweep.status import read_status, write_status
 from actsweep.resources import Slot, usable_cpus, visible_accelerators
@@ -126,6 +128,20 @@ def executor(settings: SlurmSettings, folder: Path, sweep: Sweep):
     return ex
 
 
+def submit_array(settings: SlurmSettings, folder: Path, sweep: Sweep, root: Path, runs: list[Run]) -> list:
+    """One submitit job per run, as one array; a cluster that refuses it is the user's to fix."""
+    if shutil.which("sbatch") is None:
+        raise ActSweepError("--launcher slurm needs SLURM's sbatch on this machine (a login node of the cluster); "
+                            "or use --dry-run to print the fit commands")
+    from submitit.core.utils import FailedJobError
+
+    try:
+        return executor(settings, folder, sweep).map_array(SweepTask(), [sweep] * len(runs), runs, [root] * len(runs))
+    except FailedJobError as err:  # sbatch's own words
+        said = "; ".join(line.removeprefix("sbatch: error: ") for line in str(err).strip().splitlines())
+        raise ActSweepError(f"SLURM refused the job array: {said}; check the launcher settings") from err
+
+
 def sbatch_options(settings: SlurmSettings, sweep: Sweep, tasks: int) -> list[str]:
     """The sbatch options the array is submitted with (what `--dry-run` shows)."""
     params = {**settings.submitit_parameters(sweep.threads), "array": f"0-{tasks - 1}%{min(tasks, settings.parallel)}",
@@ -160,7 +176,7 @@ def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings
     folder = slurm_folder(root / sweep.name)
     held, submit = split(sweep, root, todo)
     results = {}
-    for run in list(submit):
+    for run in [r for r in submit if run_dir_of(sweep, r, root).exists()]:
         try:
             os.close(lock_run(run_dir_of(sweep, run, root)))
         except RunBusy as err:  # a local sweep or fit has it now
@@ -169,8 +185,7 @@ def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings
     for name, job in held.items():
         print(f"{name}: already queued or running as SLURM job {job}; waiting for it", flush=True)
     if submit:
-        jobs = executor(settings, folder, sweep).map_array(
-            SweepTask(), [sweep] * len(submit), submit, [root] * len(submit))
+        jobs = submit_array(settings, folder, sweep, root, submit)
         held.update({run.name: job.job_id for run, job in zip(submit, jobs)})
         write_jobs(folder, {**read_jobs(folder), **held})
         print(f"submitted {len(submit)} runs as SLURM job array {jobs[0].job_id.split('_')[0]} "
