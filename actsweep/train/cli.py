@@ -50,6 +50,11 @@ class ActSweepCLI(LightningCLI):
         parser.add_argument("--run_info", type=Optional[str], default=None,
                             help="JSON: what the report groups this run by (its sweep's grid values, seed, ...), "
                                  "written to run.json in the run folder; the sweep's fit commands fill it in")
+        parser.add_argument(
+            "--global_batch_size", type=Optional[int], default=None,
+            help="sequences per optimizer step over all processes; when set, gradient accumulation is "
+                 "derived from it (global / (data.batch_size × processes)), so a study keeps its batch "
+                 "when the device count changes; refused when that is not a whole number")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -75,9 +80,18 @@ class ActSweepCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        # Merged into what the launcher recorded (the run's CPUs and devices).
-        if self.run_info and self.trainer.log_dir:
-            write_run_info(self.trainer.log_dir, {**(read_run_info(self.trainer.log_dir) or {}), **self.run_info})
+        """Derive accumulation from a named global batch, then record the effective global batch and
+        the run's sweep metadata (merged into what the launcher recorded: the run's CPUs and devices)."""
+        trainer, data = self.trainer, self.datamodule
+        processes = trainer.num_devices * trainer.num_nodes
+        wanted = self.config[self.subcommand].get("global_batch_size")
+        if wanted is not None:
+            trainer.accumulate_grad_batches = accumulation_for(wanted, data.batch_size, processes)
+        effective = data.batch_size * processes * trainer.accumulate_grad_batches
+        for logger in trainer.loggers:
+            logger.log_metrics({"batch/global_size": effective, "batch/processes": processes}, step=0)
+        if self.run_info and trainer.log_dir:
+            write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
 
 
 def run_folder(logger: Any) -> Path | None:
@@ -87,6 +101,16 @@ def run_folder(logger: Any) -> Path | None:
         return None
     version = init.version if isinstance(init.version, str) else f"version_{init.version}"
     return Path(init.save_dir, init.get("name") or "", version)
+
+
+def accumulation_for(global_batch: int, batch_size: int, processes: int) -> int:
+    """Micro-batches per optimizer step that make `global_batch` sequences, or a ConfigError."""
+    per_step = batch_size * processes
+    if global_batch < 1 or global_batch % per_step:
+        raise ConfigError(
+            f"global_batch_size {global_batch} is not a whole multiple of data.batch_size × processes = "
+            f"{batch_size} × {processes}; change --global_batch_size, --data.batch_size or the devices")
+    return global_batch // per_step
 
 
 def apply_threads(threads: int | None) -> int:
