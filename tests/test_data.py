@@ -18,6 +18,7 @@ import torch
 
 from actsweep.data import cache, hub, module as data, sources
 from actsweep.data.module import TextDataModule
+from actsweep.errors import ConfigError
 from actsweep.data.tokenizers import (
     ENCODER_JSON_SHA256,
     VOCAB_BPE_SHA256,
@@ -377,7 +378,8 @@ def test_validation_windows_fixed_and_partitioned(jsonl_corpus: Path, tmp_path: 
     for rank, shard in enumerate(shards):
         assert torch.equal(shard, xs[rank::3])
     assert torch.equal(dm.probe_batch(), xs[:8]) and torch.equal(dm.probe_batch(2), xs[:2])
-    assert torch.equal(next(iter(dm.test_dataloader()))[0], batches[0][0])
+    with pytest.raises(ConfigError, match="no test split"):  # never the validation windows again
+        dm.test_dataloader()
 
 
 def test_validation_uses_all_windows_that_fit(jsonl_corpus: Path, tmp_path: Path) -> None:
