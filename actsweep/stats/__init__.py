@@ -14,6 +14,7 @@ from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
+from actsweep.stats.views import TensorBoardViews
 
 __all__ = [
     "AttentionEntropy",
@@ -21,6 +22,7 @@ __all__ = [
     "FFNStats",
     "GradNorms",
     "SlopeMonitor",
+    "TensorBoardViews",
     "ThroughputMonitor",
     "causal_uniform_entropy",
     "entropy_bands",

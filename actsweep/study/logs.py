@@ -2,6 +2,7 @@
 
 A resumed run has several event files in its folder (one per process start) that repeat the steps
 between the checkpoint and the interruption; they are merged with the later write winning per step.
+Tags that earlier versions wrote under other names are read under today's (`actsweep.board.RENAMED`).
 """
 
 from __future__ import annotations
@@ -11,20 +12,22 @@ from pathlib import Path
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from actsweep.board import current_tag
+
 
 def event_files(run_dir: str | Path) -> list[Path]:
     return sorted(Path(run_dir).glob("events.out.tfevents.*"))
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, pd.Series]:
-    """Tag -> values indexed by step (sorted), merged over all event files of `run_dir`."""
+    """Tag (its current name) -> values indexed by step (sorted), merged over all event files of `run_dir`."""
     points: dict[str, dict[int, tuple[float, float]]] = {}
     for path in event_files(run_dir):
         # purge_orphaned_data would drop steps that a resumed run logs again; we merge them ourselves.
         acc = EventAccumulator(str(path), size_guidance={SCALARS: 0}, purge_orphaned_data=False)
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
-            steps = points.setdefault(tag, {})
+            steps = points.setdefault(current_tag(tag), {})
             for event in acc.Scalars(tag):
                 if event.step not in steps or event.wall_time >= steps[event.step][0]:
                     steps[event.step] = (event.wall_time, event.value)

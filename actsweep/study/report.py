@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
 from actsweep.study.published import published_for  # noqa: E402
 from actsweep.status import read_status  # noqa: E402
 from actsweep.study.sweep import short, short_keys  # noqa: E402
@@ -32,7 +33,7 @@ FINAL = {
     "val_loss": ("val/loss", 1), "val_ppl": ("val/ppl", 1), "train_loss": ("train/loss", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
-    "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
+    "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
     "tokens_per_sec": ("perf/tokens_per_sec", 1),
 }
 SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
@@ -250,13 +251,13 @@ def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
 
 def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
     """Share of heads per entropy band, like the paper's histograms, under both definitions."""
-    measured = {name: logs for name, logs in groups.items() if any("attn/band_max/3" in log.scalars for log in logs)}
+    measured = {name: logs for name, logs in groups.items() if any(band_tag("max", 3) in log.scalars for log in logs)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     width = 0.8 / max(len(measured), 1)
     for ax, (kind, title) in zip(axes, [("max", "relative to the largest head entropy m (paper)"),
                                         ("uniform", "relative to ln(T!)/T (uniform ceiling)")]):
         for i, (name, logs) in enumerate(measured.items()):
-            shares = [last_mean(logs, f"attn/band_{kind}/{b}") * 100 for b in range(4)]
+            shares = [last_mean(logs, band_tag(kind, b)) * 100 for b in range(4)]
             ax.bar(np.arange(4) + i * width, shares, width, label=name)
         ax.set_xticks(np.arange(4) + width * (len(measured) - 1) / 2, BANDS)
         ax.set_title(title, fontsize=9)
@@ -299,12 +300,12 @@ def last_mean(logs: list[RunLog], tag: str) -> float:
 
 
 def head_entropy(logs: list[RunLog]) -> np.ndarray | None:
-    """(layers, heads) of the last `attn/head_entropy/layer_i/head_j`, mean over seeds."""
+    """(layers, heads) of the last per-head entropy (`attn_heads/entropy/layer_i/head_j`), mean over seeds."""
     cells = {}
     for tag in logs[0].scalars:
-        parts = tag.split("/")
-        if tag.startswith("attn/head_entropy/") and len(parts) == 4:
-            cells[int(parts[2].removeprefix("layer_")), int(parts[3].removeprefix("head_"))] = last_mean(logs, tag)
+        match = HEAD_ENTROPY.fullmatch(tag)
+        if match:
+            cells[int(match[1]), int(match[2])] = last_mean(logs, tag)
     if not cells:
         return None
     grid = np.full((max(i for i, _ in cells) + 1, max(j for _, j in cells) + 1), np.nan)
