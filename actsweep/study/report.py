@@ -41,7 +41,8 @@ UNSTABLE_RULE = (
     f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
     f"{END_FACTOR - 1:.0%}, or when, after the first {SPIKE_AFTER:.0%} of its steps, a logged train loss "
     f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike). A run is **Diverged** when "
-    "its loss became non-finite (the run stops there and is not retried). A configuration is Diverged if "
+    "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
+    "A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
     "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
     "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
@@ -99,7 +100,8 @@ def unstable_reason(scalars: dict[str, pd.Series]) -> str:
 def run_outcome(log: RunLog) -> tuple[str, str]:
     """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
     status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
-    losses = [log.scalars[t].iloc[-1] for t in ("train/loss", "val/loss") if t in log.scalars]
+    # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
+    losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]
     if status == "diverged" or not all(map(math.isfinite, losses)):
         return "Diverged", reason or "non-finite loss"
     if status != "finished":
