@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from actsweep import board, cli
 from actsweep.stats.entropy import heatmap_figure
-from actsweep.study import report
+from actsweep.study import figures, report
 from helpers import write_config
 
 STATS = ["actsweep.stats.FFNStats", "actsweep.stats.GradNorms", "actsweep.stats.AttentionEntropy",
@@ -119,4 +119,4 @@ def test_report_reads_an_old_style_event_file_under_new_names(tmp_path):
     assert row.top_band_max_pct == pytest.approx(100 * 20.25) and row.top_band_uniform_pct == pytest.approx(100 * 20.5)
     (log,) = report.read_runs(tmp_path / "sweep")
     assert isinstance(log.scalars[board.band_tag("max", 3)], pd.Series)
-    np.testing.assert_array_equal(report.head_entropy([log]), [[21.5, np.nan], [np.nan, 20.5]])
+    np.testing.assert_array_equal(figures.head_entropy([log]), [[21.5, np.nan], [np.nan, 20.5]])

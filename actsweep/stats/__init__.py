@@ -12,6 +12,7 @@ from actsweep.stats.divergence import DivergenceGuard
 from actsweep.stats.entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, head_entropy, probe_entropy
 from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
+from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
 from actsweep.stats.views import TensorBoardViews
@@ -21,6 +22,7 @@ __all__ = [
     "DivergenceGuard",
     "FFNStats",
     "GradNorms",
+    "LossScaleMonitor",
     "SlopeMonitor",
     "TensorBoardViews",
     "ThroughputMonitor",

@@ -26,7 +26,12 @@ def is_logging_step(trainer: L.Trainer) -> bool:
 
     Under gradient accumulation only the last micro-batch of a logging step counts, so statistics
     run (and transfer) once per logged step, not once per micro-batch."""
-    return trainer._logger_connector.should_update_logs and not trainer.fit_loop._should_accumulate()
+    return trainer._logger_connector.should_update_logs and not is_accumulating(trainer)
+
+
+def is_accumulating(trainer: L.Trainer) -> bool:
+    """Whether this training batch is a micro-batch before the optimizer step (gradient accumulation)."""
+    return trainer.fit_loop._should_accumulate()
 
 
 def logger_step(trainer: L.Trainer) -> int:

@@ -8,25 +8,19 @@ files) and writes `report.md`, `results.csv` (one row per run) and PNG figures i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
-from actsweep.study.published import published_for  # noqa: E402
-from actsweep.status import read_status  # noqa: E402
-from actsweep.study.sweep import short, short_keys  # noqa: E402
-from actsweep.study.logs import event_files, read_scalars  # noqa: E402
+from actsweep.board import band_tag
+from actsweep.study.published import published_for
+from actsweep.study.sweep import short, short_keys
+from actsweep.study.figures import FIGURES, by_config
+from actsweep.study.logs import RunLog, read_runs
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {
@@ -34,8 +28,9 @@ FINAL = {
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
     "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
-    "tokens_per_sec": ("perf/tokens_per_sec", 1),
+    "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
 }
+MAX_SKIPPED_SHARE = 0.05  # fp16 runs whose GradScaler skipped more of the optimizer steps are flagged
 SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
 UNSTABLE_RULE = (
     f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
@@ -47,30 +42,6 @@ UNSTABLE_RULE = (
     "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
     "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
 )
-BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
-
-
-@dataclass
-class RunLog:
-    """Everything the report knows about one run folder."""
-
-    dir: Path
-    info: dict[str, Any]  # run.json: name, config, overrides, seed, label, fixed, study
-    status: dict[str, Any]
-    scalars: dict[str, pd.Series]
-
-
-def read_runs(sweep_dir: str | Path) -> list[RunLog]:
-    """Run folders of a sweep (those with event files or a status), in the sweep's order."""
-    logs = []
-    for run_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
-        if not event_files(run_dir) and read_status(run_dir) is None:
-            continue
-        info_file = run_dir / "run.json"
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {
-            "name": run_dir.name, "config": run_dir.name, "overrides": {}, "seed": None}
-        logs.append(RunLog(run_dir, info, read_status(run_dir) or {}, read_scalars(run_dir)))
-    return sorted(logs, key=lambda log: log.info.get("index", 0))
 
 
 def final_slope(scalars: dict[str, pd.Series]) -> float:
@@ -110,8 +81,24 @@ def run_outcome(log: RunLog) -> tuple[str, str]:
     return ("Unstable", why) if why else ("Stable", "")
 
 
-def runs_table(logs: list[RunLog]) -> pd.DataFrame:
-    """One row per run: grid values (dotted keys), seed, outcome, final metrics."""
+def skipped_share(scalars: dict[str, pd.Series]) -> float:
+    """Share of optimizer steps the fp16 GradScaler skipped: the last cumulative `amp/skipped_steps`
+    over the steps up to it (the step axis starts at 0); NaN for a run without a GradScaler."""
+    skipped = scalars.get("amp/skipped_steps")
+    if skipped is None or not len(skipped):
+        return math.nan
+    return float(skipped.iloc[-1]) / (int(skipped.index[-1]) + 1)
+
+
+def precision_flag(share: float, max_share: float = MAX_SKIPPED_SHARE) -> str:
+    """Why a run's mixed precision needs a look (empty when it does not): skipped steps above `max_share`."""
+    if math.isfinite(share) and share > max_share:
+        return f"fp16 skipped {share:.1%} of optimizer steps (more than {max_share:.0%})"
+    return ""
+
+
+def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
+    """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
     rows = []
     for log in logs:
         outcome, reason = run_outcome(log)
@@ -123,6 +110,8 @@ def runs_table(logs: list[RunLog]) -> pd.DataFrame:
         val = log.scalars.get("val/loss")
         row["best_val_loss"] = float(val.min()) if val is not None else math.nan
         row["slope"] = final_slope(log.scalars)
+        row["skipped_pct"] = skipped_share(log.scalars) * 100
+        row["flag"] = precision_flag(row["skipped_pct"] / 100, max_skipped_share)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -154,7 +143,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
             row[f"{column}_mean"] = values.mean() if len(values) else math.nan
             row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope"):
+                       "top_band_uniform_pct", "slope", "skipped_pct"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
@@ -199,6 +188,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
     ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
     ("status", None, lambda r: r["status"]),
 ] + [
     (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
@@ -221,133 +211,16 @@ def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
     return "\n".join(lines)
 
 
-# -- figures ---------------------------------------------------------------------------------------
-
-
-def by_config(logs: list[RunLog]) -> dict[str, list[RunLog]]:
-    groups: dict[str, list[RunLog]] = {}
-    for log in logs:
-        groups.setdefault(log.info.get("label") or log.info["config"], []).append(log)
-    return groups
-
-
-def mean_curve(logs: list[RunLog], tag: str) -> pd.DataFrame | None:
-    """Mean and std over seeds of a tag, on the steps the seeds share."""
-    series = [log.scalars[tag] for log in logs if tag in log.scalars]
-    if not series:
-        return None
-    frame = pd.concat(series, axis=1, join="inner")
-    return pd.DataFrame({"mean": frame.mean(axis=1), "std": frame.std(axis=1, ddof=1).fillna(0.0)})
-
-
-def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, logs in groups.items():
-        curve = mean_curve(logs, "val/loss")
-        if curve is None:
-            continue
-        ax.plot(curve.index, curve["mean"], marker=".", label=f"{name} (n={len(logs)})")
-        ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.2)
-    return save(fig, ax, path, "step", "val loss (mean ± std over seeds)")
-
-
-def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    """Share of heads per entropy band, like the paper's histograms, under both definitions."""
-    measured = {name: logs for name, logs in groups.items() if any(band_tag("max", 3) in log.scalars for log in logs)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    width = 0.8 / max(len(measured), 1)
-    for ax, (kind, title) in zip(axes, [("max", "relative to the largest head entropy m (paper)"),
-                                        ("uniform", "relative to ln(T!)/T (uniform ceiling)")]):
-        for i, (name, logs) in enumerate(measured.items()):
-            shares = [last_mean(logs, band_tag(kind, b)) * 100 for b in range(4)]
-            ax.bar(np.arange(4) + i * width, shares, width, label=name)
-        ax.set_xticks(np.arange(4) + width * (len(measured) - 1) / 2, BANDS)
-        ax.set_title(title, fontsize=9)
-    axes[0].set_ylabel("% of heads")
-    return save(fig, axes[-1], path, "entropy band", None)
-
-
-def plot_heatmaps(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    """Per-head entropy (layers × heads) at the last probe, mean over seeds, one panel per config."""
-    maps = {name: head_entropy(logs) for name, logs in groups.items()}
-    maps = {name: m for name, m in maps.items() if m is not None}
-    if not maps:
-        return False
-    fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps) + 1.5, 3.4), squeeze=False, layout="constrained")
-    vmax = max(np.nanmax(m) for m in maps.values())
-    for ax, (name, grid) in zip(axes[0], maps.items()):
-        image = ax.imshow(grid, vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
-        ax.set(xlabel="head", xticks=range(grid.shape[1]), yticks=range(grid.shape[0]))
-        ax.set_title(name, fontsize=8)
-    axes[0, 0].set_ylabel("layer")
-    fig.colorbar(image, ax=axes[0].tolist(), label="entropy (nats)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_slopes(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, logs in groups.items():
-        tags = sorted(t for t in logs[0].scalars if t.startswith("slope/") and not t.endswith("/std"))
-        for tag in tags:
-            curve = mean_curve(logs, tag)
-            ax.plot(curve.index, curve["mean"], label=f"{name} {tag.removeprefix('slope/')}")
-    return save(fig, ax, path, "step", "learnable slope (mean over seeds)")
-
-
-def last_mean(logs: list[RunLog], tag: str) -> float:
-    values = [log.scalars[tag].iloc[-1] for log in logs if tag in log.scalars]
-    return float(np.mean(values)) if values else 0.0
-
-
-def head_entropy(logs: list[RunLog]) -> np.ndarray | None:
-    """(layers, heads) of the last per-head entropy (`attn_heads/entropy/layer_i/head_j`), mean over seeds."""
-    cells = {}
-    for tag in logs[0].scalars:
-        match = HEAD_ENTROPY.fullmatch(tag)
-        if match:
-            cells[int(match[1]), int(match[2])] = last_mean(logs, tag)
-    if not cells:
-        return None
-    grid = np.full((max(i for i, _ in cells) + 1, max(j for _, j in cells) + 1), np.nan)
-    for (i, j), value in cells.items():
-        grid[i, j] = value
-    return grid
-
-
-def save(fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ylabel: str | None) -> bool:
-    """Save a figure if anything was drawn on it; figures without data are left out."""
-    drawn = any(a.has_data() for a in fig.axes)
-    if drawn:
-        ax.set_xlabel(xlabel)
-        if ylabel:
-            ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return drawn
-
-
-FIGURES = {
-    "val_loss.png": ("Validation loss", plot_val_loss),
-    "entropy_bands.png": ("Attention entropy bands (last probe)", plot_bands),
-    "head_entropy.png": ("Per-head attention entropy (last probe)", plot_heatmaps),
-    "slopes.png": ("Learnable slopes", plot_slopes),
-}
-
-
 # -- the report ------------------------------------------------------------------------------------
 
 
-def write_report(sweep_dir: str | Path) -> Path:
+def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE) -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     logs = read_runs(sweep_dir)
     if not logs:
         raise FileNotFoundError(f"{sweep_dir} has no run folders (event files or status.json)")
-    runs = runs_table(logs)
+    runs = runs_table(logs, max_skipped_share)
     runs.to_csv(sweep_dir / "results.csv", index=False)
     grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
     summary = summarize(runs, logs)
@@ -361,6 +234,9 @@ def write_report(sweep_dir: str | Path) -> Path:
         lines += ["Runs that are not Stable:", ""]
         lines += [f"- `{r.run}`: {r.status}{f' — {r.reason}' if r.reason else ''}" for r in odd.itertuples()]
         lines.append("")
+    flagged = runs[runs.flag != ""]
+    if len(flagged):
+        lines += ["Runs flagged:", ""] + [f"- `{r.run}`: {r.flag}" for r in flagged.itertuples()] + [""]
     groups = by_config(logs)
     for name, (title, plot) in FIGURES.items():
         if plot(groups, sweep_dir / name):
@@ -372,9 +248,12 @@ def write_report(sweep_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actsweep report", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    parser.add_argument("--max-skipped-share", type=float, default=MAX_SKIPPED_SHARE, metavar="SHARE",
+                        help="flag fp16 runs whose GradScaler skipped more than this share of optimizer "
+                             f"steps (default {MAX_SKIPPED_SHARE})")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.sweep_dir))
+        print(write_report(args.sweep_dir, args.max_skipped_share))
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"actsweep report: error: {err}", file=sys.stderr)
         return 2

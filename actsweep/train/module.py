@@ -19,7 +19,7 @@ from torchmetrics import SumMetric
 
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.stats.common import count_dtype
+from actsweep.stats.common import count_dtype, is_accumulating, is_logging_step
 from actsweep.train.schedules import build_schedule
 
 
@@ -106,9 +106,15 @@ class ActSweepModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
         # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
-        # `actsweep.progress.LossProgressBar` shows it on refresh instead.
-        self.log("train/loss", loss)
+        # `actsweep.progress.LossProgressBar` shows it on refresh instead. The mean over processes
+        # (one all-reduce) only on the steps that reach the loggers; other steps keep the local loss.
+        self.log("train/loss", loss, sync_dist=self._reaches_loggers())
         return loss
+
+    def _reaches_loggers(self) -> bool:
+        """Whether this step's scalars are written: a logging step, or the last step (Lightning logs it)."""
+        last = 0 < self.trainer.max_steps <= self.global_step + 1
+        return is_logging_step(self.trainer) or (last and not is_accumulating(self.trainer))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Stopping through `should_stop` makes Lightning validate once more, so every run ends with
