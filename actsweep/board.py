@@ -57,10 +57,11 @@ def current_tag(tag: str) -> str:
     return tag
 
 
-# Final values shown as metrics in TensorBoard's HParams tab (those a run logged).
+# Final values shown as metrics in TensorBoard's HParams tab (those a run logged); it shows the first
+# five by default.
 HPARAMS_METRICS = (
-    "val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ffn/dead_units", "ffn/act_mean", "grad/norm",
-    "attn/entropy", band_tag("max", 3), band_tag("uniform", 3), "slope/global", "perf/tokens_per_sec",
+    "val/loss", "val/ppl", "ffn/dead_units", "attn/entropy", band_tag("uniform", 3), "train/loss", "ffn/inactive_frac",
+    "ffn/act_mean", "grad/norm", band_tag("max", 3), "slope/global", "perf/tokens_per_sec",
 )
 
 LAYER = r"layer_\d+"
@@ -95,32 +96,45 @@ LAYOUT = {
 # -- the HParams entry -------------------------------------------------------------------------------
 
 HPARAMS_SUFFIX = ".hparams"  # the entry's own event file in the run's folder: one per run
-
-
-def hparams_value(value: Any) -> int | float | str | bool:
-    """A setting as TensorBoard's HParams tab takes it: numbers, text and booleans as they are,
-    anything else (a tuple of betas, None) as its JSON text."""
-    return value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
+# The study's axes: the settings that the HParams tab shows first (marked as varying; it shows up
+# to five of those); the others are a click away.
+STUDY_AXES = ("model.activation", "model.norm", "model.lr", "seed")
 
 
 def has_hparams(run_dir: str | Path) -> bool:
     return any(Path(run_dir).glob(f"*{HPARAMS_SUFFIX}"))
 
 
-def write_hparams(run_dir: str | Path, params: Mapping[str, Any], logged_tags: Iterable[str]) -> bool:
-    """Write the run's HParams entry once: `params` against the `HPARAMS_METRICS` the run logged.
+def hparams_summaries(params: Mapping[str, Any], logged_tags: Iterable[str], varied: Iterable[str] = STUDY_AXES) -> list:
+    """The three summaries of an HParams entry: the experiment (settings, `varied` ones marked to be
+    shown first, and the `HPARAMS_METRICS` that were logged), the session start (the values) and end.
 
-    TensorBoard shows each metric's last logged value from the run's own scalars, so only names are
-    written. Returns False (and writes nothing) when the run already has its entry."""
+    Settings that are None are left out; tuples and lists become their JSON text. TensorBoard shows
+    each metric's last logged value from the run's own scalars, so only the names are written."""
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    from torch.utils.tensorboard.summary import hparams
+
+    values = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in params.items() if v is not None}
+    logged = set(logged_tags)
+    experiment, start, end = hparams(values, {tag: 0.0 for tag in HPARAMS_METRICS if tag in logged})
+    plugin_data = experiment.value[0].metadata.plugin_data
+    content = HParamsPluginData.FromString(plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in set(varied)
+    plugin_data.content = content.SerializeToString()
+    return [experiment, start, end]
+
+
+def write_hparams(run_dir: str | Path, params: Mapping[str, Any], logged_tags: Iterable[str],
+                  varied: Iterable[str] = STUDY_AXES) -> bool:
+    """Write the run's HParams entry (`hparams_summaries`) once, into its own event file in the run's
+    folder; False (and nothing written) when the run has its entry already."""
     if has_hparams(run_dir):
         return False
-    from torch.utils.tensorboard.summary import hparams
     from torch.utils.tensorboard.writer import FileWriter
 
-    logged = set(logged_tags)
-    metrics = {tag: 0.0 for tag in HPARAMS_METRICS if tag in logged}
     writer = FileWriter(str(run_dir), filename_suffix=HPARAMS_SUFFIX)
-    for summary in hparams({k: hparams_value(v) for k, v in params.items()}, metrics):
+    for summary in hparams_summaries(params, logged_tags, varied):
         writer.add_summary(summary)
     writer.close()
     return True

@@ -3,14 +3,17 @@ entry of a single fit, and old tag names read under today's."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -21,6 +24,7 @@ from actsweep.stats.entropy import heatmap_figure
 from actsweep.study import figures, report
 from helpers import write_config
 
+ROOT = Path(__file__).resolve().parent.parent
 STATS = ["actsweep.stats.FFNStats", "actsweep.stats.GradNorms", "actsweep.stats.AttentionEntropy",
          "actsweep.stats.SlopeMonitor", "actsweep.stats.TensorBoardViews"]
 
@@ -51,11 +55,11 @@ def test_heatmap_figure_labels_layers_heads_nats_and_the_ceiling():
     fig = heatmap_figure(ent, T=128, step=300)
     ax, bar = fig.axes
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("head", "layer")
-    assert "step 300" in ax.get_title()
+    assert "step 300" in ax.get_title() and "ln(T!)/T" in ax.get_title()
     np.testing.assert_array_equal(ax.images[0].get_array(), ent.numpy())
     assert ax.images[0].get_clim() == (0.0, pytest.approx(math.lgamma(129) / 128))
     assert [t.get_text() for t in ax.texts] == ["0.50", "1.00", "2.00", "3.00", "0.25", "3.50"]
-    assert "nats" in bar.get_ylabel() and "ln(T!)/T" in bar.get_ylabel()
+    assert bar.get_ylabel() == "entropy (nats)"
     assert bar.get_yticklabels()[-1].get_text() == f"{math.lgamma(129) / 128:.2f}"  # 3.88, marked
 
 
@@ -97,9 +101,12 @@ def test_fit_hparams_entry_has_settings_and_final_metrics_without_internals(fit_
     params = {k: v.number_value if v.HasField("number_value") else v.string_value for k, v in starts[0].hparams.items()}
     assert params["model.activation"] == "learnable_leaky_relu" and params["model.lr"] == 3e-3
     assert params["data.batch_size"] == 8 and params["seed"] == 7 and params["status"] == "finished"
-    assert params["model.betas"] == "[0.9, 0.95]"
+    assert params["model.betas"] == "[0.9, 0.95]" and "data.max_documents" not in params  # None: left out
     assert not [k for k in params if "._" in k or k.startswith("_")] and "model.compile" not in params
     (experiment,) = [data.experiment for tag, data in entries if tag == "_hparams_/experiment"]
+    shown_first = {h.name for h in experiment.hparam_infos if h.differs}
+    assert shown_first == {"model.activation", "model.norm", "model.lr", "seed"}
+    assert {h.name for h in experiment.hparam_infos} == set(params)
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert metrics == [t for t in board.HPARAMS_METRICS if t in scalars]
     assert {"val/loss", "val/ppl", "attn/entropy", "ffn/dead_units", board.band_tag("uniform", 3)} <= set(metrics)
@@ -120,3 +127,28 @@ def test_report_reads_an_old_style_event_file_under_new_names(tmp_path):
     (log,) = report.read_runs(tmp_path / "sweep")
     assert isinstance(log.scalars[board.band_tag("max", 3)], pd.Series)
     np.testing.assert_array_equal(figures.head_entropy([log]), [[21.5, np.nan], [np.nan, 20.5]])
+
+
+def load_screenshot_script():
+    spec = importlib.util.spec_from_file_location("tensorboard_screenshots", ROOT / "scripts" / "tensorboard_screenshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Chromium (apt-get install chromium; CI installs it)")
+def test_screenshot_script_renders_every_view_with_its_cards(fit_dir, tmp_path):
+    """TensorBoard in headless Chromium over the fit: each view shows its cards and becomes a PNG."""
+    script = load_screenshot_script()
+    pages = script.capture(fit_dir.parent, tmp_path)
+    for name, view in script.VIEWS.items():
+        missing = [text for text in view.expected if text not in pages[name]]
+        assert not missing, (name, missing)
+        with Image.open(tmp_path / name) as png:
+            assert png.size == view.size
+            assert len(png.getcolors(256) or range(257)) > 8  # drawn, not a blank page
+    assert all(title in pages["custom_scalars.png"] for charts in board.LAYOUT.values() for title in charts)
+    assert board.HEATMAP_TAG in pages["heatmap.png"] and "@font-face" not in pages["heatmap.png"]
+    assert "model.activation" in pages["hparams.png"] and "learnable_leaky_relu" in pages["hparams.png"]
+    assert "hp_metric" not in pages["hparams.png"] and "_instantiator" not in pages["hparams.png"]

@@ -136,17 +136,17 @@ def heatmap_figure(ent: torch.Tensor, T: int, step: int):
     ceiling = causal_uniform_entropy(T)
     grid = ent.float().cpu().numpy()
     n_layer, n_head = grid.shape
-    fig = Figure(figsize=(2.6 + 0.55 * max(n_head, 4), 1.3 + 0.45 * max(n_layer, 2)), layout="constrained")
+    fig = Figure(figsize=(2.4 + 0.55 * max(n_head, 4), 1.6 + 0.45 * max(n_layer, 2)), layout="constrained")
     ax = fig.add_subplot()
     image = ax.imshow(grid, vmin=0.0, vmax=ceiling, cmap="viridis", aspect="auto")
     ax.set(xlabel="head", ylabel="layer", xticks=range(n_head), yticks=range(n_layer))
-    ax.set_title(f"attention entropy per head (nats), step {step}, T = {T}", fontsize=9)
+    ax.set_title(f"attention entropy per head, step {step}\nred: ln(T!)/T, a uniform causal head (T = {T})", fontsize=9)
     if grid.size <= 144:  # values stay legible up to 12 × 12
         for (i, j), value in np.ndenumerate(grid):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="black" if value > 0.6 * ceiling else "white")
     bar = fig.colorbar(image, ax=ax)
-    bar.set_label("nats; red: ln(T!)/T (uniform causal head)", fontsize=8)
+    bar.set_label("entropy (nats)", fontsize=8)
     bar.ax.axhline(ceiling, color="red", linewidth=3)
     ticks = [t for t in bar.get_ticks() if t < 0.9 * ceiling]
     bar.set_ticks([*ticks, ceiling], labels=[*(f"{t:g}" for t in ticks), f"{ceiling:.2f}"])

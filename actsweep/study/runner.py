@@ -101,7 +101,7 @@ def write_hparams(run_dir: Path, run: Run) -> None:
     if board.has_hparams(run_dir):
         return
     params = {**run.overrides, "seed": run.seed, "status": (read_status(run_dir) or {}).get("status", "unknown")}
-    board.write_hparams(run_dir, params, read_scalars(run_dir))
+    board.write_hparams(run_dir, params, read_scalars(run_dir), varied=[*run.overrides, "seed"])
 
 
 # -- the sweep -----------------------------------------------------------------------------------
