@@ -22,19 +22,18 @@ from actsweep.stats import (
     GradNorms,
     SlopeMonitor,
     ThroughputMonitor,
-    causal_uniform_entropy,
-    entropy_bands,
-    head_entropy,
     probe_entropy,
 )
 from actsweep.status import read_status
 from actsweep.stats.common import all_reduce_
-from actsweep.stats.ffn import activation_sums, dead_unit_share, ffn_summary, fired_units, square_sums
-from actsweep.stats.gradients import grad_norms, parameter_groups
+from actsweep.stats.ffn import dead_unit_share, ffn_summary
+from actsweep.stats.gradients import parameter_groups
+from actsweep.stats.metrics import activation_sums, fired_units, grad_norms, square_sums
 from actsweep.model.hooks import capture
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.train.module import ActSweepModule
 from helpers import ScalarLogger
+from references import reference_entropy
 
 VOCAB, T = 23, 12
 TINY = dict(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
@@ -113,49 +112,7 @@ def test_ffn_stats_exact_on_known_preactivations(tmp_path):
         assert recorder.last(f"resid/rms/layer_{i}") == pytest.approx(rms, rel=1e-5)
 
 
-def test_dead_units_need_every_window():
-    """A unit counts as alive when it fires in any batch, even once."""
-    first = torch.tensor([[[1.0, -1.0, 0.0, -2.0]]])
-    second = torch.tensor([[[-1.0, -1.0, 3.0, 0.0]]])
-    fired = fired_units(second, fired_units(first))
-    assert fired.tolist() == [True, False, True, False]
-    assert dead_unit_share(fired[None]).tolist() == [0.5]
-
-
 # -- attention entropy -----------------------------------------------------------------------------
-
-
-def reference_entropy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Materialised causal softmax attention, -sum p log p over p > 0, per (batch, head, query)."""
-    t, d = q.shape[-2], q.shape[-1]
-    mask = torch.full((t, t), float("-inf")).triu(1)
-    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(d) + mask, dim=-1)
-    plogp = torch.where(p > 0, p * p.log(), torch.zeros_like(p))
-    return -plogp.sum(-1)
-
-
-@pytest.mark.parametrize("t", [1, 2, 9])
-def test_head_entropy_matches_explicit_softmax(t):
-    g = torch.Generator().manual_seed(t)
-    q, k = torch.randn(3, 4, t, 8, generator=g) * 2, torch.randn(3, 4, t, 8, generator=g) * 2
-    ref = reference_entropy(q, k)  # (B, H, T)
-    assert ref[..., 0].abs().max() == 0  # the first query attends to itself only
-    torch.testing.assert_close(head_entropy(q, k, reduce_batch=False).double(), ref.mean(-1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(head_entropy(q, k).double(), ref.mean((0, 2)), atol=1e-5, rtol=1e-5)
-
-
-def test_uniform_causal_head_reaches_the_ceiling():
-    q, k = torch.zeros(1, 1, 128, 16), torch.randn(1, 1, 128, 16)
-    assert causal_uniform_entropy(128) == pytest.approx(3.878, abs=5e-4)
-    assert head_entropy(q, k).item() == pytest.approx(math.lgamma(129) / 128, rel=1e-5)
-
-
-def test_entropy_bands_both_definitions():
-    values = torch.tensor([0.0, 0.9, 1.0, 2.5, 3.9, 4.0])
-    assert entropy_bands(values, 4.0).tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 2 / 6])
-    # The paper's bands are relative to the largest head (3.0 here): [0, .75) [.75, 1.5) [1.5, 2.25) [2.25, 3]
-    paper = torch.tensor([0.1, 0.8, 1.4, 1.6, 2.3, 3.0])
-    assert entropy_bands(paper, paper.max()).tolist() == pytest.approx([1 / 6, 2 / 6, 1 / 6, 2 / 6])
 
 
 def test_probe_sees_the_attention_training_computes():

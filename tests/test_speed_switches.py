@@ -13,7 +13,6 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.plugins.precision import Precision
 
 from actsweep.stats import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
 from actsweep.stats import throughput
@@ -87,6 +86,19 @@ def test_compiled_training_keeps_hooks_and_clean_checkpoints(data, tmp_path, aot
     idx = data.probe_batch(2)
     with torch.no_grad():
         torch.testing.assert_close(restored(idx), module(idx), rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_adaptive_attention_tracks_logits_and_switches_like_eager(data, tmp_path, aot_eager):
+    """The logit bound is a buffer written inside the compiled graph; the switch recompiles once."""
+    losses, peaks = {}, {}
+    for compile in (False, True):
+        module = tiny(data, compile=compile, norm="none", exact_attention_above=1e-6)
+        trainer, logger = fit(module, data, tmp_path, max_steps=3, log_every_n_steps=2)
+        assert module.model.exact_attention  # switched at step 1, the first logging step: no more checks
+        losses[compile], peaks[compile] = logger.scalars["train/loss"], logger.scalars["attn/logit_bound"]
+    assert [s for s, _ in peaks[True]] == [s for s, _ in peaks[False]] == [1]
+    assert [v for _, v in peaks[True]] == pytest.approx([v for _, v in peaks[False]], rel=1e-4)
+    assert [v for _, v in losses[True]] == pytest.approx([v for _, v in losses[False]], rel=1e-4)
 
 
 def test_bf16_mixed_runs_on_cpu_close_to_fp32(data, tmp_path):
@@ -177,8 +189,9 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
     monkeypatch.setattr(throughput, "is_logging_step", lambda trainer: True)
     monkeypatch.setattr(throughput, "get_available_flops", lambda device, dtype: 1e9)
     logger = ScalarLogger()
-    trainer = SimpleNamespace(precision_plugin=Precision(), world_size=2, accumulate_grad_batches=3,
+    trainer = SimpleNamespace(precision="32-true", world_size=2, accumulate_grad_batches=3,
                               global_step=0, loggers=[logger], is_global_zero=True,
+                              lightning_module=SimpleNamespace(log_dict=lambda metrics, **options: None),
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)))
     module = SimpleNamespace(device=torch.device("xla"), model=SimpleNamespace(flops_per_token=lambda: 600.0))
     monitor = ThroughputMonitor()

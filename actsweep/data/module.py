@@ -19,8 +19,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from actsweep.data import cache, windows
+from actsweep.data.windows import SAMPLINGS
 from actsweep.data.sources import SPLITS, STDLIB, Corpus
-from actsweep.data.tokenizers import Tokenizer, check_tokenizer, get_tokenizer
+from actsweep.data.tokenizers import HF_PREFIX, Tokenizer, check_tokenizer, get_tokenizer
 from actsweep.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -32,11 +33,13 @@ class TextDataModule(L.LightningDataModule):
 
     Args:
         source: ``python-stdlib``, a local .txt/.jsonl/.parquet file, directory or glob, or a hub name.
-        tokenizer: ``gpt2`` or ``char``.
+        tokenizer: ``gpt2``, ``char``, or ``hf:NAME`` (a Hugging Face hub tokenizer, e.g.
+            ``hf:huggingface-course/code-search-net-tokenizer``) / ``hf:path/to/tokenizer.json``.
         block_size: tokens per input window (each window reads ``block_size + 1`` tokens).
         batch_size: windows per training step *per process*.
         val_batch_size: windows per validation batch (default ``batch_size``).
-        val_windows: validation windows, evenly spread over the val split (fewer if fewer fit).
+        val_windows: validation windows, evenly spread over the val split (fewer if fewer fit);
+            ``null``: every window of the val split (ReLU's Revival evaluated on all its chunks).
         probe_windows: validation windows in ``probe_batch()``.
         seed: seed of the training windows.
         windows: ``random`` — windows anywhere in the flat token stream, across document boundaries
@@ -44,6 +47,10 @@ class TextDataModule(L.LightningDataModule):
             each document, partial remainder dropped (ReLU's Revival's per-document chunks; needs a
             tokenizer with an end-of-text token, e.g. gpt2). Training draws distinct windows per step
             either way; validation spreads ``val_windows`` evenly over the val split's windows.
+        sampling: ``step`` — each step draws its windows afresh (with replacement across steps);
+            ``epoch`` — every window once per epoch, in a permuted order drawn from the seed (one
+            epoch over shuffled chunks, as ReLU's Revival's Trainer); ``random`` windows then sit on
+            a fixed non-overlapping grid. Both are pure functions of (seed, step, rank).
         text_column: column of .jsonl/.parquet/hub sources (default ``text`` / the dataset's own).
         separator: string ending each document in .txt files.
         val_source: source of the validation documents (default: split off ``source``).
@@ -61,10 +68,11 @@ class TextDataModule(L.LightningDataModule):
         block_size: int = 128,
         batch_size: int = 32,
         val_batch_size: int | None = None,
-        val_windows: int = 64,
+        val_windows: int | None = 64,
         probe_windows: int = 8,
         seed: int = 1337,
         windows: str = "random",
+        sampling: str = "step",
         text_column: str | None = None,
         separator: str = "<|endoftext|>",
         val_source: str | None = None,
@@ -78,11 +86,13 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         check_tokenizer(tokenizer)  # before anything is read
         for name, value in (("block_size", block_size), ("batch_size", batch_size),
-                            ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows)):
+                            ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows or 1)):
             if value < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if windows not in WINDOWS:
             raise ConfigError(f"unknown windows {windows!r}; valid values: {', '.join(WINDOWS)}")
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"unknown sampling {sampling!r}; valid values: {', '.join(SAMPLINGS)}")
         self.save_hyperparameters()
         self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,
@@ -95,6 +105,7 @@ class TextDataModule(L.LightningDataModule):
         self.probe_windows = probe_windows
         self.seed = seed
         self.windows = windows
+        self.sampling = sampling
         self.cache_dir = cache_dir
         self.pin_memory = pin_memory
         self._arrays: dict[str, cache.TokenArray] | None = None
@@ -116,10 +127,15 @@ class TextDataModule(L.LightningDataModule):
         return self.tokenizer.n_vocab
 
     def _cache_name(self, split: str) -> str:
-        """Readable and unique: source stem, tokenizer, split, hash of every corpus option."""
-        key = hashlib.sha256(self.corpus.describe().encode()).hexdigest()[:12]
+        """Readable and unique: source stem, tokenizer, split, hash of every corpus option (and of the
+        tokenizer file, for ``hf:`` tokenizers)."""
+        identity = self.corpus.describe()
+        if self.tokenizer_name.startswith(HF_PREFIX):
+            identity += " tokenizer:" + get_tokenizer(self.tokenizer_name).sha256
+        key = hashlib.sha256(identity.encode()).hexdigest()[:12]
         stem = re.sub(r"[^\w.-]+", "_", self.corpus.source.rstrip("/").split("/")[-1])[:40]
-        return f"{stem}-{self.tokenizer_name}-{split}-{key}"
+        tokenizer = re.sub(r"[^\w.-]+", "_", self.tokenizer_name.rstrip("/").split("/")[-1])[:40]
+        return f"{stem}-{tokenizer}-{split}-{key}"
 
     def _token_arrays(self) -> dict[str, cache.TokenArray]:
         """Train and val caches, loading (and tokenizing) the corpus at most once, only if needed."""
@@ -244,10 +260,10 @@ class TextDataModule(L.LightningDataModule):
         tokens, window = self._tokens("train"), self.block_size + 1
         if self.windows == "document":
             starts = windows.document_window_starts(self.seed, step, self._chunk_starts("train"),
-                                                    self.batch_size, rank, world_size)
+                                                    self.batch_size, rank, world_size, self.sampling)
         else:
             starts = windows.random_window_starts(self.seed, step, len(tokens), self.block_size,
-                                                  self.batch_size, rank, world_size)
+                                                  self.batch_size, rank, world_size, self.sampling)
         rows = self._gather(tokens, starts, window)
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 

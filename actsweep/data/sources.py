@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actsweep.data.hub import HUB_DATASETS, read_hub
+from actsweep.data.hub import HUB_DATASETS, documents_split, read_hub
 from actsweep.errors import ConfigError, MissingPathError
 
 STDLIB = "python-stdlib"
@@ -262,12 +262,12 @@ class Corpus:
     def _val_origin(self) -> tuple[str, str] | None:
         """(source, split) holding native validation documents, if any."""
         if self.val_source is not None:
-            return self.val_source, "train"
+            return self.val_source, documents_split(self.val_source)
         if self.split_by == "char":  # an explicit 90/10 cut of the text wins over a hub's own split
             return None
         known = HUB_DATASETS.get(self.source) if source_kind(self.source) == "hub" else None
         if known and known.val_source:
-            return known.val_source, "train"
+            return known.val_source, documents_split(known.val_source)
         if known and known.val_split:
             return self.source, known.val_split
         return None

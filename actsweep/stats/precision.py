@@ -16,12 +16,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from actsweep.stats.common import is_logging_step, publish
+from actsweep.stats.metrics import all_finite
 
 
 def gradients_finite(parameters) -> torch.Tensor:
-    """Device bool: every gradient is finite (the max-norm is NaN or inf otherwise, and cannot overflow)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return torch.nn.utils.get_total_norm(grads, float("inf")).isfinite() if grads else torch.ones((), dtype=torch.bool)
+    """Device bool: every gradient is finite."""
+    return all_finite(p.grad for p in parameters if p.grad is not None)
 
 
 class LossScaleMonitor(Callback):

@@ -17,14 +17,17 @@ import numpy as np
 import pandas as pd
 
 from actsweep.board import band_tag
+from actsweep.study.intervals import t_interval
+from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
-from actsweep.study.sweep import short, short_keys
+from actsweep.study.sweep import default_comparisons, short, short_keys
 from actsweep.study.figures import FIGURES, by_config
 from actsweep.study.logs import RunLog, read_runs
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {
     "val_loss": ("val/loss", 1), "val_ppl": ("val/ppl", 1), "train_loss": ("train/loss", 1),
+    "val_loss_se": ("val/loss_se", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
     "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
@@ -39,8 +42,8 @@ UNSTABLE_RULE = (
     "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
     "A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
-    "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
-    "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
+    "else Stable. Val loss and ppl: mean over the seeds that finished (Stable or Unstable) with its two-sided "
+    "95 % Student-t interval, n = their number; other columns: mean over the same seeds of the last logged value."
 )
 
 
@@ -68,13 +71,34 @@ def unstable_reason(scalars: dict[str, pd.Series]) -> str:
     return ""
 
 
+FORWARD_SITES = ("q", "k", "act", "resid")  # the order a value passes through a block
+
+
+def nonfinite_origin(scalars: dict[str, pd.Series]) -> str:
+    """Where a run first went non-finite, from `nonfinite/<site>/layer_i`: at the first step with any
+    count, the lowest layer and earliest site of the forward pass (`layer 2 (resid) at step 140`); if
+    the forward was finite there, the backward pass's first block, the highest with a non-finite
+    gradient. "" when nothing was ever non-finite."""
+    counts = {tag: s for tag, s in scalars.items() if tag.startswith("nonfinite/") and (s > 0).any()}
+    if not counts:
+        return ""
+    step = min(int(s.index[s > 0][0]) for s in counts.values())
+    hits = [(tag.split("/")[1], int(tag.rsplit("_", 1)[1])) for tag, s in counts.items() if s.get(step, 0) > 0]
+    forward = [(layer, FORWARD_SITES.index(site), site) for site, layer in hits if site in FORWARD_SITES]
+    if forward:
+        layer, _, site = min(forward)
+    else:
+        layer, site = max(layer for _, layer in hits), "grad"
+    return f"first non-finite: layer {layer} ({site}) at step {step}"
+
+
 def run_outcome(log: RunLog) -> tuple[str, str]:
     """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
     status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
     # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
     losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]
     if status == "diverged" or not all(map(math.isfinite, losses)):
-        return "Diverged", reason or "non-finite loss"
+        return "Diverged", "; ".join(filter(None, [reason or "non-finite loss", nonfinite_origin(log.scalars)]))
     if status != "finished":
         return status.capitalize(), reason
     why = unstable_reason(log.scalars)
@@ -139,9 +163,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
         row: dict[str, Any] = {"config": config, "label": group.label.iloc[0], "n": int(kept.val_loss.notna().sum())}
         for column in ("val_loss", "val_ppl"):
-            values = kept[column].dropna().to_numpy()
-            row[f"{column}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
                        "top_band_uniform_pct", "slope", "skipped_pct"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
@@ -165,9 +187,6 @@ def fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (float, int, np.number)) else str(value)
 
 
-def mean_std(row: pd.Series, column: str, digits: int) -> str:
-    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
-    return f"{mean:.{digits}f} ± {fmt(std, digits) or '—'}" if math.isfinite(mean) else ""
 
 
 def grid_value(value: Any) -> str:
@@ -179,8 +198,8 @@ def grid_value(value: Any) -> str:
 COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("label", "label", lambda r: fmt(r["label"], 0)),
     ("n", None, lambda r: str(r["n"])),
-    ("val loss", None, lambda r: mean_std(r, "val_loss", 3)),
-    ("ppl", None, lambda r: mean_std(r, "val_ppl", 2)),
+    ("val loss [95 % CI]", None, lambda r: r["val_loss"].text(3)),
+    ("ppl [95 % CI]", None, lambda r: r["val_ppl"].text(2)),
     ("inactive %", "inactive_pct", lambda r: fmt(r["inactive_pct"], 1)),
     ("dead units %", "dead_units_pct", lambda r: fmt(r["dead_units_pct"], 1)),
     ("act mean", "act_mean", lambda r: fmt(r["act_mean"], 3)),
@@ -214,6 +233,15 @@ def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
 # -- the report ------------------------------------------------------------------------------------
 
 
+def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, Any]]:
+    """The comparisons the sweep named (kept in each run.json), else one per grid key and value."""
+    named = next((log.info["comparisons"] for log in logs if log.info.get("comparisons")), None)
+    if named:
+        return named
+    return default_comparisons({k: [log.info["overrides"][k] for log in logs if k in log.info["overrides"]]
+                                for k in grid_keys})
+
+
 def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE) -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
@@ -227,6 +255,10 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
              "", markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
+    paired = paired_table(runs, comparisons_of(logs, grid_keys), grid_keys)
+    paired.to_csv(sweep_dir / "paired.csv", index=False)
+    if not paired.empty:
+        lines += ["## Paired differences", "", paired_markdown(paired), ""]
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
     odd = runs[~runs.status.isin(["Stable"])]
