@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from actsweep.stats.nonfinite import NonFiniteCounts, grad_nonfinite_counts, nonfinite_count
-from actsweep.study.report import nonfinite_origin
+from actsweep.study.outcomes import nonfinite_origin
 from helpers import ScalarLogger, tiny_modules, tiny_trainer
 
 

@@ -75,21 +75,6 @@ def test_figures_written(finished_sweep):
         assert f"]({name})" in (finished_sweep / "report.md").read_text()
 
 
-def series(values: list[float], every: int = 10) -> pd.Series:
-    return pd.Series(values, index=[every * (i + 1) for i in range(len(values))], dtype=float)
-
-
-@pytest.mark.parametrize("train, val, unstable", [
-    ([4.0, 3.0, 2.5, 2.4, 2.3], [3.0, 2.5], False),
-    ([4.0, 3.0, 2.5, 4.0, 2.3], [3.0, 2.5], True),  # a spike to 1.6x the running minimum
-    ([4.0, 3.0, 2.5, 2.4, 2.3], [2.5, 2.8], True),  # ends 12% above its best
-    ([9.0, 3.0, 2.5, 2.4, 2.3], [2.5, 2.5], False),  # high first loss is not a spike
-])
-def test_unstable_rule(train, val, unstable):
-    reason = report.unstable_reason({"train/loss": series(train), "val/loss": series(val, 25)})
-    assert bool(reason) == unstable
-
-
 def test_published_numbers_match_by_configuration():
     assert published_for("blog", {"model.lr": "1e-3", "model.activation": "gelu", "model.norm": "layernorm"})["val_loss"] == 0.85
     sm_g = published_for("revival", {"model.norm": "none", "model.activation": "gelu"})

@@ -14,6 +14,7 @@ from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
 from actsweep.stats.metrics import causal_uniform_entropy, entropy_bands, head_entropy
 from actsweep.stats.nonfinite import NonFiniteCounts
+from actsweep.stats.norms import NormStats
 from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
@@ -25,6 +26,7 @@ __all__ = [
     "FFNStats",
     "GradNorms",
     "NonFiniteCounts",
+    "NormStats",
     "LossScaleMonitor",
     "SlopeMonitor",
     "TensorBoardViews",

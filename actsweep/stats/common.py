@@ -82,17 +82,19 @@ def per_layer(tag: str, values: torch.Tensor, mean: bool = True) -> dict[str, to
 
 def publish(trainer: L.Trainer, metrics: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Move a callback's scalars to the host in ONE transfer, put them in `trainer.callback_metrics`
-    through `LightningModule.log_dict` (so `EarlyStopping` or `ModelCheckpoint` can monitor any
-    statistic) and write them to every logger at the step of `train/loss`.
+    (so `EarlyStopping` or `ModelCheckpoint` can monitor any statistic) and write them to every logger
+    at the step of `train/loss`.
 
     Host tensors, so Lightning needs no sync of its own per metric. Every process logs (a monitor needs
     the value on each; the values are already reduced). The loggers get the values straight from here,
-    not through `log_dict`: Lightning would write a step value again, stale, at every later logging
+    not through `self.log`: Lightning would write a step value again, stale, at every later logging
     step until it is logged anew, and statistics are not logged on every step."""
     if not metrics:
         return {}
     values = torch.stack([v.detach().reshape(()).float() for v in metrics.values()]).cpu()
-    trainer.lightning_module.log_dict(dict(zip(metrics, values.unbind())), logger=False, sync_dist=False)
+    # Into the (public, mutable) callback_metrics dict directly: `log_dict` costs ~1 ms of Python per
+    # metric (Lightning moves each one's accumulator to the device), 3-4% of a quickstart step.
+    trainer.callback_metrics.update(zip(metrics, values.unbind()))
     scalars = dict(zip(metrics, values.tolist()))
     if trainer.is_global_zero:
         step = logger_step(trainer)

@@ -42,10 +42,37 @@ class ActSweepCLI(LightningCLI):
             help="torch CPU threads (default: torch's own choice). Floating-point reductions depend on "
                  "it, so it is part of the run: the resolved value is written to config.yaml")
 
+        parser.add_argument(
+            "--global_batch_size", type=Optional[int], default=None,
+            help="sequences per optimizer step over all processes; when set, gradient accumulation is "
+                 "derived from it (global / (data.batch_size × processes)), so a study keeps its batch "
+                 "when the device count changes; refused when that is not a whole number")
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         threads = apply_threads(config.get("threads"))
         config.threads = threads  # recorded in the run's config.yaml
+
+    def before_fit(self) -> None:
+        """Derive accumulation from a named global batch, then record the effective global batch."""
+        trainer, data = self.trainer, self.datamodule
+        processes = trainer.num_devices * trainer.num_nodes
+        wanted = self.config[self.subcommand].get("global_batch_size")
+        if wanted is not None:
+            trainer.accumulate_grad_batches = accumulation_for(wanted, data.batch_size, processes)
+        effective = data.batch_size * processes * trainer.accumulate_grad_batches
+        for logger in trainer.loggers:
+            logger.log_metrics({"batch/global_size": effective, "batch/processes": processes}, step=0)
+
+
+def accumulation_for(global_batch: int, batch_size: int, processes: int) -> int:
+    """Micro-batches per optimizer step that make `global_batch` sequences, or a ConfigError."""
+    per_step = batch_size * processes
+    if global_batch < 1 or global_batch % per_step:
+        raise ConfigError(
+            f"global_batch_size {global_batch} is not a whole multiple of data.batch_size × processes = "
+            f"{batch_size} × {processes}; change --global_batch_size, --data.batch_size or the devices")
+    return global_batch // per_step
 
 
 def apply_threads(threads: int | None) -> int:

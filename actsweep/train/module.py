@@ -53,6 +53,7 @@ class ActSweepModule(L.LightningModule):
         weight_decay: float = 0.1,
         slope_weight_decay: float = 0.0,
         decay_scope: str = "matrices",
+        decay_norm_scalars: bool = False,
         adamw_kernel: str = "auto",
         schedule: str = "cosine",
         warmup: float = 0.0,
@@ -71,6 +72,8 @@ class ActSweepModule(L.LightningModule):
             slope_weight_decay: decay of learnable leaky-ReLU slopes (ReLU's Revival decayed them: 0.1).
             decay_scope: ``matrices`` (tensors of two or more dimensions; biases, norms get none) |
                 ``all`` (every parameter in one group, as the blog's code).
+            decay_norm_scalars: weight-decay the scalars of dyt/derf/dyisru norms and the embedding
+                scale (DyT's LLaMA code does; otherwise they get none, whatever ``decay_scope``).
             adamw_kernel: ``auto`` (fused on CUDA unless mixed precision clips or scales, then foreach)
                 | ``fused`` | ``foreach`` | ``for_loop``; see :mod:`actsweep.train.optim`.
             schedule: ``cosine`` | ``linear`` | ``constant`` after a linear warmup, to ``min_lr_ratio`` × ``lr``.
@@ -131,10 +134,12 @@ class ActSweepModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        # Logged only on the steps that reach the loggers, as the mean over processes (one all-reduce):
+        # `self.log` costs ~1 ms of Python per call (it moves its metric to the device each time).
         # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
-        # `actsweep.progress.LossProgressBar` shows it on refresh instead. The mean over processes
-        # (one all-reduce) only on the steps that reach the loggers; other steps keep the local loss.
-        self.log("train/loss", loss, sync_dist=self._reaches_loggers())
+        # `actsweep.progress.LossProgressBar` shows it on refresh instead.
+        if self._reaches_loggers():
+            self.log("train/loss", loss, sync_dist=True)
         return loss
 
     def _reaches_loggers(self) -> bool:
@@ -200,7 +205,7 @@ class ActSweepModule(L.LightningModule):
     def parameter_groups(self) -> list[dict]:
         hp = self.hparams
         return parameter_groups(self.model.named_parameters(), hp.weight_decay, hp.slope_weight_decay,
-                                hp.decay_scope)
+                                hp.decay_scope, hp.decay_norm_scalars)
 
     def configure_optimizers(self):
         hp = self.hparams
