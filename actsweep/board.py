@@ -90,6 +90,13 @@ LAYOUT = {
     "learnable slopes": {
         "slope per layer (mean over units)": ["Multiline", [r"slope/global", rf"slope/{LAYER}", rf"slope/{LAYER}/mean"]],
     },
+    "normalization-free norms": {
+        "saturated share per norm": ["Multiline", [r"norm/saturated/.*"]],
+        "learnable scalars per norm": ["Multiline", [r"norm/(alpha|shift|beta)/.*", r"norm/embedding_scale"]],
+    },
+    "non-finite values": {
+        "non-finite values per layer and site": ["Multiline", [rf"nonfinite/.*/{LAYER}"]],
+    },
 }
 
 

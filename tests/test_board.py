@@ -26,7 +26,8 @@ from helpers import write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 STATS = ["actsweep.stats.FFNStats", "actsweep.stats.GradNorms", "actsweep.stats.AttentionEntropy",
-         "actsweep.stats.SlopeMonitor", "actsweep.stats.TensorBoardViews"]
+         "actsweep.stats.SlopeMonitor", "actsweep.stats.NormStats", "actsweep.stats.NonFiniteCounts",
+         "actsweep.stats.TensorBoardViews"]
 
 
 def events(run_dir: Path):
@@ -65,9 +66,9 @@ def test_heatmap_figure_labels_layers_heads_nats_and_the_ceiling():
 
 @pytest.fixture(scope="module")
 def fit_dir(tmp_path_factory) -> Path:
-    """A tiny `actsweep fit` with every statistic and learnable per-layer slopes: its run folder."""
+    """A tiny `actsweep fit` with every statistic, learnable per-layer slopes and DyT norms: its run folder."""
     folder = tmp_path_factory.mktemp("views")
-    config = write_config(folder, model={"activation": "learnable_leaky_relu", "slope_scope": "layer"})
+    config = write_config(folder, model={"activation": "learnable_leaky_relu", "slope_scope": "layer", "norm": "dyt"})
     callbacks = [arg for name in STATS for arg in ("--trainer.callbacks+", name)]
     cli.main(["fit", "--config", str(config), "--trainer.max_steps", "4", "--trainer.val_check_interval", "2", *callbacks])
     (run_dir,) = (folder / "logs" / "tiny").iterdir()
@@ -84,7 +85,7 @@ def test_custom_scalars_layout_is_written_once_and_every_chart_has_series(fit_di
     for title, patterns in charts.items():
         shown = {t for t in scalars if any(re.fullmatch(p, t) for p in patterns)}
         assert shown, f"chart {title!r} has no series"
-        if "per layer" in title or "per block" in title:
+        if "per " in title:
             assert len(shown) >= 2, (title, shown)  # both layers on one chart
     per_layer = {t for t in scalars if re.search(r"/(layer|block)_\d+$", t) and not t.startswith("attn_heads/")}
     charted = {t for t in per_layer if any(re.fullmatch(p, t) for ps in charts.values() for p in ps)}
@@ -105,7 +106,7 @@ def test_fit_hparams_entry_has_settings_and_final_metrics_without_internals(fit_
     assert not [k for k in params if "._" in k or k.startswith("_")] and "model.compile" not in params
     (experiment,) = [data.experiment for tag, data in entries if tag == "_hparams_/experiment"]
     shown_first = {h.name for h in experiment.hparam_infos if h.differs}
-    assert shown_first == {"model.activation", "model.norm", "model.lr", "seed"}
+    assert shown_first == {"model.activation", "model.norm", "model.lr", "seed"} and params["model.norm"] == "dyt"
     assert {h.name for h in experiment.hparam_infos} == set(params)
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert metrics == [t for t in board.HPARAMS_METRICS if t in scalars]
