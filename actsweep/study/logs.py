@@ -3,6 +3,7 @@
 
 A resumed run has several event files in its folder (one per process start) that repeat the steps
 between the checkpoint and the interruption; they are merged with the later write winning per step.
+Tags that earlier versions wrote under other names are read under today's (`actsweep.board.RENAMED`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
+from actsweep.board import current_tag
 from actsweep.status import read_run_info, read_status
 from actsweep.study.sweep import number_or_text
 
@@ -23,14 +25,14 @@ def event_files(run_dir: str | Path) -> list[Path]:
 
 
 def read_scalars(run_dir: str | Path) -> dict[str, pd.Series]:
-    """Tag -> values indexed by step (sorted), merged over all event files of `run_dir`."""
+    """Tag (its current name) -> values indexed by step (sorted), merged over all event files of `run_dir`."""
     points: dict[str, dict[int, tuple[float, float]]] = {}
     for path in event_files(run_dir):
         # purge_orphaned_data would drop steps that a resumed run logs again; we merge them ourselves.
         acc = EventAccumulator(str(path), size_guidance={SCALARS: 0}, purge_orphaned_data=False)
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
-            steps = points.setdefault(tag, {})
+            steps = points.setdefault(current_tag(tag), {})
             for event in acc.Scalars(tag):
                 if event.step not in steps or event.wall_time >= steps[event.step][0]:
                     steps[event.step] = (event.wall_time, event.value)

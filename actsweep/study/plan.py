@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from actsweep import board
 from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
 from actsweep.status import read_run_info, read_status, write_run_info, write_status
 from actsweep.study.logs import read_scalars
 from actsweep.study.sweep import Run, Sweep, cli_value
 
 DONE = ("finished", "diverged")  # a diverged run is a result: never retried
-HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ffn/dead_units", "ffn/act_mean",
-                   "grad/norm", "attn/band_max/3", "attn/band_uniform/3", "slope/global")
 
 
 def run_dir_of(sweep: Sweep, run: Run, root: Path) -> Path:
@@ -79,24 +78,16 @@ def settle_status(run_dir: Path, returncode: int) -> dict:
 
 
 def write_hparams(run_dir: Path, run: Run) -> None:
-    """Put the run in TensorBoard's HParams view: its grid values and seed against its final metrics.
+    """Put the run in TensorBoard's HParams view, its grid values and seed against its final metrics,
+    unless the fit wrote its entry itself (`actsweep.stats.TensorBoardViews`, in every shipped config).
 
     Written once, when the run is done, into its own event file in the run's folder (so it is the
     same TensorBoard run); the metric values are the scalars the run already logged under those tags.
     """
-    if list(run_dir.glob("*.hparams")):
+    if board.has_hparams(run_dir):
         return
-    from torch.utils.tensorboard.summary import hparams
-    from torch.utils.tensorboard.writer import FileWriter
-
-    params = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in run.overrides.items()}
-    params.update(seed=run.seed, status=(read_status(run_dir) or {}).get("status", "unknown"))
-    tags = read_scalars(run_dir)
-    metrics = {tag: float(tags[tag].iloc[-1]) for tag in HPARAMS_METRICS if tag in tags}
-    writer = FileWriter(str(run_dir), filename_suffix=".hparams")
-    for summary in hparams(params, metrics):
-        writer.add_summary(summary)
-    writer.close()
+    params = {**run.overrides, "seed": run.seed, "status": (read_status(run_dir) or {}).get("status", "unknown")}
+    board.write_hparams(run_dir, params, read_scalars(run_dir), varied=[*run.overrides, "seed"])
 
 
 def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:
