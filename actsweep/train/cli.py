@@ -11,6 +11,7 @@ import torch
 from jsonargparse import DefaultHelpFormatter, set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ConfigError
@@ -59,8 +60,9 @@ class ActSweepCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         # One process per run folder, from before anything is written into it until this process exits.
+        # Under DDP the first process holds it for all: the others are its own children or srun tasks.
         folder = run_folder(config.trainer.logger)
-        if folder is not None:
+        if folder is not None and rank_zero_only.rank == 0:
             hold_run(folder)
         try:
             self.run_info = json.loads(config.get("run_info") or "null")
