@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+from actsweep.data.documents import Documents, arrow_documents
 from actsweep.errors import ActSweepError, ConfigError
 
 class DataSourceError(ActSweepError, RuntimeError):
@@ -80,7 +81,8 @@ def hub_cached(name: str) -> bool:
     ).exists()
 
 
-def read_hub(name: str, split: str, text_column: str | None) -> list[str]:
+def read_hub(name: str, split: str, text_column: str | None) -> Documents:
+    """The documents of a hub dataset's split, read on demand from its memory-mapped Arrow cache."""
     online = hub_reachable()
     if not online and not hub_cached(name):
         raise DataSourceError(
@@ -101,4 +103,4 @@ def read_hub(name: str, split: str, text_column: str | None) -> list[str]:
     if column not in dataset.column_names:
         raise ConfigError(f"hub dataset {name!r} has no text column {column!r}; columns: {dataset.column_names}; "
                           "pass --data.text_column <one of those>")
-    return list(dataset[column])
+    return arrow_documents(dataset, column)

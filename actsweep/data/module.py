@@ -163,7 +163,9 @@ class TextDataModule(L.LightningDataModule):
         return self._arrays
 
     def _new_tokenizer(self, documents: dict[str, list[str]]) -> Tokenizer:
-        return get_tokenizer(self.tokenizer_name, texts=documents["train"] + documents["val"] + documents["test"])
+        if self.tokenizer_name != "char":  # fixed vocabularies: no pass over the corpus
+            return get_tokenizer(self.tokenizer_name)
+        return get_tokenizer(self.tokenizer_name, texts=[*documents["train"], *documents["val"], *documents["test"]])
 
     def _split_documents(self, documents: Callable[[], dict[str, list[str]]], split: str) -> list[str]:
         docs: list[str] = documents()[split]

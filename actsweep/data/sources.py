@@ -20,11 +20,13 @@ import re
 import sys
 import sysconfig
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from actsweep.data.documents import Documents
 from actsweep.data.hub import HUB_DATASETS, documents_split, read_hub
 from actsweep.errors import ConfigError, MissingPathError
 
@@ -223,6 +225,8 @@ def read_documents(source: str, text_column: str | None = None, separator: str =
     else:
         docs = read_hub(source, split, text_column)
     decode.warn(source)
+    if isinstance(docs, Documents):  # a hub dataset: stays on disk, fixed as it is read
+        return docs.mapped(fix_mojibake)
     return [fix_mojibake(d) for d in docs]
 
 
@@ -337,8 +341,10 @@ class Corpus:
         return _split_documents(train, self.test_fraction)
 
 
-def _shuffled(docs: list[str]) -> list[str]:
+def _shuffled(docs: Sequence[str]) -> Sequence[str]:
     order = np.random.Generator(np.random.PCG64(SHUFFLE_SEED)).permutation(len(docs))
+    if isinstance(docs, Documents):
+        return docs.permuted(order)  # a view: nothing read
     return [docs[i] for i in order]
 
 
