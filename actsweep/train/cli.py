@@ -82,16 +82,14 @@ class ActSweepCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
-        """Derive accumulation from a named global batch, then record the effective global batch and
-        the run's sweep metadata (merged into what the launcher recorded: the run's CPUs and devices)."""
-        trainer, data = self.trainer, self.datamodule
-        processes = trainer.num_devices * trainer.num_nodes
+        """Derive accumulation from a named global batch (the module logs the effective one when
+        training starts) and record the run's sweep metadata (merged into what the launcher recorded:
+        the run's CPUs and devices)."""
+        trainer = self.trainer
         wanted = self.config[self.subcommand].get("global_batch_size")
         if wanted is not None:
-            trainer.accumulate_grad_batches = accumulation_for(wanted, data.batch_size, processes)
-        effective = data.batch_size * processes * trainer.accumulate_grad_batches
-        for logger in trainer.loggers:
-            logger.log_metrics({"batch/global_size": effective, "batch/processes": processes}, step=0)
+            processes = trainer.num_devices * trainer.num_nodes
+            trainer.accumulate_grad_batches = accumulation_for(wanted, self.datamodule.batch_size, processes)
         if self.run_info and trainer.log_dir:
             write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
 

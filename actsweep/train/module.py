@@ -121,6 +121,15 @@ class ActSweepModule(L.LightningModule):
         # `seed_everything` exports its seed; unseeded runs keep torch's own (random) one.
         self._dropout_seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 
+    def on_train_start(self) -> None:
+        # After the data's checks, so a refused fit has written nothing: the effective global batch.
+        trainer, processes = self.trainer, self.trainer.num_devices * self.trainer.num_nodes
+        batch = getattr(trainer.datamodule, "batch_size", None)
+        if batch is not None and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"batch/global_size": batch * processes * trainer.accumulate_grad_batches,
+                                    "batch/processes": processes}, step=0)
+
     def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Reseed torch from (seed, batch index, rank): dropout masks, like the training windows, are a
         pure function of the step, so a resumed run draws exactly the masks of an uninterrupted one
