@@ -1,9 +1,13 @@
-"""Write a file so that readers see the old content or the new, never half of it."""
+"""Write a file so that readers see the old content or the new, never half of it; checksums of files."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+
+HASH_BLOCK = 1 << 24
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -18,3 +22,46 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def write_checksum(written: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the fsync'd file `written` over `path`, recording its sha256 in `<path>.sha256`.
+
+    The record lists the new digest and the one before, and is written before the rename: a kill
+    between the two leaves the old file, which still matches, never a file without its digest."""
+    written, path = Path(written), Path(path)
+    with open(written, "rb+") as f:
+        os.fsync(f.fileno())
+    record = checksum_path(path)
+    try:
+        before = json.loads(record.read_text())["sha256"][:1]
+    except (OSError, ValueError, KeyError, TypeError):
+        before = []
+    write_atomic(record, json.dumps({"sha256": [sha256_file(written), *before]}).encode())
+    os.replace(written, path)
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """'damaged (…)' when `path` does not match its recorded sha256; None when it does or none was recorded."""
+    record = checksum_path(path)
+    if not record.exists():
+        return None
+    try:
+        digests = json.loads(record.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"damaged (unreadable checksum record {record.name})"
+    if sha256_file(path) not in digests:
+        return f"damaged (sha256 differs from the one recorded in {record.name} when it was written)"
+    return None

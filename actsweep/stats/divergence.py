@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step
@@ -45,7 +46,7 @@ class DivergenceGuard(Callback):
     """Stops the run at the first non-finite training loss and writes `status.json` to `trainer.log_dir`.
 
     Statuses: "running" at fit start, "finished" at fit end, "diverged" (with the first non-finite
-    step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C). Under
+    step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C, SIGTERM). Under
     DDP the flag is reduced across processes (all stop together); rank 0 writes the file.
 
     Args:
@@ -101,7 +102,7 @@ class DivergenceGuard(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self.diverged_at is not None:
             return
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "crashed"
+        status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "crashed"
         self._write(trainer, status, trainer.global_step, f"{type(exception).__name__}: {exception}")
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, weights: bool) -> None:

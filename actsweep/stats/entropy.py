@@ -58,8 +58,12 @@ def head_entropy(q: torch.Tensor, k: torch.Tensor, reduce_batch: bool = True) ->
 
 
 def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tensor:
-    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive)."""
-    band = (values.flatten().float() / top * N_BANDS).floor().clamp(0, N_BANDS - 1).long()
+    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive);
+    all NaN when a value or `top` is not finite (a diverged model has no bands, and says so)."""
+    scaled = values.flatten().float() / top * N_BANDS
+    if not scaled.isfinite().all():
+        return torch.full((N_BANDS,), float("nan"))
+    band = scaled.floor().clamp(0, N_BANDS - 1).long()
     return torch.bincount(band, minlength=N_BANDS).float() / band.numel()
 
 
@@ -130,7 +134,7 @@ def heatmap_image(ent: torch.Tensor, top: float, cell: int = 16) -> torch.Tensor
     from matplotlib import colormaps
 
     lut = torch.from_numpy(colormaps["viridis"](torch.linspace(0, 1, 256).numpy())[:, :3]).float()
-    level = (ent.float().cpu() / top).clamp(0, 1).mul(255).round().long()
+    level = (ent.float().cpu() / top).nan_to_num(0.0).clamp(0, 1).mul(255).round().long()  # NaN: the bottom colour
     rgb = lut[level].permute(2, 0, 1).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
     return rgb.mul(255).round().to(torch.uint8)
 
@@ -196,4 +200,6 @@ class AttentionEntropy(Callback):
         if writer is not None:
             step = logger_step(trainer)
             writer.add_image("attn/entropy_heatmap", heatmap_image(ent, causal_uniform_entropy(T)), step)
-            writer.add_histogram("attn/head_entropy", ent.flatten(), step)
+            finite = ent[ent.isfinite()]
+            if finite.numel():  # a histogram of NaNs cannot be drawn; the scalars say NaN
+                writer.add_histogram("attn/head_entropy", finite, step)

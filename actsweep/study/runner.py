@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from actsweep.errors import ConfigError
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
 from actsweep.study.sweep import Run, Sweep, SweepError, cli_value, load_sweep
@@ -194,8 +195,15 @@ def summary(results: dict[str, dict], launched: int) -> str:
     return "\n".join(lines)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are bad input too: one line, not a usage dump."""
+
+    def error(self, message: str):
+        raise SweepError(f"{message} (see actsweep sweep --help)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actsweep sweep", description=__doc__,
+    parser = OneLineParser(prog="actsweep sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--jobs", type=int, default=1,
@@ -203,14 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print one fit command per pending run; run nothing")
     parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+        if args.jobs < 1:
+            raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
         sweep = load_sweep(args.sweep_file)
-    except SweepError as err:
-        print(f"actsweep sweep: error: {err}", file=sys.stderr)
+        from actsweep.train.cli import check_fit_args  # Lightning: only once the file itself is sound
+
+        check_fit_args({run.name: fit_command(sweep, run, args.root)[4:] for run in sweep.runs()})
+    except ConfigError as err:
+        print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
     if args.dry_run:
         for run in sweep.runs():
             action, ckpt = plan(args.root / sweep.name / run.name)

@@ -1,15 +1,23 @@
-"""LightningCLI for actsweep: `fit`, `validate`, `test` with data sizes linked into the model."""
+"""LightningCLI for actsweep: `fit`, `validate`, `test` with data sizes linked into the model.
+
+Bad input is refused before anything is written: parse errors become one line, a `--ckpt_path` is
+checked (present, intact, its model settings those of the command line), and a fit never enters a
+run folder that already holds a finished or diverged run.
+"""
 
 from __future__ import annotations
 
 from argparse import RawDescriptionHelpFormatter
 
-from jsonargparse import DefaultHelpFormatter, set_parsing_settings
+from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settings
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from actsweep.data.module import TextDataModule
+from actsweep.errors import ConfigError
+from actsweep.status import read_status
+from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
 from actsweep.train.module import ActSweepModule
-
 
 DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x attention in small GPTs.
 
@@ -17,6 +25,8 @@ DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x att
   actsweep validate|test --config ... --ckpt_path ...                           evaluate a checkpoint
   actsweep sweep configs/sweeps/quickstart.yaml [--jobs N] [--dry-run]          run a grid, resumably
   actsweep report lightning_logs/sweeps/quickstart                              tables and figures"""
+SUBCOMMANDS = ("fit", "validate", "test")
+DONE = ("finished", "diverged")
 
 
 class HelpFormatter(DefaultHelpFormatter, RawDescriptionHelpFormatter):
@@ -27,7 +37,7 @@ class ActSweepCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         # No `predict`: the module has no predict step.
-        return {k: v for k, v in LightningCLI.subcommands().items() if k != "predict"}
+        return {k: v for k, v in LightningCLI.subcommands().items() if k in SUBCOMMANDS}
 
     def add_arguments_to_parser(self, parser) -> None:
         # Sizes come from the data; the model never repeats them.
@@ -35,15 +45,77 @@ class ActSweepCLI(LightningCLI):
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
 
+    def _parse_ckpt_path(self) -> None:
+        """Check `--ckpt_path` instead of Lightning's default, which silently replaces the command
+        line's model settings by the checkpoint's: here a contradiction is refused, listed."""
+        subcommand = self.config.get("subcommand")
+        path = subcommand and self.config[subcommand].get("ckpt_path")
+        if not path or path in SPECIAL_PATHS:
+            return
+        saved = load_checked(path).get("hyper_parameters", {})
+        differences = setting_differences(saved, self.config[subcommand].model)
+        if differences:
+            raise ConfigError(f"--ckpt_path {path} was trained with other model settings ({'; '.join(differences)}); "
+                              "use the run's own config.yaml, or drop --ckpt_path to start afresh")
 
-def run_cli(args: list[str] | None = None) -> ActSweepCLI:
+    def instantiate_trainer(self, **kwargs):
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # Lightning's word for bad trainer settings
+            raise ConfigError(f"trainer settings: {err}") from err
+
+    def before_fit(self) -> None:
+        """Finished work is never overwritten: a fit (not a resume) into a done run folder is refused."""
+        log_dir = self.trainer.log_dir
+        status = log_dir and (read_status(log_dir) or {}).get("status")
+        if status in DONE and not self.config.fit.get("ckpt_path"):
+            raise ConfigError(f"{log_dir} already holds a {status} run; choose another "
+                              "--trainer.logger.version (or name), or delete that folder to run it again")
+
+
+def one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def cli_kwargs() -> dict:
     # GPTConfig documents each field with an attribute docstring: that is the option's help.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    return ActSweepCLI(
-        ActSweepModule,
-        TextDataModule,
+    strict = {"exit_on_error": False}  # parse errors raise, and become one line
+    return dict(
+        model_class=ActSweepModule,
+        datamodule_class=TextDataModule,
         seed_everything_default=1337,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter},
-        args=args,
+        parser_kwargs={"description": DESCRIPTION, "formatter_class": HelpFormatter, **strict,
+                       **{name: strict for name in SUBCOMMANDS}},
     )
+
+
+def run_cli(args: list[str] | None = None) -> ActSweepCLI:
+    try:
+        return ActSweepCLI(**cli_kwargs(), args=args)
+    except ArgumentError as err:
+        raise ConfigError(one_line(err)) from err
+
+
+class _Parser(Exception):
+    """Carries the CLI's parser out of its constructor, before anything is parsed or built."""
+
+
+class _ParserOnly(ActSweepCLI):
+    def parse_arguments(self, parser, args) -> None:
+        raise _Parser(parser)
+
+
+def check_fit_args(runs: dict[str, list[str]]) -> None:
+    """Parse every run's `fit` arguments (name -> argv after `fit`) as `actsweep fit` would, building
+    nothing: an unknown key or a value of the wrong type is refused, naming the run, before any runs."""
+    try:
+        _ParserOnly(**cli_kwargs(), args=[])
+    except _Parser as built:
+        parser = built.args[0]
+    for name, args in runs.items():
+        try:
+            parser.parse_args(["fit", *args])
+        except ArgumentError as err:
+            raise ConfigError(f"run {name} would not start: {one_line(err)}") from err

@@ -8,6 +8,7 @@ into `GPTConfig`), so `--model.activation`, `--model.norm` and `--model.lr` sit 
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -19,7 +20,29 @@ from torchmetrics import SumMetric
 
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.train.schedules import build_schedule
+from actsweep.errors import ConfigError
+from actsweep.train.schedules import build_schedule, check_schedule
+
+
+def check_optimizer_settings(lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                             slope_weight_decay: float, schedule: str, warmup: float, min_lr_ratio: float) -> None:
+    """Refuse, before anything is built or written, settings that AdamW or the schedule would reject
+    mid-run or silently train with (lr 0, a negative decay)."""
+    named = {"lr": lr, "eps": eps, "weight_decay": weight_decay, "slope_weight_decay": slope_weight_decay,
+             "warmup": warmup, "min_lr_ratio": min_lr_ratio}
+    for name, value in [*named.items(), ("betas", betas[0]), ("betas", betas[1])]:
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+    if lr <= 0 or eps <= 0:
+        raise ConfigError(f"lr and eps must be positive, got lr={lr}, eps={eps}")
+    if not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"betas must both lie in [0, 1), got {tuple(betas)}")
+    for name in ("weight_decay", "slope_weight_decay", "warmup"):
+        if named[name] < 0:
+            raise ConfigError(f"{name} must be >= 0, got {named[name]}")
+    if not 0 <= min_lr_ratio <= 1:
+        raise ConfigError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+    check_schedule(schedule)
 
 
 class ActSweepModule(L.LightningModule):
@@ -52,6 +75,7 @@ class ActSweepModule(L.LightningModule):
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        check_optimizer_settings(lr, betas, eps, weight_decay, slope_weight_decay, schedule, warmup, min_lr_ratio)
         self.save_hyperparameters()
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
