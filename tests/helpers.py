@@ -31,7 +31,7 @@ CONFIG = {
         "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                    "init_args": {"save_dir": "logs", "name": "tiny"}},
         "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            {"class_path": "actsweep.train.checkpoints.ValidatedCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 5}},
             "actsweep.stats.DivergenceGuard",
         ],
@@ -83,7 +83,7 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def fit_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one-line error of a run that must fail as bad input (exit status 2)."""
     code, err = run_main(args, capsys)
-    lines = [line for line in err.splitlines() if line.startswith(("actsweep: error:", "actsweep sweep: error:"))]
+    lines = [line for line in err.splitlines() if line.startswith("actsweep: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -159,7 +159,7 @@ SWEEP_BASE = {
         "enable_progress_bar": False, "enable_model_summary": False,
         "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "unused"}},
         "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            {"class_path": "actsweep.train.checkpoints.ValidatedCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
             "actsweep.stats.DivergenceGuard", "actsweep.stats.FFNStats", "actsweep.stats.GradNorms",
             "actsweep.stats.AttentionEntropy", "actsweep.stats.SlopeMonitor",

@@ -175,3 +175,16 @@ def test_cli_dispatches_sweep(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["sweep", str(tmp_path / "bad.yaml")])
     assert exit_info.value.code == 2 and "'base' is missing or empty" in capsys.readouterr().err
+
+
+def test_numbers_do_not_depend_on_jobs(finished_sweep, tmp_path):
+    """The shared sweep ran with --jobs 2; the same sweep with --jobs 1 logs bit-identical numbers."""
+    import pandas as pd
+
+    sweep_file = finished_sweep.parent.parent / "sweep.yaml"
+    assert runner.main([str(sweep_file), "--root", str(tmp_path / "one"), "--jobs", "1"]) == 0
+    two = pd.read_csv(finished_sweep / "results.csv").set_index("run").sort_index()
+    one = pd.read_csv(tmp_path / "one" / "tiny" / "results.csv").set_index("run").sort_index()
+    numbers = [c for c in two.columns if pd.api.types.is_float_dtype(two[c]) and c != "tokens_per_sec"]
+    assert "val_loss" in numbers and "grad_norm" in numbers
+    pd.testing.assert_frame_equal(one[numbers], two[numbers], check_exact=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Protocol
 
@@ -18,6 +17,7 @@ import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import r50k_pat_str
 from actsweep.errors import ConfigError
+from actsweep.resources import usable_cpus
 
 # sha256 of GPT-2's files, as pinned by tiktoken itself in tiktoken_ext/openai_public.py.
 VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
@@ -84,7 +84,7 @@ class GPT2Tokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         """Encode in parallel on all cores; special-token text inside documents stays ordinary text."""
-        batch = self.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
+        batch = self.encoding.encode_ordinary_batch(texts, num_threads=len(usable_cpus()))
         for ids in batch:
             ids.append(self.encoding.eot_token)
         return batch

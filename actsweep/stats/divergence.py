@@ -43,7 +43,8 @@ def weights_finite(model: nn.Module) -> torch.Tensor:
 
 
 class DivergenceGuard(Callback):
-    """Stops the run at the first non-finite training loss and writes `status.json` to `trainer.log_dir`.
+    """Stops the run at the first non-finite training loss or validation loss and writes `status.json`
+    to `trainer.log_dir`.
 
     Statuses: "running" at fit start, "finished" at fit end, "diverged" (with the first non-finite
     step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C, SIGTERM). Under
@@ -87,6 +88,9 @@ class DivergenceGuard(Callback):
         value = trainer.callback_metrics.get(self.val_metric)
         if value is not None and math.isfinite(float(value)):
             self._val_loss = float(value)
+        elif value is not None and self.diverged_at is None:  # the same on every process: a reduced metric
+            step = logger_step(trainer)
+            self._diverge(trainer, step, f"non-finite {self.val_metric} at step {step}")
         self._check(trainer, pl_module, weights=True)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -116,14 +120,18 @@ class DivergenceGuard(Callback):
         first = all_reduce_(torch.stack(flags), "min").tolist()
         if min(first) == _NEVER:
             return
-        self.diverged_at = min(first)
-        what = "training loss" if first[0] == self.diverged_at else "weights"
+        step = min(first)
+        what = "training loss" if first[0] == step else "weights"
+        self._diverge(trainer, step, f"non-finite {what} at step {step}")
+
+    def _diverge(self, trainer: L.Trainer, step: int, reason: str) -> None:
+        """Stop, take the checkpoint callbacks out (so nothing of this state is saved) and record it."""
+        self.diverged_at = step
         trainer.should_stop = True
         self.held_checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, Checkpoint)]
         trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, Checkpoint)]
-        reason = f"non-finite {what} at step {self.diverged_at}"
         rank_zero_warn(f"DivergenceGuard: {reason}; stopping, no checkpoint of this state is saved")
-        self._write(trainer, "diverged", self.diverged_at, reason)
+        self._write(trainer, "diverged", step, reason)
 
     def _write(self, trainer: L.Trainer, status: str, step: int, reason: str = "") -> None:
         if trainer.is_global_zero and self._log_dir is not None:

@@ -8,24 +8,18 @@ files) and writes `report.md`, `results.csv` (one row per run) and PNG figures i
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from actsweep.study.published import published_for  # noqa: E402
-from actsweep.status import read_status  # noqa: E402
-from actsweep.study.sweep import short, short_keys  # noqa: E402
-from actsweep.study.logs import event_files, read_scalars  # noqa: E402
+from actsweep.study.published import published_for
+from actsweep.study.sweep import short, short_keys
+from actsweep.study.figures import FIGURES, by_config
+from actsweep.study.logs import RunLog, read_runs
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {
@@ -40,35 +34,12 @@ UNSTABLE_RULE = (
     f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
     f"{END_FACTOR - 1:.0%}, or when, after the first {SPIKE_AFTER:.0%} of its steps, a logged train loss "
     f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike). A run is **Diverged** when "
-    "its loss became non-finite (the run stops there and is not retried). A configuration is Diverged if "
+    "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
+    "A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
     "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
     "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
 )
-BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
-
-
-@dataclass
-class RunLog:
-    """Everything the report knows about one run folder."""
-
-    dir: Path
-    info: dict[str, Any]  # run.json: name, config, overrides, seed, label, fixed, study
-    status: dict[str, Any]
-    scalars: dict[str, pd.Series]
-
-
-def read_runs(sweep_dir: str | Path) -> list[RunLog]:
-    """Run folders of a sweep (those with event files or a status), in the sweep's order."""
-    logs = []
-    for run_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
-        if not event_files(run_dir) and read_status(run_dir) is None:
-            continue
-        info_file = run_dir / "run.json"
-        info = json.loads(info_file.read_text()) if info_file.is_file() else {
-            "name": run_dir.name, "config": run_dir.name, "overrides": {}, "seed": None}
-        logs.append(RunLog(run_dir, info, read_status(run_dir) or {}, read_scalars(run_dir)))
-    return sorted(logs, key=lambda log: log.info.get("index", 0))
 
 
 def final_slope(scalars: dict[str, pd.Series]) -> float:
@@ -98,7 +69,8 @@ def unstable_reason(scalars: dict[str, pd.Series]) -> str:
 def run_outcome(log: RunLog) -> tuple[str, str]:
     """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
     status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
-    losses = [log.scalars[t].iloc[-1] for t in ("train/loss", "val/loss") if t in log.scalars]
+    # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
+    losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]
     if status == "diverged" or not all(map(math.isfinite, losses)):
         return "Diverged", reason or "non-finite loss"
     if status != "finished":
@@ -216,123 +188,6 @@ def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
     lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(f(row) for _, f in columns) + " |" for _, row in summary.iterrows()]
     return "\n".join(lines)
-
-
-# -- figures ---------------------------------------------------------------------------------------
-
-
-def by_config(logs: list[RunLog]) -> dict[str, list[RunLog]]:
-    groups: dict[str, list[RunLog]] = {}
-    for log in logs:
-        groups.setdefault(log.info.get("label") or log.info["config"], []).append(log)
-    return groups
-
-
-def mean_curve(logs: list[RunLog], tag: str) -> pd.DataFrame | None:
-    """Mean and std over seeds of a tag, on the steps the seeds share."""
-    series = [log.scalars[tag] for log in logs if tag in log.scalars]
-    if not series:
-        return None
-    frame = pd.concat(series, axis=1, join="inner")
-    return pd.DataFrame({"mean": frame.mean(axis=1), "std": frame.std(axis=1, ddof=1).fillna(0.0)})
-
-
-def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, logs in groups.items():
-        curve = mean_curve(logs, "val/loss")
-        if curve is None:
-            continue
-        ax.plot(curve.index, curve["mean"], marker=".", label=f"{name} (n={len(logs)})")
-        ax.fill_between(curve.index, curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.2)
-    return save(fig, ax, path, "step", "val loss (mean ± std over seeds)")
-
-
-def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    """Share of heads per entropy band, like the paper's histograms, under both definitions."""
-    measured = {name: logs for name, logs in groups.items() if any("attn/band_max/3" in log.scalars for log in logs)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    width = 0.8 / max(len(measured), 1)
-    for ax, (kind, title) in zip(axes, [("max", "relative to the largest head entropy m (paper)"),
-                                        ("uniform", "relative to ln(T!)/T (uniform ceiling)")]):
-        for i, (name, logs) in enumerate(measured.items()):
-            shares = [last_mean(logs, f"attn/band_{kind}/{b}") * 100 for b in range(4)]
-            ax.bar(np.arange(4) + i * width, shares, width, label=name)
-        ax.set_xticks(np.arange(4) + width * (len(measured) - 1) / 2, BANDS)
-        ax.set_title(title, fontsize=9)
-    axes[0].set_ylabel("% of heads")
-    return save(fig, axes[-1], path, "entropy band", None)
-
-
-def plot_heatmaps(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    """Per-head entropy (layers × heads) at the last probe, mean over seeds, one panel per config."""
-    maps = {name: head_entropy(logs) for name, logs in groups.items()}
-    maps = {name: m for name, m in maps.items() if m is not None}
-    if not maps:
-        return False
-    fig, axes = plt.subplots(1, len(maps), figsize=(3 * len(maps) + 1.5, 3.4), squeeze=False, layout="constrained")
-    vmax = max(np.nanmax(m) for m in maps.values())
-    for ax, (name, grid) in zip(axes[0], maps.items()):
-        image = ax.imshow(grid, vmin=0, vmax=vmax, cmap="viridis", aspect="auto")
-        ax.set(xlabel="head", xticks=range(grid.shape[1]), yticks=range(grid.shape[0]))
-        ax.set_title(name, fontsize=8)
-    axes[0, 0].set_ylabel("layer")
-    fig.colorbar(image, ax=axes[0].tolist(), label="entropy (nats)")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_slopes(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, logs in groups.items():
-        tags = sorted(t for t in logs[0].scalars if t.startswith("slope/") and not t.endswith("/std"))
-        for tag in tags:
-            curve = mean_curve(logs, tag)
-            ax.plot(curve.index, curve["mean"], label=f"{name} {tag.removeprefix('slope/')}")
-    return save(fig, ax, path, "step", "learnable slope (mean over seeds)")
-
-
-def last_mean(logs: list[RunLog], tag: str) -> float:
-    values = [log.scalars[tag].iloc[-1] for log in logs if tag in log.scalars]
-    return float(np.mean(values)) if values else 0.0
-
-
-def head_entropy(logs: list[RunLog]) -> np.ndarray | None:
-    """(layers, heads) of the last `attn/head_entropy/layer_i/head_j`, mean over seeds."""
-    cells = {}
-    for tag in logs[0].scalars:
-        parts = tag.split("/")
-        if tag.startswith("attn/head_entropy/") and len(parts) == 4:
-            cells[int(parts[2].removeprefix("layer_")), int(parts[3].removeprefix("head_"))] = last_mean(logs, tag)
-    if not cells:
-        return None
-    grid = np.full((max(i for i, _ in cells) + 1, max(j for _, j in cells) + 1), np.nan)
-    for (i, j), value in cells.items():
-        grid[i, j] = value
-    return grid
-
-
-def save(fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ylabel: str | None) -> bool:
-    """Save a figure if anything was drawn on it; figures without data are left out."""
-    drawn = any(a.has_data() for a in fig.axes)
-    if drawn:
-        ax.set_xlabel(xlabel)
-        if ylabel:
-            ax.set_ylabel(ylabel)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return drawn
-
-
-FIGURES = {
-    "val_loss.png": ("Validation loss", plot_val_loss),
-    "entropy_bands.png": ("Attention entropy bands (last probe)", plot_bands),
-    "head_entropy.png": ("Per-head attention entropy (last probe)", plot_heatmaps),
-    "slopes.png": ("Learnable slopes", plot_slopes),
-}
 
 
 # -- the report ------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import shlex
 import shutil
 import subprocess
@@ -20,10 +21,12 @@ from pathlib import Path
 from typing import Callable
 
 from actsweep.errors import ConfigError
+from actsweep.resources import Slot, plan_slots, usable_cpus, visible_accelerators
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
 from actsweep.study.sweep import Run, Sweep, SweepError, cli_value, load_sweep
 
+PIN_VARIABLE = "ACTSWEEP_CPUS"  # the CPUs of a job's slot, for the pre-exec pinning
 DONE = ("finished", "diverged")  # a diverged run is a result: never retried
 HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ffn/dead_units", "ffn/act_mean",
                    "grad/norm", "attn/band_max/3", "attn/band_uniform/3", "slope/global")
@@ -38,6 +41,7 @@ def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) 
         args += [f"--{key}", cli_value(value)]
     args += [
         "--seed_everything", str(run.seed),
+        "--threads", str(sweep.threads),
         "--trainer.logger.save_dir", str(root),
         "--trainer.logger.name", sweep.name,
         "--trainer.logger.version", run.name,
@@ -59,12 +63,21 @@ def plan(run_dir: Path) -> tuple[str, Path | None]:
 Launcher = Callable[[list[str], Path, dict[str, str]], int]
 
 
+def pin_to(env: dict[str, str]) -> Callable[[], None] | None:
+    """A pre-exec function that confines the child to its slot's CPUs (named in `env`), if any."""
+    cpus = {int(c) for c in env.get(PIN_VARIABLE, "").split(",") if c}
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
     """One fit in its own process, its output appended to `<run_dir>/fit.log`."""
     with open(run_dir / "fit.log", "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              preexec_fn=pin_to(env)).returncode
 
 
 def settle_status(run_dir: Path, returncode: int) -> dict:
@@ -135,12 +148,19 @@ class Progress:
             print(f"      {status.get('status')} {name} in {clock(seconds)}{reason}", flush=True)
 
 
-def child_env(jobs: int) -> dict[str, str]:
-    """Share the cores: jobs × threads per job ≤ cores (a user's own OMP_NUM_THREADS wins)."""
-    env = dict(os.environ)
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+def slots_for(sweep: Sweep, jobs: int) -> list[Slot]:
+    """One slot per concurrent job: its own CPUs (`sweep.threads` of them) and its own accelerators."""
+    devices = visible_accelerators()
+    per_run = sweep.devices_per_run if sweep.devices_per_run is not None else int(bool(devices))
+    return plan_slots(jobs, sweep.threads, per_run, usable_cpus(), devices)
+
+
+def child_env(slot: Slot, threads: int) -> dict[str, str]:
+    """The environment of a fit in `slot`: its devices, its CPUs (applied by `launch_fit`) and thread
+    pools sized to the run's own thread count, so the numbers never depend on `--jobs`."""
+    env = {**os.environ, **slot.env(), PIN_VARIABLE: ",".join(map(str, slot.cpus))}
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(var, threads)
+        env[var] = str(threads)
     return env
 
 
@@ -155,9 +175,18 @@ def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch
             results[run.name] = read_status(run_dir) or {}
         else:
             todo.append(run)
-    progress, env = Progress(len(todo), jobs), child_env(jobs)
+    progress, free = Progress(len(todo), jobs), queue.SimpleQueue()
+    for slot in slots_for(sweep, jobs):
+        free.put(slot)
 
     def execute(run: Run) -> None:
+        slot = free.get()
+        try:
+            run_in(run, slot)
+        finally:
+            free.put(slot)
+
+    def run_in(run: Run, slot: Slot) -> None:
         run_dir = root / sweep.name / run.name
         action, ckpt = plan(run_dir)
         if action == "start" and run_dir.exists():
@@ -165,10 +194,11 @@ def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run.json").write_text(json.dumps(
             {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
-             "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study}, indent=1))
+             "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
+             "threads": sweep.threads, "cpus": list(slot.cpus), "devices": list(slot.devices)}, indent=1))
         progress.start(run.name, "resuming" if ckpt else "running")
         t0 = time.monotonic()
-        status = settle_status(run_dir, launch(fit_command(sweep, run, root, ckpt), run_dir, env))
+        status = settle_status(run_dir, launch(fit_command(sweep, run, root, ckpt), run_dir, child_env(slot, sweep.threads)))
         if status["status"] in DONE:
             write_hparams(run_dir, run)
         results[run.name] = status
@@ -204,10 +234,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="actsweep sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--jobs", type=int, default=1,
-                        help="runs at a time; each gets cores//jobs torch threads (keep jobs × threads ≤ cores)")
+                        help="runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
     parser.add_argument("--dry-run", action="store_true", help="print one fit command per pending run; run nothing")
     parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
@@ -228,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
             if action != "skip":
                 print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, ckpt)[3:]]))
         return 0
+    try:
+        slots_for(sweep, args.jobs)  # refuse a sweep that does not fit the machine before running anything
+    except ConfigError as err:
+        print(f"actsweep: error: {err}", file=sys.stderr)
+        return 2
     try:
         pending = sum(plan(args.root / sweep.name / r.name)[0] != "skip" for r in sweep.runs())
         results = run_sweep(sweep, args.root, args.jobs)

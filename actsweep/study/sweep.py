@@ -13,6 +13,10 @@ A sweep file (YAML)::
     study: blog                      # optional: blog | revival, published numbers in the report
     labels:                          # optional: a display name for the runs matching some values
       SM+LN+G: {model.norm: layernorm, model.activation: gelu}
+    comparisons:                     # optional: paired differences a − b of the report (default: for
+      - {key: model.activation, a: relu, b: gelu}   # each grid key, every value against the first)
+    threads: 1                       # optional: torch threads per run (recorded in the run's config)
+    devices_per_run: 1               # optional: accelerators per run (default 1 where any is visible)
 
 Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
 """
@@ -31,7 +35,8 @@ import yaml
 from actsweep.errors import ConfigError
 from actsweep.study.published import STUDIES
 
-KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False}
+KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False,
+        "threads": False, "devices_per_run": False, "comparisons": False}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -92,6 +97,9 @@ class Sweep:
     fixed: dict[str, Any] = field(default_factory=dict)
     study: str | None = None
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads: int = 1  # torch threads of every run: part of the run, so the same whatever --jobs
+    devices_per_run: int | None = None  # accelerators per run; None: 1 where any is visible, else 0
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
 
     def runs(self) -> list[Run]:
         """Every grid point × seed, in file order; names are unique and depend only on the values."""
@@ -121,6 +129,24 @@ def short_keys(keys: list[str]) -> dict[str, str]:
     """`model.lr` -> `lr`, unless two keys end alike; then both keep their dotted path."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
     return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
+
+
+def load_comparisons(path: Path, spec: Any) -> list[dict[str, Any]]:
+    """The sweep file's `comparisons`: each `{key, a, b}` (and optionally `metric`, default val_loss)."""
+    if spec is None:
+        return []
+    if not isinstance(spec, list) or not all(isinstance(c, dict) and {"key", "a", "b"} <= set(c) for c in spec):
+        raise SweepError(f"{path}: 'comparisons' is a list of {{key: <grid key>, a: <value>, b: <value>}}, got {spec!r}")
+    return [{"metric": "val_loss", **c, "a": number_or_text(c["a"]), "b": number_or_text(c["b"])} for c in spec]
+
+
+def default_comparisons(sweep: Sweep) -> list[dict[str, Any]]:
+    """For each grid key, every other value against its first (e.g. gelu − relu at each norm)."""
+    comparisons = []
+    for key in dict.fromkeys(k for part in sweep.grid for k in part):
+        values = list(dict.fromkeys(v for part in sweep.grid for v in part.get(key, []) if not isinstance(v, list)))
+        comparisons += [{"key": key, "a": v, "b": values[0], "metric": "val_loss"} for v in values[1:]]
+    return comparisons
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -156,6 +182,10 @@ def load_sweep(path: str | Path) -> Sweep:
     if not re.fullmatch(r"[\w.+-]+", str(spec["name"])):
         raise SweepError(f"{path}: 'name' {spec['name']!r} must be a plain folder name")
     fixed = {k: number_or_text(v) for k, v in (spec.get("fixed") or {}).items()}
-    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {})
+    for key in ("threads", "devices_per_run"):
+        if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < (key == "threads")):
+            raise SweepError(f"{path}: {key!r} is a whole number (threads >= 1, devices_per_run >= 0), got {spec[key]!r}")
+    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {},
+                  spec.get("threads", 1), spec.get("devices_per_run"), load_comparisons(path, spec.get("comparisons")))
     sweep.runs()  # name clashes are file errors too
     return sweep

@@ -8,7 +8,9 @@ run folder that already holds a finished or diverged run.
 from __future__ import annotations
 
 from argparse import RawDescriptionHelpFormatter
+from typing import Optional
 
+import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
@@ -44,6 +46,15 @@ class ActSweepCLI(LightningCLI):
         parser.link_arguments("data.block_size", "model.block_size")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
+        parser.add_argument(
+            "--threads", type=Optional[int], default=None,
+            help="torch CPU threads (default: torch's own choice). Floating-point reductions depend on "
+                 "it, so it is part of the run: the resolved value is written to config.yaml")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = apply_threads(config.get("threads"))
+        config.threads = threads  # recorded in the run's config.yaml
 
     def _parse_ckpt_path(self) -> None:
         """Check `--ckpt_path` instead of Lightning's default, which silently replaces the command
@@ -71,6 +82,15 @@ class ActSweepCLI(LightningCLI):
         if status in DONE and not self.config.fit.get("ckpt_path"):
             raise ConfigError(f"{log_dir} already holds a {status} run; choose another "
                               "--trainer.logger.version (or name), or delete that folder to run it again")
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (when given) and return the count in force."""
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def one_line(message: str) -> str:

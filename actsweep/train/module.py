@@ -21,6 +21,7 @@ from torchmetrics import SumMetric
 from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.errors import ConfigError
+from actsweep.stats.common import count_dtype
 from actsweep.train.schedules import build_schedule, check_schedule
 
 
@@ -43,6 +44,15 @@ def check_optimizer_settings(lr: float, betas: tuple[float, float], eps: float, 
     if not 0 <= min_lr_ratio <= 1:
         raise ConfigError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
     check_schedule(schedule)
+
+
+EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
+
+
+def evaluation_loss(loss_sum: torch.Tensor, tokens: torch.Tensor, nonfinite_batches: torch.Tensor) -> torch.Tensor:
+    """Mean loss per token of an evaluation; NaN when any batch's loss was NaN or infinite, so a
+    diverged model never reads as a (good) finite loss."""
+    return torch.where(nonfinite_batches > 0, torch.nan, loss_sum / tokens)
 
 
 class ActSweepModule(L.LightningModule):
@@ -79,7 +89,14 @@ class ActSweepModule(L.LightningModule):
         self.save_hyperparameters()
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
-        self.val_loss_sum, self.val_tokens = SumMetric(), SumMetric()
+        # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
+        # keeps its tokens, so a diverged evaluation read as a low loss).
+        self.eval_sums = torch.nn.ModuleDict({key: SumMetric(nan_strategy="disable") for key in EVAL_SUMS})
+
+    def setup(self, stage: str) -> None:
+        # Float64 sums stay exact over any evaluation set (float32 where the device has no float64).
+        for metric in self.eval_sums.values():
+            metric.set_dtype(count_dtype(self.trainer.strategy.root_device))
 
     def configure_model(self) -> None:
         # Runs after callbacks' `setup`, so hooks they registered are traced into the graph.
@@ -125,15 +142,19 @@ class ActSweepModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.
-        self.val_loss_sum.update(self.loss(batch, reduction="sum"))
-        self.val_tokens.update(batch[1].numel())
+        loss_sum = self.loss(batch, reduction="sum")
+        self.eval_sums["loss"].update(loss_sum)
+        self.eval_sums["tokens"].update(batch[1].numel())
+        self.eval_sums["nonfinite"].update(~loss_sum.isfinite())
 
     def _log_evaluation(self, stage: str) -> None:
-        loss = self.val_loss_sum.compute() / self.val_tokens.compute()
-        self.val_loss_sum.reset()
-        self.val_tokens.reset()
+        sums = {key: metric.compute() for key, metric in self.eval_sums.items()}
+        for metric in self.eval_sums.values():
+            metric.reset()
+        loss = evaluation_loss(sums["loss"], sums["tokens"], sums["nonfinite"])
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
         self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
+        self.log(f"{stage}/nonfinite_batches", sums["nonfinite"], sync_dist=False)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)

@@ -1,0 +1,92 @@
+"""How a sweep shares a node: each job its own CPUs and accelerators, threads fixed by the run, and
+a sweep that does not fit refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from actsweep import resources
+from actsweep.errors import ConfigError
+from actsweep.status import write_status
+from actsweep.study import runner, sweep as sw
+from helpers import write_sweep, write_tiny_base
+
+
+def test_slots_are_disjoint_and_sized() -> None:
+    slots = resources.plan_slots(2, 3, 2, cpus=[0, 1, 2, 3, 4, 5, 6], devices=["0", "1", "2", "3"])
+    assert [s.cpus for s in slots] == [(0, 1, 2), (3, 4, 5)]
+    assert [s.devices for s in slots] == [("0", "1"), ("2", "3")]
+    assert slots[1].env() == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert resources.plan_slots(1, 1, 0, [5], [])[0].env() == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.parametrize("jobs, threads, per_run, message", [
+    (3, 1, 2, r"3 jobs × 2 devices per run need 6 accelerators; 4 are visible"),
+    (4, 2, 0, r"4 jobs × 2 threads need 8 CPUs; this process may use 7"),
+    (0, 1, 0, r"jobs and threads must be >= 1"),
+])
+def test_slots_that_do_not_fit_are_refused(jobs, threads, per_run, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resources.plan_slots(jobs, threads, per_run, cpus=list(range(7)), devices=["0", "1", "2", "3"])
+
+
+def test_usable_cpus_follow_affinity_and_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 2, 9})
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert resources.usable_cpus() == [2, 4, 9]
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "2")
+    assert resources.usable_cpus() == [2, 4]
+
+
+def test_visible_accelerators_read_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert resources.visible_accelerators() == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert resources.visible_accelerators() == []
+
+
+def recording_launcher(seen: list, lock: threading.Lock):
+    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+        with lock:
+            seen.append((command, env))
+        write_status(run_dir, "finished", 30, "", 1.0)
+        return 0
+    return launch
+
+
+def test_each_job_gets_its_own_devices_and_cpus_on_a_four_gpu_host(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(runner, "visible_accelerators", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(runner, "usable_cpus", lambda: [0, 1, 2, 3])
+    path = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), devices_per_run=2, threads=2)
+    sweep = sw.load_sweep(path)
+    seen: list = []
+    runner.run_sweep(sweep, tmp_path / "root", jobs=2, launch=recording_launcher(seen, threading.Lock()))
+    assert len(seen) == len(sweep.runs())
+    for command, env in seen:
+        assert command[command.index("--threads") + 1] == "2" and env["OMP_NUM_THREADS"] == "2"
+        assert (env["CUDA_VISIBLE_DEVICES"], env[runner.PIN_VARIABLE]) in {("0,1", "0,1"), ("2,3", "2,3")}
+    recorded = [json.loads((tmp_path / "root" / "tiny" / r.name / "run.json").read_text()) for r in sweep.runs()]
+    assert all(len(r["devices"]) == 2 and r["threads"] == 2 for r in recorded)
+
+
+def test_a_sweep_that_does_not_fit_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(runner, "visible_accelerators", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(runner, "usable_cpus", lambda: list(range(8)))
+    path = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), devices_per_run=2)
+    assert runner.main([str(path), "--root", str(tmp_path / "root"), "--jobs", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "need 6 accelerators; 4 are visible" in err[0]
+    assert not (tmp_path / "root").exists()
+
+
+def test_the_child_is_pinned_to_its_slot(tmp_path) -> None:
+    env = {**os.environ, runner.PIN_VARIABLE: "0"}
+    code = "import os; print(sorted(os.sched_getaffinity(0)))"
+    (tmp_path / "checkpoints").mkdir()
+    assert runner.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
+    assert (tmp_path / "fit.log").read_text().splitlines()[-1] == "[0]"
