@@ -88,7 +88,7 @@ class TextDataModule(L.LightningDataModule):
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,
                              max_documents=max_documents, max_val_documents=max_val_documents)
         most = self.corpus.max_tokens()
-        if most is not None and block_size + 1 > most:  # refused before the model is sized by it
+        if most and block_size + 1 > most:  # refused before the model is sized by it (an empty corpus: below)
             raise ConfigError(f"block_size {block_size} is longer than the whole corpus {source!r} (at most "
                               f"{most} tokens); lower --data.block_size or use a larger corpus")
         self.tokenizer_name = tokenizer

@@ -16,6 +16,7 @@ import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
 from actsweep.status import read_status
+from actsweep.study.records import current_runs
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
@@ -51,9 +52,12 @@ class RunLog:
 
 
 def read_runs(sweep_dir: str | Path) -> list[RunLog]:
-    """Run folders of a sweep (those with event files or a status), in the sweep's order."""
-    logs = []
+    """Run folders of a sweep (those with event files or a status, and listed in its `sweep.json` when
+    it has one), in the sweep's order."""
+    logs, current = [], current_runs(Path(sweep_dir))
     for run_dir in sorted(p for p in Path(sweep_dir).iterdir() if p.is_dir()):
+        if current is not None and run_dir.name not in current:
+            continue  # a run of an earlier grid, no longer part of the sweep
         if not event_files(run_dir) and read_status(run_dir) is None:
             continue
         info_file = run_dir / "run.json"

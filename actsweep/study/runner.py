@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -24,6 +25,7 @@ from actsweep.errors import ConfigError
 from actsweep.resources import Slot, plan_slots, usable_cpus, visible_accelerators
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
+from actsweep.study.records import run_settings, stale_message, stale_runs, write_manifest
 from actsweep.study.sweep import Run, Sweep, SweepError, cli_value, load_sweep
 
 PIN_VARIABLE = "ACTSWEEP_CPUS"  # the CPUs of a job's slot, for the pre-exec pinning
@@ -56,8 +58,25 @@ def plan(run_dir: Path) -> tuple[str, Path | None]:
     status = (read_status(run_dir) or {}).get("status")
     if status in DONE:
         return "skip", None
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return ("resume", last) if last.is_file() else ("start", None)
+    good = last_good_checkpoint(run_dir)
+    return ("resume", good) if good else ("start", None)
+
+
+def last_good_checkpoint(run_dir: Path) -> Path | None:
+    """`last.ckpt`, else the newest other checkpoint, that is intact; a damaged one is passed over with
+    a warning (resuming it would crash the run on every rerun, or train on corrupted weights)."""
+    from actsweep.train.checkpoints import checkpoint_problem
+
+    folder = run_dir / "checkpoints"
+    others = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for ckpt in sorted(others, key=lambda p: p.name != "last.ckpt"):  # last.ckpt first
+        problem = checkpoint_problem(ckpt)
+        if not problem:
+            return ckpt
+        warnings.warn(f"{ckpt} is {problem}; not resuming from it", stacklevel=2)
+    if others:
+        warnings.warn(f"{run_dir.name}: no intact checkpoint; starting the run again from scratch", stacklevel=2)
+    return None
 
 
 Launcher = Callable[[list[str], Path, dict[str, str]], int]
@@ -166,6 +185,7 @@ def child_env(slot: Slot, threads: int) -> dict[str, str]:
 
 def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch_fit) -> dict[str, dict]:
     """Run what is not done yet, `jobs` at a time; returns each run's final status by name."""
+    write_manifest(sweep, root)
     todo, results = [], {}
     for run in sweep.runs():
         run_dir = root / sweep.name / run.name
@@ -195,7 +215,8 @@ def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch
         (run_dir / "run.json").write_text(json.dumps(
             {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
              "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
-             "threads": sweep.threads, "cpus": list(slot.cpus), "devices": list(slot.devices)}, indent=1))
+             "threads": sweep.threads, "cpus": list(slot.cpus), "devices": list(slot.devices),
+             "settings": run_settings(sweep, run)}, indent=1))
         progress.start(run.name, "resuming" if ckpt else "running")
         t0 = time.monotonic()
         status = settle_status(run_dir, launch(fit_command(sweep, run, root, ckpt), run_dir, child_env(slot, sweep.threads)))
@@ -241,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print one fit command per pending run; run nothing")
     parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    parser.add_argument("--restart-stale", action="store_true",
+                        help="start afresh the runs made with other settings than the sweep file's now")
     try:
         args = parser.parse_args(argv)
         if args.jobs < 1:
@@ -249,9 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         from actsweep.train.cli import check_fit_args  # Lightning: only once the file itself is sound
 
         check_fit_args({run.name: fit_command(sweep, run, args.root)[4:] for run in sweep.runs()})
+        stale = stale_runs(sweep, args.root)
+        if stale and not args.restart_stale:
+            raise SweepError(stale_message(stale, args.root / sweep.name))
     except ConfigError as err:
         print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
+    for name in stale if not args.dry_run else ():
+        print(f"restarting stale run {name} ({stale[name]})")
+        shutil.rmtree(args.root / sweep.name / name)
     if args.dry_run:
         for run in sweep.runs():
             action, ckpt = plan(args.root / sweep.name / run.name)

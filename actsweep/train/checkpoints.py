@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from actsweep.errors import ConfigError, MissingPathError
-from actsweep.io import checksum_problem, write_checksum
+from actsweep.io import checksum_problem, remove_orphans, write_checksum
 
 # `--ckpt_path` values that Lightning resolves itself rather than naming a file.
 SPECIAL_PATHS = ("last", "best", "hpc", "registry")
@@ -50,6 +50,8 @@ class ValidatedCheckpoint(ModelCheckpoint):
             return super()._save_checkpoint(trainer, filepath)
         target = Path(filepath)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        if trainer.is_global_zero:
+            remove_orphans(target)  # a save that was killed
         super()._save_checkpoint(trainer, str(tmp))  # rank 0 writes; every rank waits
         if trainer.is_global_zero:
             write_checksum(tmp, target)
