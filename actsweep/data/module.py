@@ -87,10 +87,6 @@ class TextDataModule(L.LightningDataModule):
         self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,
                              max_documents=max_documents, max_val_documents=max_val_documents)
-        most = self.corpus.max_tokens()
-        if most and block_size + 1 > most:  # refused before the model is sized by it (an empty corpus: below)
-            raise ConfigError(f"block_size {block_size} is longer than the whole corpus {source!r} (at most "
-                              f"{most} tokens); lower --data.block_size or use a larger corpus")
         self.tokenizer_name = tokenizer
         self.block_size = block_size
         self.batch_size = batch_size
@@ -118,6 +114,16 @@ class TextDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.n_vocab
+
+    def model_vocab_size(self) -> int:
+        """`vocab_size`, once the context is known to fit the corpus: the CLI builds the model from it,
+        so an absurd `block_size` (1e8: a 12.8 GB position table) is refused before that allocation."""
+        vocab_size = self.vocab_size  # a char vocabulary reads the corpus: its own errors come first
+        most = self.corpus.max_tokens()
+        if most is not None and self.block_size + 1 > most:
+            raise ConfigError(f"block_size {self.block_size} is longer than the whole corpus {self.corpus.source!r} "
+                              f"(at most {most} tokens); lower --data.block_size or use a larger corpus")
+        return vocab_size
 
     def _cache_name(self, split: str) -> str:
         """Readable and unique: source stem, tokenizer, split, hash of every corpus option."""

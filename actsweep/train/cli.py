@@ -16,7 +16,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from actsweep.data.module import TextDataModule
-from actsweep.errors import ConfigError
+from actsweep.errors import ActSweepError, ConfigError
 from actsweep.status import read_status
 from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
 from actsweep.train.module import ActSweepModule
@@ -44,7 +44,8 @@ class ActSweepCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # Sizes come from the data; the model never repeats them.
         parser.link_arguments("data.block_size", "model.block_size")
-        parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data", "model.vocab_size", compute_fn=TextDataModule.model_vocab_size,
+                              apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
         parser.add_argument(
             "--threads", type=Optional[int], default=None,
@@ -68,6 +69,14 @@ class ActSweepCLI(LightningCLI):
         if differences:
             raise ConfigError(f"--ckpt_path {path} was trained with other model settings ({'; '.join(differences)}); "
                               "use the run's own config.yaml, or drop --ckpt_path to start afresh")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # jsonargparse wraps what a link's compute_fn raises
+            if isinstance(err.__cause__, ActSweepError):
+                raise err.__cause__ from None
+            raise
 
     def instantiate_trainer(self, **kwargs):
         try:
