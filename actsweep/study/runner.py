@@ -53,8 +53,10 @@ def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) 
     return args + (["--ckpt_path", str(resume)] if resume else [])
 
 
-def plan(run_dir: Path) -> tuple[str, Path | None]:
-    """What to do with a run: ("skip", None), ("resume", last.ckpt) or ("start", None)."""
+def plan(run_dir: Path, afresh: bool = False) -> tuple[str, Path | None]:
+    """What to do with a run: ("skip", None), ("resume", checkpoint) or ("start", None)."""
+    if afresh:
+        return "start", None
     status = (read_status(run_dir) or {}).get("status")
     if status in DONE:
         return "skip", None
@@ -183,13 +185,15 @@ def child_env(slot: Slot, threads: int) -> dict[str, str]:
     return env
 
 
-def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch_fit) -> dict[str, dict]:
-    """Run what is not done yet, `jobs` at a time; returns each run's final status by name."""
+def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch_fit,
+              restart: set[str] = frozenset()) -> dict[str, dict]:
+    """Run what is not done yet, `jobs` at a time, and start the runs named in `restart` afresh;
+    returns each run's final status by name."""
     write_manifest(sweep, root)
     todo, results = [], {}
     for run in sweep.runs():
         run_dir = root / sweep.name / run.name
-        action, _ = plan(run_dir)
+        action, _ = plan(run_dir, run.name in restart)
         if action == "skip":
             write_hparams(run_dir, run)
             results[run.name] = read_status(run_dir) or {}
@@ -208,9 +212,9 @@ def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch
 
     def run_in(run: Run, slot: Slot) -> None:
         run_dir = root / sweep.name / run.name
-        action, ckpt = plan(run_dir)
+        action, ckpt = plan(run_dir, run.name in restart)
         if action == "start" and run_dir.exists():
-            shutil.rmtree(run_dir)  # a crash before the first checkpoint: start clean
+            shutil.rmtree(run_dir)  # a crash before the first checkpoint, or stale: start clean
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "run.json").write_text(json.dumps(
             {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
@@ -278,12 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
-    for name in stale if not args.dry_run else ():
-        print(f"restarting stale run {name} ({stale[name]})")
-        shutil.rmtree(args.root / sweep.name / name)
     if args.dry_run:
         for run in sweep.runs():
-            action, ckpt = plan(args.root / sweep.name / run.name)
+            action, ckpt = plan(args.root / sweep.name / run.name, run.name in stale)
             if action != "skip":
                 print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, ckpt)[3:]]))
         return 0
@@ -293,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
     try:
-        pending = sum(plan(args.root / sweep.name / r.name)[0] != "skip" for r in sweep.runs())
-        results = run_sweep(sweep, args.root, args.jobs)
+        pending = sum(plan(args.root / sweep.name / r.name, r.name in stale)[0] != "skip" for r in sweep.runs())
+        for name, change in stale.items():
+            print(f"restarting stale run {name} ({change})")
+        results = run_sweep(sweep, args.root, args.jobs, restart=set(stale))
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
         return 130

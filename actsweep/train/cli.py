@@ -74,7 +74,7 @@ class ActSweepCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as err:  # jsonargparse wraps what a link's compute_fn raises
-            if isinstance(err.__cause__, ActSweepError):
+            if isinstance(err.__cause__, (ActSweepError, OSError)):  # cli.main words these
                 raise err.__cause__ from None
             raise
 
