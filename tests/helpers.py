@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.logger import DummyLogger
 
 from actsweep import cli
 from actsweep.data.module import TextDataModule
+from actsweep.status import write_status
 from actsweep.train.module import ActSweepModule
 
 MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 3e-3, "dropout": 0.1, "warmup": 0.0}
@@ -186,3 +187,12 @@ def write_tiny_base(folder: Path) -> Path:
 def write_sweep(path: Path, base: Path, grid=GRID, seeds=(0, 1), **extra) -> Path:
     path.write_text(yaml.safe_dump({"name": "tiny", "base": str(base), "grid": grid, "seeds": list(seeds), **extra}, sort_keys=False))
     return path
+
+
+def fake_launcher(calls: list):
+    """Records each command and finishes the run the way the status callback would."""
+    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+        calls.append(command)
+        write_status(run_dir, "finished", 30, "", 1.0)
+        return 0
+    return launch

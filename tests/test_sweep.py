@@ -16,7 +16,7 @@ import yaml
 from actsweep.study import runner, sweep as sw
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
-from helpers import write_sweep, write_tiny_base
+from helpers import fake_launcher, write_sweep, write_tiny_base
 
 def test_grid_expansion_and_names(tmp_path):
     base = write_tiny_base(tmp_path)
@@ -43,15 +43,6 @@ def test_grid_expansion_and_names(tmp_path):
                                          (["relu", "gelu"], "relu-gelu"), (True, "true"), ("a/b c", "a_b_c")])
 def test_short_values_are_filesystem_safe(value, text):
     assert sw.short(value) == text
-
-
-def fake_launcher(calls: list):
-    """Records each command and finishes the run the way the status callback would."""
-    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
-        calls.append(command)
-        write_status(run_dir, "finished", 30, "", 1.0)
-        return 0
-    return launch
 
 
 def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
