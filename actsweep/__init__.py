@@ -30,8 +30,8 @@ _API = {
     "get_tokenizer": "actsweep.data.tokenizers",
     "ActSweepModule": "actsweep.train.module",
     "probe_entropy": "actsweep.stats.entropy",
-    "head_entropy": "actsweep.stats.entropy",
-    "causal_uniform_entropy": "actsweep.stats.entropy",
+    "head_entropy": "actsweep.stats.metrics",
+    "causal_uniform_entropy": "actsweep.stats.metrics",
     "load_runs": "actsweep.study.report",
 }
 

@@ -22,19 +22,19 @@ from actsweep.stats import (
     GradNorms,
     SlopeMonitor,
     ThroughputMonitor,
-    causal_uniform_entropy,
-    entropy_bands,
-    head_entropy,
     probe_entropy,
 )
 from actsweep.status import read_status
 from actsweep.stats.common import all_reduce_
-from actsweep.stats.ffn import activation_sums, dead_unit_share, ffn_summary, fired_units, square_sums
-from actsweep.stats.gradients import grad_norms, parameter_groups
+from actsweep.stats.ffn import dead_unit_share, ffn_summary
+from actsweep.stats.gradients import parameter_groups
+from actsweep.stats.slopes import slope_metrics
+from actsweep.stats.metrics import activation_sums, fired_units, grad_norms, square_sums
 from actsweep.model.hooks import capture
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.train.module import ActSweepModule
 from helpers import ScalarLogger
+from references import reference_entropy
 
 VOCAB, T = 23, 12
 TINY = dict(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
@@ -113,49 +113,7 @@ def test_ffn_stats_exact_on_known_preactivations(tmp_path):
         assert recorder.last(f"resid/rms/layer_{i}") == pytest.approx(rms, rel=1e-5)
 
 
-def test_dead_units_need_every_window():
-    """A unit counts as alive when it fires in any batch, even once."""
-    first = torch.tensor([[[1.0, -1.0, 0.0, -2.0]]])
-    second = torch.tensor([[[-1.0, -1.0, 3.0, 0.0]]])
-    fired = fired_units(second, fired_units(first))
-    assert fired.tolist() == [True, False, True, False]
-    assert dead_unit_share(fired[None]).tolist() == [0.5]
-
-
 # -- attention entropy -----------------------------------------------------------------------------
-
-
-def reference_entropy(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Materialised causal softmax attention, -sum p log p over p > 0, per (batch, head, query)."""
-    t, d = q.shape[-2], q.shape[-1]
-    mask = torch.full((t, t), float("-inf")).triu(1)
-    p = torch.softmax(q.double() @ k.double().transpose(-1, -2) / math.sqrt(d) + mask, dim=-1)
-    plogp = torch.where(p > 0, p * p.log(), torch.zeros_like(p))
-    return -plogp.sum(-1)
-
-
-@pytest.mark.parametrize("t", [1, 2, 9])
-def test_head_entropy_matches_explicit_softmax(t):
-    g = torch.Generator().manual_seed(t)
-    q, k = torch.randn(3, 4, t, 8, generator=g) * 2, torch.randn(3, 4, t, 8, generator=g) * 2
-    ref = reference_entropy(q, k)  # (B, H, T)
-    assert ref[..., 0].abs().max() == 0  # the first query attends to itself only
-    torch.testing.assert_close(head_entropy(q, k, reduce_batch=False).double(), ref.mean(-1), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(head_entropy(q, k).double(), ref.mean((0, 2)), atol=1e-5, rtol=1e-5)
-
-
-def test_uniform_causal_head_reaches_the_ceiling():
-    q, k = torch.zeros(1, 1, 128, 16), torch.randn(1, 1, 128, 16)
-    assert causal_uniform_entropy(128) == pytest.approx(3.878, abs=5e-4)
-    assert head_entropy(q, k).item() == pytest.approx(math.lgamma(129) / 128, rel=1e-5)
-
-
-def test_entropy_bands_both_definitions():
-    values = torch.tensor([0.0, 0.9, 1.0, 2.5, 3.9, 4.0])
-    assert entropy_bands(values, 4.0).tolist() == pytest.approx([2 / 6, 1 / 6, 1 / 6, 2 / 6])
-    # The paper's bands are relative to the largest head (3.0 here): [0, .75) [.75, 1.5) [1.5, 2.25) [2.25, 3]
-    paper = torch.tensor([0.1, 0.8, 1.4, 1.6, 2.3, 3.0])
-    assert entropy_bands(paper, paper.max()).tolist() == pytest.approx([1 / 6, 2 / 6, 1 / 6, 2 / 6])
 
 
 def test_probe_sees_the_attention_training_computes():
@@ -188,19 +146,25 @@ def test_probe_sees_the_attention_training_computes():
 
 def test_attention_entropy_callback_logs_everything(tmp_path):
     module = ActSweepModule(**TINY)
+    with torch.no_grad():  # heads far from uniform and unlike each other, so a mixed-up head cannot pass
+        for i, block in enumerate(module.model.blocks):
+            block.attn.qkv.weight.mul_(20 * (i + 1))
     trainer = fit(module, [AttentionEntropy()], tmp_path, max_steps=2, limit_val_batches=1, val_check_interval=2)
     events = EventAccumulator(trainer.log_dir)
     events.Reload()
     tags = events.Tags()
     assert "attn/entropy_heatmap" in tags["images"] and "attn/head_entropy" in tags["histograms"]
-    expected = probe_entropy(module.model, Tokens().probe_batch())
+    idx = Tokens().probe_batch()
+    with torch.no_grad(), capture(module.model.eval(), "blocks.*.attn.hook_q", "blocks.*.attn.hook_k") as qk:
+        module.model(idx)
+    # Every head's logged entropy against an fp64 softmax of the final weights' q and k.
+    expected = torch.stack([reference_entropy(qk[f"blocks.{i}.attn.hook_q"], qk[f"blocks.{i}.attn.hook_k"]).mean((0, 2))
+                            for i in range(2)])
+    assert expected.std() > 0.05 * expected.mean()
     for i in range(2):
         for j in range(2):
             logged = events.Scalars(f"attn/head_entropy/layer_{i}/head_{j}")[-1].value
             assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
-    idx = Tokens().probe_batch()
-    with torch.no_grad(), capture(module.model.eval(), "blocks.*.attn.hook_q", "blocks.*.attn.hook_k") as qk:
-        module.model(idx)
     for i in range(2):
         s = qk[f"blocks.{i}.attn.hook_q"] @ qk[f"blocks.{i}.attn.hook_k"].transpose(-1, -2) / math.sqrt(TINY["n_embd"] // 2)
         peak = s.masked_select(torch.ones(T, T, dtype=torch.bool).tril()).abs().max().item()
@@ -253,25 +217,29 @@ def test_logged_grad_norm_is_before_clipping(tmp_path):
 def test_no_statistics_work_on_non_logging_steps(tmp_path, monkeypatch):
     """7 steps logging every 3rd: statistics are computed on steps 2 and 5 only, in hooks too."""
     import actsweep.stats.ffn as ffn
+    import actsweep.stats.slopes as slopes
 
     calls = []
     monkeypatch.setattr(ffn, "activation_sums", lambda a: calls.append(1) or activation_sums(a))
+    monkeypatch.setattr(slopes, "slope_metrics", lambda model: calls.append(2) or slope_metrics(model))
     callbacks = [FFNStats(), GradNorms(), SlopeMonitor(), ThroughputMonitor(), AttentionEntropy(), DivergenceGuard()]
     module = ActSweepModule(**TINY, activation="learnable_leaky_relu")
     trainer = fit(module, callbacks, tmp_path, Tokens(n=64), max_steps=7, log_every_n_steps=3)
     ffn_cb, grad_cb, slope_cb, speed_cb, entropy_cb, guard = callbacks
     assert (ffn_cb.computations, grad_cb.computations, slope_cb.computations) == (2, 2, 2)
-    assert len(calls) == 2 * module.config.n_layer
+    assert calls.count(1) == 2 * module.config.n_layer and calls.count(2) == 2  # FFN hooks, slope reads
     assert speed_cb.computations == 1  # the first logging step only starts the clock
     assert entropy_cb.computations == 0  # validation is off
     assert guard.checks == 2 + 2  # the logging steps, then the epoch end and train end (rare)
     assert read_status(trainer.log_dir)["status"] == "finished"
 
 
-def test_slope_monitor_silent_without_slopes(tmp_path):
-    monitor = SlopeMonitor()
-    fit(ActSweepModule(**TINY, activation="relu"), [monitor], tmp_path, max_steps=2)
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_slope_monitor_silent_without_learnable_slopes(tmp_path, activation):
+    monitor, recorder = SlopeMonitor(), ScalarLogger()
+    fit(ActSweepModule(**TINY, activation=activation), [monitor], tmp_path, max_steps=2, logger=recorder)
     assert monitor.computations == 0
+    assert "train/loss" in recorder.scalars and not [tag for tag in recorder.scalars if tag.startswith("slope/")]
 
 
 # -- DDP: two gloo processes equal one process on the global batch ----------------------------------

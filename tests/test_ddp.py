@@ -12,6 +12,9 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from actsweep.study.logs import read_scalars
 
 from helpers import Recorder, tiny_modules, tiny_trainer, write_config
 
@@ -27,7 +30,8 @@ def ddp_fit(folder: Path, out: Path, ckpt_path: Path | None = None) -> dict[int,
     checkpoints = ModelCheckpoint(dirpath=folder / "ckpt", save_top_k=-1, every_n_train_steps=SAVE_EVERY,
                                   filename="{step}")
     trainer = tiny_trainer(folder, [Recorder(out), checkpoints], strategy="ddp_spawn", devices=2,
-                           max_steps=STEPS, limit_val_batches=None, val_check_interval=SAVE_EVERY)
+                           max_steps=STEPS, limit_val_batches=None, val_check_interval=SAVE_EVERY,
+                           logger=TensorBoardLogger(out, name="tb", version=0))
     trainer.fit(module, data, ckpt_path=ckpt_path)
     return {rank: torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)}
 
@@ -47,6 +51,16 @@ def test_ranks_draw_disjoint_halves_of_the_single_process_batch(ddp_run):
         assert not {tuple(r.tolist()) for r in rows[0]} & {tuple(r.tolist()) for r in rows[1]}
         interleaved = torch.stack(rows, dim=1).flatten(0, 1)  # rank r holds rows r::2
         assert torch.equal(interleaved, single.train_batch(step)[0])
+
+
+def test_logged_train_loss_is_the_mean_over_ranks(ddp_run):
+    folder, ranks = ddp_run
+    logged = read_scalars(folder / "full" / "tb" / "version_0")["train/loss"]
+    assert list(logged.index) == list(range(STEPS))
+    for step, value in logged.items():
+        per_rank = [ranks[rank]["losses"][step].item() for rank in (0, 1)]
+        assert per_rank[0] != pytest.approx(per_rank[1])  # the ranks' losses differ: the test can tell
+        assert value == pytest.approx(sum(per_rank) / 2, rel=1e-6)
 
 
 def test_validation_loss_equals_single_process_on_the_same_weights(ddp_run):

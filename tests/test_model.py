@@ -127,11 +127,13 @@ def test_gpt2_initialisation_scales_residual_projections():
 
 @pytest.mark.parametrize(
     "overrides, phrase",
-    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu"),
+    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu, relu2, silu"),
      ({"norm": "batchnorm"}, "layernorm, rmsnorm, none"),
      ({"slope_scope": "head"}, "global, layer, neuron"),
      ({"n_head": 5}, "divisible by n_head"),
-     ({"bias": "some"}, "all, qk, none")],
+     ({"bias": "some"}, "all, qk, no_qkv, none"),
+     ({"dropout_sites": "heads"}, "all, blocks, embedding"),
+     ({"init": "xavier"}, "gpt2, normal")],
 )
 def test_bad_config_names_what_is_allowed(overrides, phrase):
     with pytest.raises(ConfigError, match=phrase):
@@ -151,14 +153,22 @@ def test_hook_points_capture_ffn_activations_and_are_removed():
     assert all(not p._forward_hooks for p in hook_points(model).values())
 
 
-def test_hook_can_ablate_an_activation():
-    model = tiny(activation="gelu")
+def test_hook_ablates_every_matching_layer():
+    """Zeroing every layer's FFN activation equals zeroing every FFN output projection's weight
+    (out(0) = its bias, as out(h) with a zero weight): the reference ablation, done on the weights."""
+    model = tiny(activation="gelu", bias="all")
     idx = torch.randint(0, 97, (1, 16))
+    seen = []
     with torch.no_grad():
         base = model(idx)
-        with hooks(model, {"blocks.*.mlp.hook_act": lambda t, n: torch.zeros_like(t)}):
+        with hooks(model, {"blocks.*.mlp.hook_act": lambda t, n: seen.append(n) or torch.zeros_like(t)}):
             ablated = model(idx)
+        for block in model.blocks:
+            block.mlp.out.weight.zero_()
+        reference = model(idx)
+    assert seen == [f"blocks.{i}.mlp.hook_act" for i in range(3)]
     assert not torch.allclose(base, ablated)
+    torch.testing.assert_close(ablated, reference, rtol=0, atol=0)
 
 
 def explicit_loss(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -178,17 +188,75 @@ def explicit_loss(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch
     return torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+def huge_logits(model: GPT) -> GPT:
+    """Scale q and k so that attention logits reach ~1e7 (torch 2.13's CPU flash: gradients 200% off)."""
+    with torch.no_grad():
+        for b in model.blocks:
+            b.attn.qkv.weight[: 2 * 32] *= 1e6
+    return model
+
+
+def fc_grads(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the first FFN weight through the model's kernels and through an explicit softmax."""
+    ours = torch.autograd.grad(torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten()),
+                               model.blocks[0].mlp.fc.weight)[0]
+    return ours, torch.autograd.grad(explicit_loss(model, idx, targets), model.blocks[0].mlp.fc.weight)[0]
+
+
 def test_math_attention_backend_gives_true_gradients_at_huge_attention_logits():
     """LayerNorm-free models can grow attention logits past 1e7, where kernels that recompute scores
     in backward go wrong; `sdpa_backend="math"` must match an explicit softmax there."""
-    model = tiny(norm="none", bias="none", activation="gelu", sdpa_backend="math").train()
-    with torch.no_grad():
-        for b in model.blocks:
-            b.attn.qkv.weight[: 2 * 32] *= 1e6  # q and k: logits ~ 1e7 (torch 2.13's CPU flash: 200% off)
+    model = huge_logits(tiny(norm="none", bias="none", activation="gelu", sdpa_backend="math").train())
     idx, targets = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
-    ours = torch.autograd.grad(torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten()),
-                               model.blocks[0].mlp.fc.weight)[0]
-    reference = torch.autograd.grad(explicit_loss(model, idx, targets), model.blocks[0].mlp.fc.weight)[0]
-    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-6)
-    with pytest.raises(ConfigError, match="auto, flash, efficient, cudnn, math"):
+    torch.testing.assert_close(*fc_grads(model, idx, targets), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="adaptive, auto, flash, efficient, cudnn, math"):
         GPTConfig(**TINY, sdpa_backend="fast")
+
+
+def test_adaptive_attention_switches_to_math_at_huge_logits_and_gradients_become_true():
+    model = huge_logits(tiny(norm="none", bias="none", activation="gelu").train())
+    assert model.cfg.sdpa_backend == "adaptive" and not model.exact_attention
+    idx, targets = torch.randint(0, 97, (2, 16)), torch.randint(0, 97, (2, 16))
+    fused, reference = fc_grads(model, idx, targets)  # the training step that measures the logits
+    assert not torch.allclose(fused, reference, rtol=1e-2)  # the fused kernel is wrong here: why we switch
+    assert model.logit_peaks().min() > 1e6
+    assert model.check_attention_logits() and model.exact_attention
+    torch.testing.assert_close(*fc_grads(model, idx, targets), rtol=1e-4, atol=1e-6)
+    assert model.logit_peaks().max() == 0  # math for good: no more tracking
+
+
+def test_adaptive_attention_keeps_fused_kernels_while_logits_are_small():
+    model = tiny(norm="none").train()
+    idx = torch.randint(0, 97, (4, 16))
+    with capture(model, "blocks.*.attn.hook_[qk]") as acts:
+        model(idx).sum().backward()
+    d = 32 // 4
+    for i in range(model.cfg.n_layer):  # the bound is an upper bound of the true largest logit
+        q, k = acts[f"blocks.{i}.attn.hook_q"], acts[f"blocks.{i}.attn.hook_k"]
+        true_max = (q @ k.transpose(-1, -2) / d**0.5).abs().amax()
+        assert true_max <= model.logit_peaks()[i] < 1e3
+    assert not model.check_attention_logits()
+    assert [b.attn.sdpa_backend for b in model.blocks] == ["adaptive"] * 3
+    with torch.no_grad():  # forwards without a backward are not tracked
+        huge_logits(model)(idx)
+    assert model.logit_peaks().max() == 0
+
+
+def test_an_explicit_attention_backend_is_never_switched():
+    model = huge_logits(tiny(norm="none", sdpa_backend="auto").train())
+    model(torch.randint(0, 97, (2, 16))).sum().backward()
+    model.load_attention_state({"exact": True, "peaks": torch.full((3,), 1e9)})
+    assert not model.check_attention_logits(1e9)
+    assert [b.attn.sdpa_backend for b in model.blocks] == ["auto"] * 3
+
+
+def test_attention_state_round_trip():
+    model = tiny(exact_attention_above=5.0).train()
+    model(torch.randint(0, 97, (2, 16))).sum().backward()
+    state = model.attention_state()
+    fresh = tiny(exact_attention_above=5.0)
+    fresh.load_attention_state(state)
+    torch.testing.assert_close(fresh.logit_peaks(), model.logit_peaks(), rtol=0, atol=0)
+    assert fresh.check_attention_logits() == model.check_attention_logits()
+    with pytest.raises(ConfigError, match="exact_attention_above must be positive"):
+        GPTConfig(**TINY, exact_attention_above=0)

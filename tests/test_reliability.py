@@ -30,10 +30,10 @@ class StopAt(Callback):
         trainer.should_stop = trainer.global_step >= self.step
 
 
-def fit_losses(folder: Path, *callbacks: Callback, ckpt_path: Path | None = None) -> dict[int, torch.Tensor]:
-    """Training losses by step of a seeded tiny fit with dropout 0.1."""
+def fit_losses(folder: Path, *callbacks: Callback, ckpt_path: Path | None = None, **model: object) -> dict[int, torch.Tensor]:
+    """Training losses by step of a seeded tiny fit with dropout 0.1 (and `model` overrides)."""
     L.seed_everything(7)
-    module, data = tiny_modules(folder, dropout=0.1)
+    module, data = tiny_modules(folder, **{"dropout": 0.1, **model})
     recorder = Recorder()
     tiny_trainer(folder, [recorder, *callbacks], max_steps=MAX_STEPS).fit(module, data, ckpt_path=ckpt_path)
     return recorder.losses
@@ -57,6 +57,29 @@ def test_resume_mid_run_with_dropout_is_bit_exact(uninterrupted, tmp_path):
     resumed = fit_losses(tmp_path, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert list(first) == list(range(STOP_AT)) and list(resumed) == list(range(STOP_AT, MAX_STEPS))
     assert all(torch.equal(loss, uninterrupted[s]) for s, loss in {**first, **resumed}.items())
+
+
+class KernelLog(Callback):
+    """Whether attention runs on the exact (math) kernel, at the start of each step."""
+
+    def __init__(self) -> None:
+        self.exact: dict[int, bool] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        self.exact[trainer.global_step] = pl_module.model.exact_attention
+
+
+def test_resume_after_adaptive_attention_switched_kernels_is_bit_exact(tmp_path):
+    """The kernel choice is part of the checkpoint: a resumed run goes on with the exact kernel the
+    uninterrupted one switched to (a limit of 1e-6 is passed at once: the switch comes after step 0)."""
+    switching = dict(norm="none", dropout=0.0, exact_attention_above=1e-6)  # dropout would rule out flash
+    whole, first, resumed = KernelLog(), KernelLog(), KernelLog()
+    uninterrupted = fit_losses(tmp_path / "whole", whole, **switching)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, save_top_k=0, every_n_train_steps=STOP_AT)
+    losses = fit_losses(tmp_path, StopAt(STOP_AT), checkpoints, first, **switching)
+    losses |= fit_losses(tmp_path, resumed, ckpt_path=tmp_path / "ckpt" / "last.ckpt", **switching)
+    assert whole.exact == {0: False, **{s: True for s in range(1, MAX_STEPS)}} == first.exact | resumed.exact
+    assert all(torch.equal(loss, uninterrupted[s]) for s, loss in losses.items())
 
 
 def test_cli_divergence_records_status_and_keeps_last_good_checkpoint(tmp_path, capsys):

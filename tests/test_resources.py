@@ -90,3 +90,30 @@ def test_the_child_is_pinned_to_its_slot(tmp_path) -> None:
     (tmp_path / "checkpoints").mkdir()
     assert runner.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
     assert (tmp_path / "fit.log").read_text().splitlines()[-1] == "[0]"
+
+
+@pytest.mark.parametrize("global_batch, batch, processes, accumulation", [(512, 128, 1, 4), (512, 128, 4, 1), (512, 64, 2, 4)])
+def test_accumulation_keeps_a_named_global_batch(global_batch, batch, processes, accumulation) -> None:
+    from actsweep.train.cli import accumulation_for
+
+    assert accumulation_for(global_batch, batch, processes) == accumulation
+
+
+def test_a_global_batch_that_does_not_divide_is_refused() -> None:
+    from actsweep.train.cli import accumulation_for
+
+    with pytest.raises(ConfigError, match=r"global_batch_size 512 is not a whole multiple of data.batch_size × processes = 128 × 3"):
+        accumulation_for(512, 128, 3)
+
+
+def test_a_fit_records_its_effective_global_batch(tmp_path) -> None:
+    from helpers import write_config
+    from actsweep.study.logs import read_scalars
+    from actsweep import cli
+
+    config = write_config(tmp_path)
+    cli.main(["fit", "--config", str(config), "--trainer.max_steps", "2", "--global_batch_size", "16"])
+    (run,) = (tmp_path / "logs" / "tiny").iterdir()
+    scalars = read_scalars(run)
+    assert scalars["batch/global_size"][0] == 16 and scalars["batch/processes"][0] == 1  # 8 × 1 process × 2
+    assert "global_batch_size: 16" in (run / "config.yaml").read_text()

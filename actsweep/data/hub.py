@@ -21,11 +21,14 @@ class DataSourceError(ActSweepError, RuntimeError):
 
 @dataclass(frozen=True)
 class HubDataset:
-    """What we know about a hub dataset: its text column and where its validation documents are."""
+    """What we know about a hub dataset: its text column, the split its documents are in (when it is
+    a validation companion, e.g. codeparrot-ds-valid's only split is "validation") and where its
+    validation documents are."""
 
     column: str
     val_split: str | None = None
     val_source: str | None = None
+    split: str = "train"
 
 
 HUB_DATASETS = {
@@ -33,8 +36,13 @@ HUB_DATASETS = {
     "huggingface-course/codeparrot-ds-train": HubDataset(
         column="content", val_source="huggingface-course/codeparrot-ds-valid"
     ),
-    "huggingface-course/codeparrot-ds-valid": HubDataset(column="content"),
+    "huggingface-course/codeparrot-ds-valid": HubDataset(column="content", split="validation"),
 }
+
+
+def documents_split(name: str) -> str:
+    """The split to read when ``name`` is a whole source (``train`` unless known otherwise)."""
+    return HUB_DATASETS.get(name, HubDataset("text")).split
 
 
 def _env_offline() -> bool:

@@ -1,6 +1,7 @@
-"""Tokenizers: GPT-2 BPE built offline, and the blog's character vocabulary.
+"""Tokenizers: GPT-2 BPE built offline, the blog's character vocabulary, and any Hugging Face
+``tokenizer.json`` (``hf:NAME`` from the hub, once, then from its cache; or ``hf:path/tokenizer.json``).
 
-Both satisfy the small :class:`Tokenizer` protocol used by the token cache. Each document is
+All satisfy the small :class:`Tokenizer` protocol used by the token cache. Each document is
 terminated by the tokenizer's document separator (``<|endoftext|>`` for gpt2, ``"\\n"`` for char)
 so that concatenated documents stay apart in the flat token stream.
 """
@@ -8,7 +9,9 @@ so that concatenated documents stay apart in the flat token stream.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.resources
+from pathlib import Path
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Protocol
 
@@ -16,7 +19,8 @@ import numpy as np
 import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import r50k_pat_str
-from actsweep.errors import ConfigError
+from actsweep.data.hub import DataSourceError, hub_reachable
+from actsweep.errors import ConfigError, MissingPathError
 from actsweep.resources import usable_cpus
 
 # sha256 of GPT-2's files, as pinned by tiktoken itself in tiktoken_ext/openai_public.py.
@@ -144,6 +148,77 @@ class CharTokenizer:
         return {"name": self.name, "chars": self.chars}
 
 
+HF_PREFIX = "hf:"
+
+
+def hf_tokenizer_file(spec: str) -> Path:
+    """The ``tokenizer.json`` that ``spec`` (what follows ``hf:``) names: a local file, or a hub repo's
+    from the local Hugging Face cache, downloaded there once when the hub is reachable."""
+    path = Path(spec).expanduser()
+    if path.suffix == ".json" or path.is_dir():
+        path = path / "tokenizer.json" if path.is_dir() else path
+        if not path.is_file():
+            raise MissingPathError(f"tokenizer file {path} does not exist")
+        return path
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(spec, "tokenizer.json", local_files_only=True))
+    except HFValidationError:
+        raise MissingPathError(f"tokenizer hf:{spec} is neither a .json file nor a hub name (owner/name)") from None
+    except LocalEntryNotFoundError:
+        if not hub_reachable():
+            raise DataSourceError(
+                f"tokenizer {spec!r} is not in the local Hugging Face cache and the hub is unreachable; "
+                f"on a machine with network run `huggingface-cli download {spec} tokenizer.json` and pass "
+                f"--data.tokenizer hf:path/to/tokenizer.json (or copy that machine's HF cache here)"
+            ) from None
+    try:
+        return Path(hf_hub_download(spec, "tokenizer.json"))
+    except (HfHubHTTPError, OSError) as err:
+        raise DataSourceError(f"cannot download tokenizer.json of {spec!r} from the hub: {err}") from None
+
+
+class HFTokenizer:
+    """A Hugging Face ``tokenizers`` tokenizer as saved in ``tokenizer.json``; no special tokens are
+    added, and its ``<|endoftext|>``, when it has one, ends every document (as GPT-2's)."""
+
+    def __init__(self, name: str) -> None:
+        from tokenizers import Tokenizer as Loaded
+
+        self.name = name
+        self.file = hf_tokenizer_file(name[len(HF_PREFIX):])
+        self.tokenizer = Loaded.from_file(str(self.file))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.n_vocab: int = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.eot: int | None = self.tokenizer.token_to_id(ENDOFTEXT)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Of the tokenizer file: a different file under the same name is a different token cache."""
+        return hashlib.sha256(self.file.read_bytes()).hexdigest()
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        batch = [encoding.ids for encoding in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        if self.eot is not None:
+            for ids in batch:
+                ids.append(self.eot)
+        return batch
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@functools.lru_cache(maxsize=8)
+def _make_hf(name: str) -> HFTokenizer:
+    return HFTokenizer(name)
+
+
 def _make_gpt2(texts: Sequence[str] | None = None) -> GPT2Tokenizer:
     return GPT2Tokenizer()
 
@@ -160,12 +235,31 @@ TOKENIZERS: dict[str, Callable[..., Tokenizer]] = {"gpt2": _make_gpt2, "char": _
 
 
 def check_tokenizer(name: str) -> None:
-    if name not in TOKENIZERS:
-        raise ConfigError(f"unknown tokenizer {name!r}; valid names: {', '.join(sorted(TOKENIZERS))}")
+    if name not in TOKENIZERS and not (name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX)):
+        raise ConfigError(f"unknown tokenizer {name!r}; valid names: {', '.join(sorted(TOKENIZERS))}, "
+                          f"{HF_PREFIX}HUB_NAME, {HF_PREFIX}path/to/tokenizer.json")
 
 
 def get_tokenizer(name: str, texts: Sequence[str] | None = None, **meta: Any) -> Tokenizer:
     """Tokenizer by name; ``texts`` builds corpus-dependent vocabularies, ``**meta`` restores one
     from ``Tokenizer.to_meta()`` (e.g. ``get_tokenizer(**tok.to_meta())``)."""
     check_tokenizer(name)
+    if name.startswith(HF_PREFIX):
+        return _make_hf(name)
     return TOKENIZERS[name](texts=texts, **meta)
+
+
+def train_bpe_tokenizer(texts: Iterable[str], path: Path, vocab_size: int = 512) -> Path:
+    """Train a GPT-2-style byte-level BPE on ``texts`` with ``<|endoftext|>`` and save it as ``path``
+    (a ``tokenizer.json`` for ``hf:path``): a stand-in for a hub tokenizer on a machine without one."""
+    from tokenizers import Tokenizer as Trained, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Trained(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[ENDOFTEXT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts, trainer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(path))
+    return path

@@ -7,11 +7,15 @@ pure function of (seed, step, rank), which is what makes resume and multi-proces
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from actsweep.errors import ConfigError
 
 EOT_SCAN_BLOCK = 1 << 26  # tokens compared with eot at a time: bounds the scan's memory (64 MB of bools)
+SAMPLINGS = ("step", "epoch")
+EPOCH_STREAM = 1  # keeps epoch permutations apart from the per-step generators
 
 
 def document_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> np.ndarray:
@@ -51,30 +55,59 @@ def rank_rows(rng: np.random.Generator, n: int, batch_size: int, rank: int, worl
     return rng.choice(n, size=batch_size * world_size, replace=False)[rank::world_size]
 
 
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order in which epoch ``epoch`` visits ``n`` windows: a permutation drawn from (seed, epoch)
+    (kept for the next call: drawing 16M indices takes a while)."""
+    order = np.random.Generator(np.random.PCG64([seed, EPOCH_STREAM, epoch])).permutation(n)
+    return order.astype(np.int32 if n < 2**31 else np.int64)
+
+
+def epoch_rows(seed: int, step: int, n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Rows ``rank::world_size`` of global batch ``step`` when every one of ``n`` windows is visited
+    exactly once per epoch (ReLU's Revival's one epoch over shuffled chunks). The global batch is
+    the same on every rank; an epoch holds ``n // global batch`` batches (the remainder of each
+    permutation is left out, so no batch straddles two epochs) and the next epoch is a new permutation."""
+    global_batch = batch_size * world_size
+    per_epoch = n // global_batch
+    if per_epoch < 1:
+        raise ConfigError(f"{n} windows cannot fill a global batch of {global_batch}")
+    epoch, index = divmod(step, per_epoch)
+    return epoch_order(seed, epoch, n)[index * global_batch:(index + 1) * global_batch][rank::world_size]
+
+
 def random_window_starts(seed: int, step: int, n_tokens: int, block_size: int, batch_size: int,
-                         rank: int = 0, world_size: int = 1) -> np.ndarray:
+                         rank: int = 0, world_size: int = 1, sampling: str = "step") -> np.ndarray:
     """Starts of rank ``rank``'s training windows (``block_size + 1`` tokens each) at ``step``, anywhere
-    in a stream of ``n_tokens``: one shift in ``[0, block_size]``, then distinct non-overlapping chunks
-    after it, so no two windows of a step overlap."""
+    in a stream of ``n_tokens``. ``step`` sampling: one shift in ``[0, block_size]``, then distinct
+    non-overlapping chunks after it, so no two windows of a step overlap. ``epoch``: the
+    non-overlapping chunks from offset 0, each once per epoch (:func:`epoch_rows`)."""
     window = block_size + 1
+    if sampling == "epoch":
+        return epoch_rows(seed, step, n_tokens // window, batch_size, rank, world_size).astype(np.int64) * window
     rng = step_rng(seed, step)
     shift = int(rng.integers(0, window))
     return shift + rank_rows(rng, (n_tokens - shift) // window, batch_size, rank, world_size) * window
 
 
 def document_window_starts(seed: int, step: int, chunk_starts: np.ndarray, batch_size: int,
-                           rank: int = 0, world_size: int = 1) -> np.ndarray:
+                           rank: int = 0, world_size: int = 1, sampling: str = "step") -> np.ndarray:
     """Starts of rank ``rank``'s training windows at ``step``: distinct whole-document chunks, drawn
-    afresh each step (with replacement across steps)."""
+    afresh each step (``step``: with replacement across steps) or each once per epoch (``epoch``)."""
+    if sampling == "epoch":
+        return chunk_starts[epoch_rows(seed, step, len(chunk_starts), batch_size, rank, world_size)]
     rng = step_rng(seed, step)
     return chunk_starts[rank_rows(rng, len(chunk_starts), batch_size, rank, world_size)]
 
 
-def val_window_starts(n_windows: int, n_tokens: int, block_size: int,
+def val_window_starts(n_windows: int | None, n_tokens: int, block_size: int,
                       chunk_starts: np.ndarray | None = None) -> np.ndarray:
-    """Starts of the fixed validation windows: ``n_windows`` evenly spread over a stream of ``n_tokens``
-    (non-overlapping), or over ``chunk_starts`` (document windows) when given."""
-    if chunk_starts is not None:
-        return chunk_starts[evenly_spread(min(n_windows, len(chunk_starts)), len(chunk_starts) - 1)]
+    """Starts of the fixed validation windows: ``n_windows`` (None: every one) evenly spread over a
+    stream of ``n_tokens`` (non-overlapping), or over ``chunk_starts`` (document windows) when given."""
     window = block_size + 1
+    if chunk_starts is not None:
+        count = len(chunk_starts) if n_windows is None else min(n_windows, len(chunk_starts))
+        return chunk_starts[evenly_spread(count, len(chunk_starts) - 1)]
+    if n_windows is None:
+        return np.arange(n_tokens // window, dtype=np.int64) * window
     return evenly_spread(min(n_windows, n_tokens // window), n_tokens - window)

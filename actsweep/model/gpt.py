@@ -1,8 +1,9 @@
 """A pre-norm GPT whose FFN activation, normalization and biases are switches.
 
-Read top to bottom: `GPTConfig` (names and numbers, validated), the switch registries (`NORMS`,
-`BIAS_SITES`), then attention, MLP, block and the GPT itself. With `norm="layernorm"`,
-`activation="gelu_tanh"`, `bias="all"` and tied weights the model is GPT-2.
+Read top to bottom: the switch registries (`BIAS_SITES`, `DROPOUT_SITES`; `NORMS` and `INITS` in their modules),
+`GPTConfig` (names and numbers, validated), then attention, MLP, block and the GPT itself. With
+`norm="layernorm"`, `activation="gelu_tanh"`, `bias="all"`, tied weights and `init="gpt2"` the model
+is GPT-2.
 """
 
 from __future__ import annotations
@@ -17,24 +18,31 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from actsweep.model.activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
 from actsweep.model.hooks import HookPoint
+from actsweep.model.init import INITS
+from actsweep.model.norms import NORMS, EmbeddingScale
 from actsweep.errors import ConfigError
-
-NORMS = {
-    "layernorm": lambda dim, eps, bias: nn.LayerNorm(dim, eps=eps, bias=bias),
-    "rmsnorm": lambda dim, eps, bias: nn.RMSNorm(dim, eps=eps),
-    "none": lambda dim, eps, bias: nn.Identity(),
-}
 
 # Kernels `scaled_dot_product_attention` may choose from. Fused kernels (flash, memory-efficient)
 # recompute the scores in their backward pass; once attention logits reach ~1e7, which LayerNorm-free
 # models can, the recomputed softmax differs from the forward one by exp(ulp) and their gradients
 # are garbage (seen on CPU: 1e19 instead of 1e-4). "math" keeps the forward's probabilities.
+# "adaptive" starts as "auto" and moves to "math" for good once `GPT.check_attention_logits` sees a
+# logit bound past `GPTConfig.exact_attention_above`.
+FUSED_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 SDPA_BACKENDS = {
-    "auto": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "adaptive": FUSED_FIRST,
+    "auto": FUSED_FIRST,
     "flash": [SDPBackend.FLASH_ATTENTION],
     "efficient": [SDPBackend.EFFICIENT_ATTENTION],
     "cudnn": [SDPBackend.CUDNN_ATTENTION],
     "math": [SDPBackend.MATH],
+}
+
+# Normalization of queries and keys, per head, before their product: "rms" is QK-norm as in
+# modded-nanogpt and He & Hofmann's normalization-free "OP" block (a parameter-free RMSNorm).
+QK_NORMS = {
+    "none": lambda head_dim, eps: nn.Identity(),
+    "rms": lambda head_dim, eps: nn.RMSNorm(head_dim, eps=eps, elementwise_affine=False),
 }
 
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
@@ -42,8 +50,20 @@ SDPA_BACKENDS = {
 BIAS_SITES = {
     "all": frozenset({"q", "k", "v", "attn_out", "fc", "fc_out", "norm"}),
     "qk": frozenset({"q", "k", "norm"}),
+    "no_qkv": frozenset({"attn_out", "fc", "fc_out", "norm"}),  # the blog's code: bias-free q, k, v Linears
     "none": frozenset(),
 }
+
+# Where `dropout` applies: on the summed embeddings, the attention probabilities, after the attention
+# output projection, after the FFN's output projection. The blog's code has no embedding dropout
+# ("blocks"); ReLU's Revival's custom blocks have none at all, only HF GPT-2's embedding dropout.
+DROPOUT_SITES = {
+    "all": frozenset({"embedding", "attn", "attn_out", "fc_out"}),
+    "blocks": frozenset({"attn", "attn_out", "fc_out"}),
+    "embedding": frozenset({"embedding"}),
+}
+
+
 
 
 @dataclass
@@ -71,21 +91,45 @@ class GPTConfig:
     leaky_slope: float = 0.01
     """Fixed slope of `leaky_relu`."""
     norm: str = "layernorm"
-    """Norm before attention and before the FFN of every block: layernorm | rmsnorm | none."""
+    """Norm before attention and before the FFN of every block: layernorm | rmsnorm | none | dyt | derf | dyisru."""
     final_norm: str = "layernorm"
-    """Norm before the LM head (ReLU's Revival keeps it in LN-free models)."""
+    """Norm before the LM head (ReLU's Revival keeps it in LN-free models); the same kinds as norm."""
     norm_eps: float = 1e-5
-    """Epsilon of every norm."""
+    """Epsilon of every norm (dyisru: added to beta + x², as dyaf.py:100)."""
+    norm_alpha_attn: float = 0.5
+    """dyt, derf: initial alpha of the norms before attention (DyT dynamic_tanh.py:7; Derf model_derf.patch:10)."""
+    norm_alpha_ffn: float = 0.5
+    """dyt, derf: initial alpha of the norms before the FFN (DyT's LLaMA runs: 1/4 of the attention one)."""
+    norm_alpha_final: float = 0.5
+    """dyt, derf: initial alpha of the final norm (DyT's LLaMA runs: as the FFN one)."""
+    derf_shift: float = 0.0
+    """derf: initial shift s in erf(alpha·x + s) (Derf model_derf.patch:10)."""
+    dyisru_beta: float = 100.0
+    """dyisru: initial beta in x/sqrt(beta + x²) (dynamic-activation-functions nanoGPT/dyaf.py:95)."""
+    embedding_scale: bool = False
+    """Multiply the summed embeddings by a learnable scalar initialised at sqrt(n_embd) (DyT's LLaMA code, Derf)."""
+    qk_norm: str = "none"
+    """Normalize queries and keys per head before attention: none | rms (parameter-free RMSNorm, QK-norm)."""
     bias: str = "all"
-    """Sites with a bias: all | qk (of the projections only query and key) | none."""
-    sdpa_backend: str = "auto"
-    """Attention kernels: auto | flash | efficient | cudnn | math (exact at huge logits)."""
+    """Sites with a bias: all | qk (of the projections only query and key) | no_qkv | none."""
+    lm_head_bias: bool = False
+    """Give the LM head a bias (the blog's code: an untied nn.Linear with one)."""
+    sdpa_backend: str = "adaptive"
+    """Attention kernels: adaptive (auto until logits grow large, then math) | auto | flash | efficient | cudnn | math (exact at huge logits)."""
+    exact_attention_above: float = 1e4
+    """adaptive: switch to math for good once a bound on |attention logits| passes this (fused gradients break near 1e6)."""
     dropout: float = 0.0
     """Dropout probability."""
+    dropout_sites: str = "all"
+    """Where dropout applies: all | blocks (not the embeddings) | embedding (only there)."""
     tie_weights: bool = True
     """Share the token embedding with the LM head."""
     init_std: float = 0.02
     """Standard deviation of the weights' normal initialisation."""
+    init: str = "gpt2"
+    """Initialisation: gpt2 (residual projections scaled by 1/sqrt(2·n_layer)) | normal (unscaled)."""
+    embedding_init_std: float | None = None
+    """Standard deviation of the token and position tables (default init_std; torch's own is 1)."""
     pad_vocab_multiple: int = 1
     """Pad the embedding's rows to a multiple of this (e.g. 64: 50257 -> 50304)."""
     activations: list[str] = field(init=False, repr=False)
@@ -111,13 +155,23 @@ class GPTConfig:
             ("norm", self.norm, NORMS),
             ("final_norm", self.final_norm, NORMS),
             ("bias", self.bias, BIAS_SITES),
+            ("dropout_sites", self.dropout_sites, DROPOUT_SITES),
+            ("init", self.init, INITS),
             ("slope_scope", self.slope_scope, SLOPE_SCOPES),
             ("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS),
+            ("qk_norm", self.qk_norm, QK_NORMS),
         ):
             if value not in allowed:
                 raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+        if not self.dyisru_beta > 0:
+            raise ConfigError(f"dyisru_beta must be positive, got {self.dyisru_beta}")
+        if not self.exact_attention_above > 0:
+            raise ConfigError(f"exact_attention_above must be positive, got {self.exact_attention_above}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.tie_weights and self.embedding_init_std is not None:
+            raise ConfigError("a tied token table is the LM head's weight and is initialised as one (init_std); "
+                              "untie it (--model.tie_weights false) to give the embeddings embedding_init_std")
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.n_embd
 
@@ -130,9 +184,22 @@ class GPTConfig:
     def sites(self) -> frozenset[str]:
         return BIAS_SITES[self.bias]
 
+    def dropout_at(self, site: str) -> float:
+        """The dropout probability at ``site`` (see DROPOUT_SITES)."""
+        return self.dropout if site in DROPOUT_SITES[self.dropout_sites] else 0.0
 
-def make_norm(kind: str, cfg: GPTConfig) -> nn.Module:
-    return NORMS[kind](cfg.n_embd, cfg.norm_eps, "norm" in cfg.sites)
+
+def make_norm(kind: str, cfg: GPTConfig, site: str) -> nn.Module:
+    """The norm of one site: "attn" or "ffn" (in each block) or "final"."""
+    return NORMS[kind](cfg, site, "norm" in cfg.sites)
+
+
+def logit_bound(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Upper bound on |q·k|/sqrt(d) over a batch (B, H, T, d), by Cauchy–Schwarz: the largest over
+    heads of max‖q‖ · max‖k‖ / sqrt(d). Two norms of q and k in fp32: no (T, T) scores."""
+    q_norm = torch.linalg.vector_norm(q.detach(), dim=-1, dtype=torch.float32).amax(dim=(0, 2))
+    k_norm = torch.linalg.vector_norm(k.detach(), dim=-1, dtype=torch.float32).amax(dim=(0, 2))
+    return (q_norm * k_norm).amax() / math.sqrt(q.shape[-1])
 
 
 class CausalSelfAttention(nn.Module):
@@ -141,22 +208,30 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout
+        self.n_head, self.n_embd, self.dropout = cfg.n_head, cfg.n_embd, cfg.dropout_at("attn")
         self.sdpa_backend = cfg.sdpa_backend  # a name: the backend enums do not pickle (ddp_spawn)
+        # adaptive: the largest logit bound of training forwards since the last check
+        self.tracks_logits = cfg.sdpa_backend == "adaptive"
+        self.register_buffer("logit_peak", torch.zeros(()), persistent=False)
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
         # Biases of q, k, v in that order; "qk" mode stores two thirds and pads v's with zeros.
         n_biased = len([s for s in ("q", "k", "v") if s in cfg.sites])
         self.qkv_bias = nn.Parameter(torch.zeros(n_biased * cfg.n_embd)) if n_biased else None
         self.out = nn.Linear(cfg.n_embd, cfg.n_embd, bias="attn_out" in cfg.sites)
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = nn.Dropout(cfg.dropout_at("attn_out"))
+        self.norm_q = QK_NORMS[cfg.qk_norm](cfg.n_embd // cfg.n_head, cfg.norm_eps)
+        self.norm_k = QK_NORMS[cfg.qk_norm](cfg.n_embd // cfg.n_head, cfg.norm_eps)
         self.hook_q, self.hook_k = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         bias = None if self.qkv_bias is None else F.pad(self.qkv_bias, (0, 3 * C - self.qkv_bias.numel()))
         q, k, v = F.linear(x, self.qkv.weight, bias).view(B, T, 3, self.n_head, C // self.n_head).unbind(2)
-        q, k, v = self.hook_q(q.transpose(1, 2)), self.hook_k(k.transpose(1, 2)), v.transpose(1, 2)
+        q, k, v = self.norm_q(q.transpose(1, 2)), self.norm_k(k.transpose(1, 2)), v.transpose(1, 2)
+        q, k = self.hook_q(q), self.hook_k(k)  # the q and k attention uses, after any QK-norm
         drop = self.dropout if self.training else 0.0
+        if self.tracks_logits and torch.is_grad_enabled():  # only forwards with a backward need it
+            self.logit_peak.copy_(torch.maximum(self.logit_peak, logit_bound(q, k)))
         with sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
@@ -168,7 +243,7 @@ class MLP(nn.Module):
         self.fc = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias="fc" in cfg.sites)
         self.act = activation
         self.out = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias="fc_out" in cfg.sites)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout_at("fc_out"))
         self.hook_pre, self.hook_act = HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,9 +253,9 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig, activation: nn.Module) -> None:
         super().__init__()
-        self.norm_attn = make_norm(cfg.norm, cfg)
+        self.norm_attn = make_norm(cfg.norm, cfg, "attn")
         self.attn = CausalSelfAttention(cfg)
-        self.norm_mlp = make_norm(cfg.norm, cfg)
+        self.norm_mlp = make_norm(cfg.norm, cfg, "ffn")
         self.mlp = MLP(cfg, activation)
         self.hook_resid = HookPoint()  # the residual stream after this block
 
@@ -195,26 +270,17 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout_at("embedding"))
+        self.embedding_scale = EmbeddingScale(cfg.n_embd) if cfg.embedding_scale else nn.Identity()
         self.slopes = SlopeBank(cfg.slope_scope, cfg.slope_init, cfg.mlp_hidden)
         self.blocks = nn.ModuleList(
             Block(cfg, build_activation(name, self.slopes, cfg.leaky_slope)) for name in cfg.activations
         )
-        self.norm_final = make_norm(cfg.final_norm, cfg)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.norm_final = make_norm(cfg.final_norm, cfg, "final")
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=cfg.lm_head_bias)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
-        # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer).
-        for block in self.blocks:
-            for proj in (block.attn.out, block.mlp.out):
-                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.cfg.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        INITS[cfg.init](self)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids (B, T); padded vocabulary rows are dropped."""
@@ -222,10 +288,56 @@ class GPT(nn.Module):
         if T > self.cfg.block_size:
             raise ConfigError(f"sequence length {T} exceeds block_size {self.cfg.block_size}")
         pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.drop(self.embedding_scale(self.wte(idx) + self.wpe(pos)))
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.norm_final(x))[..., : self.cfg.vocab_size]
+
+    @property
+    def attention_modules(self) -> list[CausalSelfAttention]:
+        return [block.attn for block in self.blocks]
+
+    @property
+    def tracks_attention_logits(self) -> bool:
+        """Adaptive kernels that have not switched to math yet."""
+        return any(attn.tracks_logits for attn in self.attention_modules)
+
+    def logit_peaks(self) -> torch.Tensor:
+        """(n_layer,) largest logit bound per layer since the last check (adaptive kernels; else 0)."""
+        return torch.stack([attn.logit_peak for attn in self.attention_modules])
+
+    def check_attention_logits(self, peak: float | None = None) -> bool:
+        """Adaptive kernels, on the host: if the largest logit bound since the last check (`peak`, by
+        default read from `logit_peaks()`: one transfer) passed `cfg.exact_attention_above`, every
+        layer moves to the math kernel for the rest of the run. Resets the peaks; returns whether
+        attention is now exact."""
+        peak = float(self.logit_peaks().max()) if peak is None else peak
+        for attn in self.attention_modules:
+            attn.logit_peak.zero_()
+        if self.cfg.sdpa_backend == "adaptive" and peak > self.cfg.exact_attention_above:
+            self._use_exact_attention()
+        return self.exact_attention
+
+    def _use_exact_attention(self) -> None:
+        for attn in self.attention_modules:
+            attn.sdpa_backend, attn.tracks_logits = "math", False
+
+    @property
+    def exact_attention(self) -> bool:
+        return all(attn.sdpa_backend == "math" for attn in self.attention_modules)
+
+    def attention_state(self) -> dict[str, object]:
+        """What `load_attention_state` needs to resume adaptive kernels exactly (for checkpoints)."""
+        return {"exact": self.exact_attention, "peaks": self.logit_peaks().cpu()}
+
+    def load_attention_state(self, state: dict[str, object]) -> None:
+        """Restore `attention_state()`; models whose `sdpa_backend` is not adaptive keep theirs."""
+        if self.cfg.sdpa_backend != "adaptive":
+            return
+        if state["exact"]:
+            self._use_exact_attention()
+        for attn, peak in zip(self.attention_modules, state["peaks"]):
+            attn.logit_peak.copy_(peak)
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

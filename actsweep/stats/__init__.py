@@ -9,9 +9,13 @@ dead units and attention entropy are measured at the end of each validation.
 """
 
 from actsweep.stats.divergence import DivergenceGuard
-from actsweep.stats.entropy import AttentionEntropy, causal_uniform_entropy, entropy_bands, head_entropy, probe_entropy
+from actsweep.stats.entropy import AttentionEntropy, probe_entropy
 from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
+from actsweep.stats.metrics import causal_uniform_entropy, entropy_bands, head_entropy
+from actsweep.stats.nonfinite import NonFiniteCounts
+from actsweep.stats.norms import NormStats
+from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
 
@@ -20,6 +24,9 @@ __all__ = [
     "DivergenceGuard",
     "FFNStats",
     "GradNorms",
+    "NonFiniteCounts",
+    "NormStats",
+    "LossScaleMonitor",
     "SlopeMonitor",
     "ThroughputMonitor",
     "causal_uniform_entropy",

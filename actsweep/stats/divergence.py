@@ -19,27 +19,25 @@ import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch import nn
 
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step
+from actsweep.stats.metrics import all_finite, first_bad_step
 from actsweep.status import write_status
 
 _NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across processes finds the first
 
 
 def checkpoint_due(trainer: L.Trainer) -> bool:
-    """Whether a `ModelCheckpoint` may save at this training batch end (its step or time trigger)."""
+    """Whether a `ModelCheckpoint` may save at this training batch end (its step or time trigger).
+
+    Reads ModelCheckpoint's private trigger settings (they have no public getters);
+    tests/test_lightning_api.py checks this against the checkpoints a real fit writes."""
     return any(
         cb._train_time_interval is not None
         or (cb._every_n_train_steps >= 1 and trainer.global_step % cb._every_n_train_steps == 0)
         for cb in trainer.callbacks
         if isinstance(cb, ModelCheckpoint)
     )
-
-
-def weights_finite(model: nn.Module) -> torch.Tensor:
-    """Device bool: every parameter is finite (one foreach norm; a NaN or inf makes its norm non-finite)."""
-    return torch.stack(torch._foreach_norm(list(model.parameters()), 2, dtype=torch.float32)).isfinite().all()
 
 
 class DivergenceGuard(Callback):
@@ -76,8 +74,7 @@ class DivergenceGuard(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, torch.Tensor):
-            bad = ~torch.isfinite(loss.detach()).all()
-            self._first_bad = torch.where(bad, self._first_bad.clamp(max=logger_step(trainer)), self._first_bad)
+            self._first_bad = first_bad_step(self._first_bad, loss, logger_step(trainer))
         due = checkpoint_due(trainer)
         if due or is_logging_step(trainer):
             self._check(trainer, pl_module, weights=due)
@@ -116,7 +113,7 @@ class DivergenceGuard(Callback):
         self.checks += 1
         flags = [self._first_bad]
         if weights:
-            flags.append(torch.where(weights_finite(pl_module), _NEVER, logger_step(trainer)))
+            flags.append(torch.where(all_finite(pl_module.parameters()), _NEVER, logger_step(trainer)))
         first = all_reduce_(torch.stack(flags), "min").tolist()
         if min(first) == _NEVER:
             return

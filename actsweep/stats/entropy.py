@@ -5,13 +5,11 @@ probabilities. Hooks on each layer's q and k turn that layer into its per-head e
 k arrives, so only one layer's (B, H, T, T) scores exist at a time. Entropy of a query row with scores
 s is logsumexp(s) - sum softmax(s) * s in nats (masked entries contribute 0; no `p + eps`).
 
-The functions here are plain and importable from a notebook: `head_entropy`, `probe_entropy`,
-`entropy_bands`, `causal_uniform_entropy`, `heatmap_image`.
+The arithmetic (`head_entropy`, `entropy_bands`, `causal_uniform_entropy`) is in `actsweep.stats.metrics`;
+`probe_entropy` and `heatmap_image` here are plain and importable from a notebook too.
 """
 
 from __future__ import annotations
-
-import math
 
 import lightning as L
 import torch
@@ -19,52 +17,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from actsweep.stats.common import ArmedHooks, logger_step, per_layer, publish, tensorboard
-
-N_BANDS = 4
-
-
-def causal_uniform_entropy(T: int) -> float:
-    """Mean entropy of a perfectly uniform causal head over T queries: mean of ln(t), t=1..T = ln(T!)/T."""
-    return math.lgamma(T + 1) / T
-
-
-def causal_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """fp32 attention logits q kᵀ / sqrt(d), (B, H, T, T), with -inf above the diagonal."""
-    T, d = q.shape[-2], q.shape[-1]
-    s = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(d)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    return s.masked_fill(~causal, float("-inf"))
-
-
-def scores_entropy(s: torch.Tensor) -> torch.Tensor:
-    """(B, H) entropy in nats of softmax over causal scores, averaged over query positions."""
-    p = torch.softmax(s, dim=-1)
-    expected = (p * s.masked_fill(s.isneginf(), 0.0)).sum(-1)  # masked: p = 0 and s = -inf, so 0 by definition
-    return (torch.logsumexp(s, dim=-1) - expected).mean(-1)
-
-
-def max_logit(s: torch.Tensor) -> torch.Tensor:
-    """Largest |logit| among causal scores: past ~1e6, fused kernels' gradients go wrong (README)."""
-    return s.masked_fill(s.isneginf(), 0.0).abs().amax()
-
-
-def head_entropy(q: torch.Tensor, k: torch.Tensor, reduce_batch: bool = True) -> torch.Tensor:
-    """Entropy (nats) of causal softmax(q kᵀ / sqrt(d)) per head, averaged over query positions.
-
-    q, k: (B, H, T, d). Returns (H,), or (B, H) without `reduce_batch`. Scores are built in fp32."""
-    entropy = scores_entropy(causal_scores(q, k))
-    return entropy.mean(0) if reduce_batch else entropy
-
-
-def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tensor:
-    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive);
-    all NaN when a value or `top` is not finite (a diverged model has no bands, and says so)."""
-    scaled = values.flatten().float() / top * N_BANDS
-    if not scaled.isfinite().all():
-        return torch.full((N_BANDS,), float("nan"))
-    band = scaled.floor().clamp(0, N_BANDS - 1).long()
-    return torch.bincount(band, minlength=N_BANDS).float() / band.numel()
+from actsweep.stats.common import ArmedHooks, is_accumulating, logger_step, per_layer, publish, tensorboard
+from actsweep.stats.metrics import causal_scores, causal_uniform_entropy, entropy_bands, max_logit, scores_entropy
 
 
 class EntropyProbe:
@@ -172,7 +126,7 @@ class AttentionEntropy(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         n = self.every_n_train_steps
-        if n > 0 and trainer.global_step % n == 0 and not trainer.fit_loop._should_accumulate():
+        if n > 0 and trainer.global_step % n == 0 and not is_accumulating(trainer):
             self._run(trainer, pl_module)
 
     def _probe_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor | None:

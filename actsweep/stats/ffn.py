@@ -2,8 +2,8 @@
 
 Training logging steps: `ffn/inactive_frac` (share of activation outputs <= 0, the blog's "Dead %"),
 `ffn/act_mean`, `resid/rms/layer_{i}`. Each validation epoch: `ffn/dead_units`, the share of hidden
-units never > 0 over all validation windows (Voita et al.). The pure functions below are what the
-callback runs; sums are reduced across processes so that DDP equals one process on the global batch.
+units never > 0 over all validation windows (Voita et al.). The arithmetic is in `actsweep.stats.metrics`;
+sums are reduced across processes so that DDP equals one process on the global batch.
 """
 
 from __future__ import annotations
@@ -12,44 +12,19 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from actsweep.stats.common import ArmedHooks, all_reduce_, count_dtype, is_logging_step, per_layer, publish, reduce_sums
-
-
-def activation_sums(act: torch.Tensor) -> torch.Tensor:
-    """[number of outputs <= 0, sum of outputs, number of outputs] of one layer's activations."""
-    dtype = count_dtype(act.device)
-    n = torch.full((), act.numel(), dtype=dtype, device=act.device)  # a fill, not a host copy
-    return torch.stack([(act <= 0).sum().to(dtype), act.float().sum().to(dtype), n])
-
-
-def square_sums(x: torch.Tensor) -> torch.Tensor:
-    """[sum of squares, number of elements] of a residual stream: the parts of its RMS."""
-    dtype = count_dtype(x.device)
-    n = torch.full((), x.numel(), dtype=dtype, device=x.device)
-    return torch.stack([x.float().square().sum().to(dtype), n])
-
-
-def fired_units(act: torch.Tensor, fired: torch.Tensor | None = None) -> torch.Tensor:
-    """Per hidden unit, whether it was > 0 anywhere in `act` (..., hidden) or already in `fired`."""
-    now = (act > 0).reshape(-1, act.shape[-1]).any(0)
-    return now if fired is None else fired | now
+from actsweep.stats.common import ArmedHooks, all_reduce_, is_logging_step, per_layer, publish, reduce_sums
+from actsweep.stats.metrics import activation_sums, ffn_ratios, fired_units, never_fired_share, square_sums
 
 
 def ffn_summary(act_sums: torch.Tensor, sq_sums: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-layer inactive share, activation mean and residual RMS from (L, 3) and (L, 2) sums,
     summed over processes first (one collective) so they are global-batch statistics."""
-    act_sums, sq_sums = reduce_sums(act_sums, sq_sums)
-    return {
-        "inactive_frac": (act_sums[:, 0] / act_sums[:, 2]).float(),
-        "act_mean": (act_sums[:, 1] / act_sums[:, 2]).float(),
-        "rms": (sq_sums[:, 0] / sq_sums[:, 1]).sqrt().float(),
-    }
+    return ffn_ratios(*reduce_sums(act_sums, sq_sums))
 
 
 def dead_unit_share(fired: torch.Tensor) -> torch.Tensor:
     """Share of units never > 0 per layer, from (L, hidden) "ever fired" masks of every process."""
-    fired = all_reduce_(fired.to(torch.int32), "max")  # any() across processes
-    return 1.0 - fired.float().mean(1)
+    return never_fired_share(all_reduce_(fired.to(torch.int32), "max"))  # any() across processes
 
 
 class FFNStats(Callback):

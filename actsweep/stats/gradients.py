@@ -7,14 +7,13 @@ norm needs no further reduction (FSDP's sharded gradients are not supported).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from actsweep.stats.common import is_logging_step, layer_index, publish
+from actsweep.stats.metrics import grad_norms
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -32,19 +31,6 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
             key = "head"
         groups.setdefault(key, []).append(p)
     return groups
-
-
-def grad_norms(groups: Mapping[str, Sequence[torch.Tensor]]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total L2 norm of all gradients and the norm of each group, with one foreach norm per group.
-
-    Groups without gradients are left out; the total is the norm of the group norms."""
-    norms: dict[str, torch.Tensor] = {}
-    for key, params in groups.items():
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            norms[key] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)))
-    total = torch.linalg.vector_norm(torch.stack(list(norms.values()))) if norms else torch.zeros(())
-    return total, norms
 
 
 class GradNorms(Callback):

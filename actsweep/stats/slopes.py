@@ -13,6 +13,7 @@ from torch import nn
 
 from actsweep.model.activations import is_slope
 from actsweep.stats.common import is_logging_step, layer_index, publish
+from actsweep.stats.metrics import slope_spread
 
 
 def slope_metrics(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -27,7 +28,7 @@ def slope_metrics(model: nn.Module) -> dict[str, torch.Tensor]:
         elif value.numel() == 1:
             metrics[f"slope/layer_{layer_index(name)}"] = value
         else:
-            std, mean = torch.std_mean(value.float(), correction=0)
+            mean, std = slope_spread(value)
             metrics.update({f"slope/layer_{layer_index(name)}/mean": mean, f"slope/layer_{layer_index(name)}/std": std})
     return metrics
 

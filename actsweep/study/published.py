@@ -37,7 +37,7 @@ def _blog(lr: float, activation: str, val_loss: float, dead: float, act_mean: fl
 
 
 def _revival(norm: str, activation: str, **values: Any) -> Published:
-    # The Revival code ran HF GPT-2, whose default `gelu_new` is the tanh form: our `gelu_tanh`.
+    # The Revival code's "gelu" is HF's ACT2FN["gelu"], the exact erf GELU (model_utils.py L265-266).
     return Published({"model.norm": norm, "model.activation": activation}, values, REVIVAL_SOURCE
                      if "ppl" in values else REVIVAL_BANDS_SOURCE)
 
@@ -52,11 +52,11 @@ STUDIES: dict[str, list[Published]] = {
         _blog(3e-3, "gelu", 1.09, 94.0, 0.16, 0.29, "Robust"),
     ],
     "revival": [
-        _revival("layernorm", "gelu_tanh", ppl=2.688),  # SM+LN+G
+        _revival("layernorm", "gelu", ppl=2.688),  # SM+LN+G
         _revival("layernorm", "relu", ppl=2.757),  # SM+LN+R
-        _revival("none", "gelu_tanh", ppl=3.197),  # SM+G
+        _revival("none", "gelu", ppl=3.197),  # SM+G
         _revival("none", "relu", ppl=2.936),  # SM+R
-        _revival("none", "gelu_tanh", top_band_pct=58.0),
+        _revival("none", "gelu", top_band_pct=58.0),
         _revival("none", "relu", top_band_pct=23.0),
     ],
 }

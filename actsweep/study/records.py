@@ -1,7 +1,7 @@
 """What a sweep's folder remembers, so that no result is reused under settings it was not made with.
 
 - Each run's `run.json` holds `settings`: the sha256 of the base config's content, the sweep's
-  `fixed` overrides and `threads`, the run's grid values and seed. A rerun whose sweep file gives a run
+  `fixed` overrides, `threads` and `devices_per_run`, the run's grid values and seed. A rerun whose sweep file gives a run
   other settings finds it stale: `stale_runs` says what changed, and the runner neither skips nor
   resumes it (`--restart-stale` starts it afresh).
 - `sweep.json` lists the sweep's current runs; the report reads only those, so runs of an earlier
@@ -30,7 +30,8 @@ def run_settings(sweep: Sweep, run: Run) -> dict[str, Any]:
     """Everything of the sweep file that a run's results depend on, as JSON reads it back."""
     stat = sweep.base.stat()
     settings = {"base_sha256": _content_sha256(sweep.base.resolve(), (stat.st_size, stat.st_mtime_ns)),
-                "fixed": sweep.fixed, "threads": sweep.threads, "overrides": run.overrides, "seed": run.seed}
+                "fixed": sweep.fixed, "threads": sweep.threads, "devices_per_run": sweep.devices_per_run,
+                "overrides": run.overrides, "seed": run.seed}
     return json.loads(json.dumps(settings))
 
 
@@ -45,7 +46,8 @@ def settings_change(old: Any, new: dict[str, Any]) -> str | None:
         before, now = old.get(group) or {}, new[group]
         changes += [f"{key}: {before.get(key, 'unset')} -> {now.get(key, 'unset')}"
                     for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
-    changes += [f"{key}: {old.get(key)} -> {new[key]}" for key in ("threads", "seed") if old.get(key) != new[key]]
+    changes += [f"{key}: {old.get(key)} -> {new[key]}" for key in ("threads", "devices_per_run", "seed")
+                if old.get(key) != new[key]]
     return "; ".join(changes) or "settings changed"
 
 

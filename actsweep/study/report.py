@@ -16,71 +16,27 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from actsweep.study.intervals import t_interval
+from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
-from actsweep.study.sweep import short, short_keys
+from actsweep.study.sweep import default_comparisons, short, short_keys
 from actsweep.study.figures import FIGURES, by_config
 from actsweep.study.logs import RunLog, read_runs
+from actsweep.study.outcomes import (
+    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_slope, precision_flag, run_outcome, skipped_share,
+)
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {
     "val_loss": ("val/loss", 1), "val_ppl": ("val/ppl", 1), "train_loss": ("train/loss", 1),
+    "val_loss_se": ("val/loss_se", 1), "global_batch": ("batch/global_size", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
     "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
-    "tokens_per_sec": ("perf/tokens_per_sec", 1),
+    "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
 }
-SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
-UNSTABLE_RULE = (
-    f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
-    f"{END_FACTOR - 1:.0%}, or when, after the first {SPIKE_AFTER:.0%} of its steps, a logged train loss "
-    f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike). A run is **Diverged** when "
-    "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
-    "A configuration is Diverged if "
-    "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
-    "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
-    "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
-)
-
-
-def final_slope(scalars: dict[str, pd.Series]) -> float:
-    """`slope/global`, else the mean over layers of the last per-layer (or per-neuron mean) slope."""
-    if "slope/global" in scalars:
-        return float(scalars["slope/global"].iloc[-1])
-    layers = [s.iloc[-1] for tag, s in scalars.items()
-              if tag.startswith("slope/layer_") and (tag.count("/") == 1 or tag.endswith("/mean"))]
-    return float(np.mean(layers)) if layers else math.nan
-
-
-def unstable_reason(scalars: dict[str, pd.Series]) -> str:
-    """Why a run counts as Unstable under `UNSTABLE_RULE`; empty when it does not."""
-    val = scalars.get("val/loss")
-    if val is not None and len(val) and val.iloc[-1] > END_FACTOR * val.min():
-        return f"final val loss {val.iloc[-1]:.3f} > {END_FACTOR} × best {val.min():.3f}"
-    train = scalars.get("train/loss")
-    if train is not None and len(train) > 1:
-        before = train.cummin().shift(1)
-        late = train.index >= SPIKE_AFTER * train.index.max()
-        spikes = train[late & (train > SPIKE_FACTOR * before).to_numpy()]
-        if len(spikes):
-            return f"train loss spike to {spikes.iloc[0]:.3f} at step {spikes.index[0]}"
-    return ""
-
-
-def run_outcome(log: RunLog) -> tuple[str, str]:
-    """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
-    status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
-    # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
-    losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]
-    if status == "diverged" or not all(map(math.isfinite, losses)):
-        return "Diverged", reason or "non-finite loss"
-    if status != "finished":
-        return status.capitalize(), reason
-    why = unstable_reason(log.scalars)
-    return ("Unstable", why) if why else ("Stable", "")
-
-
-def runs_table(logs: list[RunLog]) -> pd.DataFrame:
-    """One row per run: grid values (dotted keys), seed, outcome, final metrics."""
+def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
+    """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
     rows = []
     for log in logs:
         outcome, reason = run_outcome(log)
@@ -92,6 +48,8 @@ def runs_table(logs: list[RunLog]) -> pd.DataFrame:
         val = log.scalars.get("val/loss")
         row["best_val_loss"] = float(val.min()) if val is not None else math.nan
         row["slope"] = final_slope(log.scalars)
+        row["skipped_pct"] = skipped_share(log.scalars) * 100
+        row["flag"] = precision_flag(row["skipped_pct"] / 100, max_skipped_share)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -99,16 +57,6 @@ def runs_table(logs: list[RunLog]) -> pd.DataFrame:
 def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
     """The per-run table of a sweep folder (what `results.csv` holds), for notebooks."""
     return runs_table(read_runs(sweep_dir))
-
-
-def config_status(outcomes: pd.Series) -> str:
-    """A configuration's status from its seeds' outcomes, as `UNSTABLE_RULE` says."""
-    n = len(outcomes)
-    for name, hit in (("Diverged", outcomes == "Diverged"), ("Incomplete", ~outcomes.isin(["Stable", "Unstable"])),
-                      ("Unstable", outcomes == "Unstable")):
-        if hit.any():
-            return f"{name} ({hit.sum()}/{n})"
-    return "Stable"
 
 
 def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
@@ -119,11 +67,9 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
         row: dict[str, Any] = {"config": config, "label": group.label.iloc[0], "n": int(kept.val_loss.notna().sum())}
         for column in ("val_loss", "val_ppl"):
-            values = kept[column].dropna().to_numpy()
-            row[f"{column}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope"):
+                       "top_band_uniform_pct", "slope", "skipped_pct", "val_loss_se", "global_batch"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
@@ -145,9 +91,6 @@ def fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (float, int, np.number)) else str(value)
 
 
-def mean_std(row: pd.Series, column: str, digits: int) -> str:
-    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
-    return f"{mean:.{digits}f} ± {fmt(std, digits) or '—'}" if math.isfinite(mean) else ""
 
 
 def grid_value(value: Any) -> str:
@@ -159,8 +102,8 @@ def grid_value(value: Any) -> str:
 COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("label", "label", lambda r: fmt(r["label"], 0)),
     ("n", None, lambda r: str(r["n"])),
-    ("val loss", None, lambda r: mean_std(r, "val_loss", 3)),
-    ("ppl", None, lambda r: mean_std(r, "val_ppl", 2)),
+    ("val loss [95 % CI]", None, lambda r: r["val_loss"].text(3)),
+    ("ppl [95 % CI]", None, lambda r: r["val_ppl"].text(2)),
     ("inactive %", "inactive_pct", lambda r: fmt(r["inactive_pct"], 1)),
     ("dead units %", "dead_units_pct", lambda r: fmt(r["dead_units_pct"], 1)),
     ("act mean", "act_mean", lambda r: fmt(r["act_mean"], 3)),
@@ -168,6 +111,9 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
     ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
+    ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
+    ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
     ("status", None, lambda r: r["status"]),
 ] + [
     (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
@@ -193,19 +139,32 @@ def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
 # -- the report ------------------------------------------------------------------------------------
 
 
-def write_report(sweep_dir: str | Path) -> Path:
+def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, Any]]:
+    """The comparisons the sweep named (kept in each run.json), else one per grid key and value."""
+    named = next((log.info["comparisons"] for log in logs if log.info.get("comparisons")), None)
+    if named:
+        return named
+    return default_comparisons({k: [log.info["overrides"][k] for log in logs if k in log.info["overrides"]]
+                                for k in grid_keys})
+
+
+def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE) -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
     logs = read_runs(sweep_dir)
     if not logs:
         raise FileNotFoundError(f"{sweep_dir} has no run folders (event files or status.json)")
-    runs = runs_table(logs)
+    runs = runs_table(logs, max_skipped_share)
     runs.to_csv(sweep_dir / "results.csv", index=False)
     grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
     summary = summarize(runs, logs)
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
              "", markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
+    paired = paired_table(runs, comparisons_of(logs, grid_keys), grid_keys)
+    paired.to_csv(sweep_dir / "paired.csv", index=False)
+    if not paired.empty:
+        lines += ["## Paired differences", "", paired_markdown(paired), ""]
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
     odd = runs[~runs.status.isin(["Stable"])]
@@ -213,6 +172,9 @@ def write_report(sweep_dir: str | Path) -> Path:
         lines += ["Runs that are not Stable:", ""]
         lines += [f"- `{r.run}`: {r.status}{f' — {r.reason}' if r.reason else ''}" for r in odd.itertuples()]
         lines.append("")
+    flagged = runs[runs.flag != ""]
+    if len(flagged):
+        lines += ["Runs flagged:", ""] + [f"- `{r.run}`: {r.flag}" for r in flagged.itertuples()] + [""]
     groups = by_config(logs)
     for name, (title, plot) in FIGURES.items():
         if plot(groups, sweep_dir / name):
@@ -224,9 +186,12 @@ def write_report(sweep_dir: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actsweep report", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    parser.add_argument("--max-skipped-share", type=float, default=MAX_SKIPPED_SHARE, metavar="SHARE",
+                        help="flag fp16 runs whose GradScaler skipped more than this share of optimizer "
+                             f"steps (default {MAX_SKIPPED_SHARE})")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.sweep_dir))
+        print(write_report(args.sweep_dir, args.max_skipped_share))
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"actsweep report: error: {err}", file=sys.stderr)
         return 2

@@ -220,7 +220,7 @@ def run_sweep(sweep: Sweep, root: Path, jobs: int = 1, launch: Launcher = launch
             {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
              "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
              "threads": sweep.threads, "cpus": list(slot.cpus), "devices": list(slot.devices),
-             "settings": run_settings(sweep, run)}, indent=1))
+             "comparisons": sweep.comparisons, "settings": run_settings(sweep, run)}, indent=1))
         progress.start(run.name, "resuming" if ckpt else "running")
         t0 = time.monotonic()
         status = settle_status(run_dir, launch(fit_command(sweep, run, root, ckpt), run_dir, child_env(slot, sweep.threads)))

@@ -140,12 +140,13 @@ def load_comparisons(path: Path, spec: Any) -> list[dict[str, Any]]:
     return [{"metric": "val_loss", **c, "a": number_or_text(c["a"]), "b": number_or_text(c["b"])} for c in spec]
 
 
-def default_comparisons(sweep: Sweep) -> list[dict[str, Any]]:
-    """For each grid key, every other value against its first (e.g. gelu − relu at each norm)."""
+def default_comparisons(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """For each grid key (with its values in sweep order), every other value against the first
+    (e.g. gelu − relu at each norm); per-layer activation lists are left to named comparisons."""
     comparisons = []
-    for key in dict.fromkeys(k for part in sweep.grid for k in part):
-        values = list(dict.fromkeys(v for part in sweep.grid for v in part.get(key, []) if not isinstance(v, list)))
-        comparisons += [{"key": key, "a": v, "b": values[0], "metric": "val_loss"} for v in values[1:]]
+    for key, options in values.items():
+        options = [v for v in dict.fromkeys(v for v in options if not isinstance(v, list))]
+        comparisons += [{"key": key, "a": v, "b": options[0], "metric": "val_loss"} for v in options[1:]]
     return comparisons
 
 

@@ -52,6 +52,12 @@ class ActSweepCLI(LightningCLI):
             help="torch CPU threads (default: torch's own choice). Floating-point reductions depend on "
                  "it, so it is part of the run: the resolved value is written to config.yaml")
 
+        parser.add_argument(
+            "--global_batch_size", type=Optional[int], default=None,
+            help="sequences per optimizer step over all processes; when set, gradient accumulation is "
+                 "derived from it (global / (data.batch_size × processes)), so a study keeps its batch "
+                 "when the device count changes; refused when that is not a whole number")
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         threads = apply_threads(config.get("threads"))
@@ -85,12 +91,30 @@ class ActSweepCLI(LightningCLI):
             raise ConfigError(f"trainer settings: {err}") from err
 
     def before_fit(self) -> None:
-        """Finished work is never overwritten: a fit (not a resume) into a done run folder is refused."""
-        log_dir = self.trainer.log_dir
-        status = log_dir and (read_status(log_dir) or {}).get("status")
+        """Refuse to overwrite finished work: a fit (not a resume) into a finished or diverged run's
+        folder. Then derive accumulation from a named global batch and record the effective one."""
+        trainer, data = self.trainer, self.datamodule
+        status = trainer.log_dir and (read_status(trainer.log_dir) or {}).get("status")
         if status in DONE and not self.config.fit.get("ckpt_path"):
-            raise ConfigError(f"{log_dir} already holds a {status} run; choose another "
+            raise ConfigError(f"{trainer.log_dir} already holds a {status} run; choose another "
                               "--trainer.logger.version (or name), or delete that folder to run it again")
+        processes = trainer.num_devices * trainer.num_nodes
+        wanted = self.config[self.subcommand].get("global_batch_size")
+        if wanted is not None:
+            trainer.accumulate_grad_batches = accumulation_for(wanted, data.batch_size, processes)
+        effective = data.batch_size * processes * trainer.accumulate_grad_batches
+        for logger in trainer.loggers:
+            logger.log_metrics({"batch/global_size": effective, "batch/processes": processes}, step=0)
+
+
+def accumulation_for(global_batch: int, batch_size: int, processes: int) -> int:
+    """Micro-batches per optimizer step that make `global_batch` sequences, or a ConfigError."""
+    per_step = batch_size * processes
+    if global_batch < 1 or global_batch % per_step:
+        raise ConfigError(
+            f"global_batch_size {global_batch} is not a whole multiple of data.batch_size × processes = "
+            f"{batch_size} × {processes}; change --global_batch_size, --data.batch_size or the devices")
+    return global_batch // per_step
 
 
 def apply_threads(threads: int | None) -> int:

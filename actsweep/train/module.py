@@ -8,7 +8,6 @@ into `GPTConfig`), so `--model.activation`, `--model.norm` and `--model.lr` sit 
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -16,43 +15,33 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import SumMetric
 
-from actsweep.model.activations import is_slope
 from actsweep.model.gpt import GPT, GPTConfig
+from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, publish
 from actsweep.errors import ConfigError
-from actsweep.stats.common import count_dtype
-from actsweep.train.schedules import build_schedule, check_schedule
+from actsweep.train.optim import adamw_kernel_args, check_optimizer, check_optimizer_settings, parameter_groups
+from actsweep.train.schedules import build_schedule
 
 
-def check_optimizer_settings(lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
-                             slope_weight_decay: float, schedule: str, warmup: float, min_lr_ratio: float) -> None:
-    """Refuse, before anything is built or written, settings that AdamW or the schedule would reject
-    mid-run or silently train with (lr 0, a negative decay)."""
-    named = {"lr": lr, "eps": eps, "weight_decay": weight_decay, "slope_weight_decay": slope_weight_decay,
-             "warmup": warmup, "min_lr_ratio": min_lr_ratio}
-    for name, value in [*named.items(), ("betas", betas[0]), ("betas", betas[1])]:
-        if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value}")
-    if lr <= 0 or eps <= 0:
-        raise ConfigError(f"lr and eps must be positive, got lr={lr}, eps={eps}")
-    if not all(0 <= beta < 1 for beta in betas):
-        raise ConfigError(f"betas must both lie in [0, 1), got {tuple(betas)}")
-    for name in ("weight_decay", "slope_weight_decay", "warmup"):
-        if named[name] < 0:
-            raise ConfigError(f"{name} must be >= 0, got {named[name]}")
-    if not 0 <= min_lr_ratio <= 1:
-        raise ConfigError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
-    check_schedule(schedule)
-
-
-EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
+# Summed over an evaluation's batches and processes: token losses, tokens, non-finite batches, and
+# the windows' mean losses with their squares (for the sampling noise of the evaluation).
+EVAL_SUMS = ("loss", "tokens", "nonfinite", "windows", "window_loss", "window_loss_sq")
 
 
 def evaluation_loss(loss_sum: torch.Tensor, tokens: torch.Tensor, nonfinite_batches: torch.Tensor) -> torch.Tensor:
     """Mean loss per token of an evaluation; NaN when any batch's loss was NaN or infinite, so a
     diverged model never reads as a (good) finite loss."""
     return torch.where(nonfinite_batches > 0, torch.nan, loss_sum / tokens)
+
+
+def window_standard_error(n: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor) -> torch.Tensor:
+    """Standard error of the mean of `n` window losses from their sum and sum of squares: how much
+    the evaluation's loss would move with another draw of as many windows (NaN below 2 windows)."""
+    variance = (total_sq - total * total / n) / (n - 1)
+    return torch.where(n > 1, variance.clamp(min=0).sqrt() / n.sqrt(), torch.nan)
 
 
 class ActSweepModule(L.LightningModule):
@@ -63,10 +52,14 @@ class ActSweepModule(L.LightningModule):
         eps: float = 1e-8,
         weight_decay: float = 0.1,
         slope_weight_decay: float = 0.0,
+        decay_scope: str = "matrices",
+        decay_norm_scalars: bool = False,
+        adamw_kernel: str = "auto",
         schedule: str = "cosine",
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
+        matmul_precision: str = "highest",
         **architecture: Any,
     ) -> None:
         """The model and its training.
@@ -75,18 +68,31 @@ class ActSweepModule(L.LightningModule):
             lr: peak learning rate of AdamW.
             betas: AdamW's (beta1, beta2).
             eps: AdamW's epsilon.
-            weight_decay: decay of weights with two or more dimensions; biases and norms get none.
+            weight_decay: AdamW's decoupled weight decay of the parameters ``decay_scope`` names.
             slope_weight_decay: decay of learnable leaky-ReLU slopes (ReLU's Revival decayed them: 0.1).
+            decay_scope: ``matrices`` (tensors of two or more dimensions; biases, norms get none) |
+                ``all`` (every parameter in one group, as the blog's code).
+            decay_norm_scalars: weight-decay the scalars of dyt/derf/dyisru norms and the embedding
+                scale (DyT's LLaMA code does; otherwise they get none, whatever ``decay_scope``).
+            adamw_kernel: ``auto`` (fused on CUDA unless mixed precision clips or scales, then foreach)
+                | ``fused`` | ``foreach`` | ``for_loop``; see :mod:`actsweep.train.optim`.
             schedule: ``cosine`` | ``linear`` | ``constant`` after a linear warmup, to ``min_lr_ratio`` × ``lr``.
             warmup: warmup steps, or that fraction of the run when below 1.
             min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
             compile: ``torch.compile`` the model in place, after the statistics hooks exist.
+            matmul_precision: float32 matrix products: ``highest`` (full fp32), ``high`` (TF32 on
+                Ampere or newer GPUs), ``medium`` (bf16); set for the process before the model is built.
             **architecture: the fields of :class:`~actsweep.model.gpt.GPTConfig` (``activation``,
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
         check_optimizer_settings(lr, betas, eps, weight_decay, slope_weight_decay, schedule, warmup, min_lr_ratio)
+        check_optimizer(decay_scope, adamw_kernel)
+        if matmul_precision not in MATMUL_PRECISIONS:
+            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
+        # Process-wide, and the default otherwise depends on who set it last: every run says which.
+        torch.set_float32_matmul_precision(matmul_precision)
         self.config = GPTConfig(**architecture)
         self.model = GPT(self.config)
         # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
@@ -129,10 +135,18 @@ class ActSweepModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        # Logged only on the steps that reach the loggers, as the mean over processes (one all-reduce):
+        # `self.log` costs ~1 ms of Python per call (it moves its metric to the device each time).
         # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
         # `actsweep.progress.LossProgressBar` shows it on refresh instead.
-        self.log("train/loss", loss)
+        if self._reaches_loggers():
+            self.log("train/loss", loss, sync_dist=True)
         return loss
+
+    def _reaches_loggers(self) -> bool:
+        """Whether this step's scalars are written: a logging step, or the last step (Lightning logs it)."""
+        last = 0 < self.trainer.max_steps <= self.global_step + 1
+        return is_logging_step(self.trainer) or (last and not is_accumulating(self.trainer))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # Stopping through `should_stop` makes Lightning validate once more, so every run ends with
@@ -140,12 +154,31 @@ class ActSweepModule(L.LightningModule):
         if 0 < self.trainer.max_steps <= self.trainer.global_step:
             self.trainer.should_stop = True
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Adaptive attention kernels are chosen on logging steps, which cross to the host anyway; here,
+        # before any checkpoint of this step is written, so a resumed run makes the same choices.
+        if self.model.tracks_attention_logits and is_logging_step(self.trainer):
+            peak = float(all_reduce_(self.model.logit_peaks(), "max").max())  # all processes switch together
+            exact = self.model.check_attention_logits(peak)
+            publish(self.trainer, {"attn/logit_bound": torch.tensor(peak), "attn/exact_kernel": torch.tensor(float(exact))})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["attention_kernels"] = self.model.attention_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "attention_kernels" in checkpoint:
+            self.model.load_attention_state(checkpoint["attention_kernels"])
+
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.
-        loss_sum = self.loss(batch, reduction="sum")
+        per_token = self.loss(batch, reduction="none").view(batch[1].shape)
+        loss_sum, window_loss = per_token.sum(), per_token.mean(dim=1)
         self.eval_sums["loss"].update(loss_sum)
         self.eval_sums["tokens"].update(batch[1].numel())
         self.eval_sums["nonfinite"].update(~loss_sum.isfinite())
+        self.eval_sums["windows"].update(window_loss.numel())
+        self.eval_sums["window_loss"].update(window_loss.sum())
+        self.eval_sums["window_loss_sq"].update(window_loss.square().sum())
 
     def _log_evaluation(self, stage: str) -> None:
         sums = {key: metric.compute() for key, metric in self.eval_sums.items()}
@@ -155,6 +188,8 @@ class ActSweepModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
         self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
         self.log(f"{stage}/nonfinite_batches", sums["nonfinite"], sync_dist=False)
+        se = window_standard_error(sums["windows"], sums["window_loss"], sums["window_loss_sq"])
+        self.log(f"{stage}/loss_se", se, sync_dist=False)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -170,20 +205,16 @@ class ActSweepModule(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         hp = self.hparams
-        groups: dict[str, dict] = {
-            "decay": {"params": [], "weight_decay": hp.weight_decay},
-            "no_decay": {"params": [], "weight_decay": 0.0},
-            "slopes": {"params": [], "weight_decay": hp.slope_weight_decay},
-        }
-        for name, p in self.model.named_parameters():
-            key = "slopes" if is_slope(name) else "decay" if p.dim() >= 2 else "no_decay"
-            groups[key]["params"].append(p)
-        return [dict(g, name=k) for k, g in groups.items() if g["params"]]
+        return parameter_groups(self.model.named_parameters(), hp.weight_decay, hp.slope_weight_decay,
+                                hp.decay_scope, hp.decay_norm_scalars)
 
     def configure_optimizers(self):
         hp = self.hparams
-        fused = self.device.type == "cuda"  # one kernel for the whole update
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=hp.betas, eps=hp.eps, fused=fused)
+        plugin = self.trainer.precision_plugin
+        kernel = adamw_kernel_args(hp.adamw_kernel, self.device.type, amp=isinstance(plugin, MixedPrecision),
+                                   grad_scaler=getattr(plugin, "scaler", None) is not None,
+                                   clipping=bool(self.trainer.gradient_clip_val))
+        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=hp.betas, eps=hp.eps, **kernel)
         multiplier = build_schedule(hp.schedule, self.trainer.max_steps, hp.warmup, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
