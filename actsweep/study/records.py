@@ -1,9 +1,9 @@
 """What a sweep's folder remembers, so that no result is reused under settings it was not made with.
 
 - Each run's `run.json` holds `settings`: the sha256 of the base config's content, the sweep's
-  `fixed` overrides, `threads` and `devices_per_run`, the run's grid values and seed. A rerun whose sweep file gives a run
-  other settings finds it stale: `stale_runs` says what changed, and the runner neither skips nor
-  resumes it (`--restart-stale` starts it afresh).
+  `fixed` overrides, `threads` and `devices_per_run`, the run's grid values and seed. A rerun whose
+  sweep file gives a run other settings finds it stale: `stale_runs` says what changed, and the
+  runner neither skips nor resumes it (`--restart-stale` starts it afresh).
 - `sweep.json` lists the sweep's current runs; the report reads only those, so runs of an earlier
   grid (a misspelt key, since fixed) do not stay in it.
 """
