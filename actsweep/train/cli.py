@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LambdaCallback
 from lightning.pytorch.cli import LightningCLI
 
 from actsweep.data.module import TextDataModule
@@ -103,8 +104,10 @@ class ActSweepCLI(LightningCLI):
         if wanted is not None:
             trainer.accumulate_grad_batches = accumulation_for(wanted, data.batch_size, processes)
         effective = data.batch_size * processes * trainer.accumulate_grad_batches
-        for logger in trainer.loggers:
-            logger.log_metrics({"batch/global_size": effective, "batch/processes": processes}, step=0)
+        metrics = {"batch/global_size": effective, "batch/processes": processes}
+        # At train start, not now: a fit that fails its data checks must leave no event file behind.
+        trainer.callbacks.append(LambdaCallback(on_train_start=lambda trainer, module: [
+            logger.log_metrics(metrics, step=0) for logger in trainer.loggers]))
 
 
 def accumulation_for(global_batch: int, batch_size: int, processes: int) -> int:
