@@ -18,9 +18,9 @@ import torch
 from actsweep.data import cache
 from actsweep.data.tokenizers import get_tokenizer
 from actsweep.io import sha256_file
-from actsweep.stats.entropy import entropy_bands, heatmap_image
+from actsweep.stats.entropy import entropy_bands, heatmap_figure
 from actsweep.status import read_status, write_status
-from actsweep.study import runner, sweep as sw
+from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.study.logs import read_runs, read_scalars
 from actsweep.train.checkpoints import checkpoint_problem
 from faults import signal_once
@@ -94,14 +94,14 @@ def test_damaged_checkpoint_is_passed_over_for_the_last_good_one(checkpoint, tmp
         (folder / name).write_bytes(checkpoint.read_bytes())
         (folder / f"{name}.sha256").write_bytes(Path(f"{checkpoint}.sha256").read_bytes())
     write_status(run_dir, "interrupted", 5)
-    assert runner.plan(run_dir) == ("resume", folder / "last.ckpt")
+    assert plan.plan(run_dir) == ("resume", folder / "last.ckpt")
     damage(folder / "last.ckpt", how)
     assert "damaged" in checkpoint_problem(folder / "last.ckpt")
     with pytest.warns(UserWarning, match="last.ckpt is damaged"):
-        assert runner.plan(run_dir) == ("resume", folder / "older.ckpt")
+        assert plan.plan(run_dir) == ("resume", folder / "older.ckpt")
     damage(folder / "older.ckpt", how)
     with pytest.warns(UserWarning, match="no intact checkpoint; starting the run again from scratch"):
-        assert runner.plan(run_dir) == ("start", None)
+        assert plan.plan(run_dir) == ("start", None)
 
 
 def test_flipped_checkpoint_restarts_the_run_instead_of_a_false_divergence(finished_sweep, tmp_path, child_imports_faults):
@@ -127,7 +127,7 @@ def test_changed_settings_make_runs_stale_until_restarted(tmp_path, capsys):
     grid, root = [{"model.activation": ["relu", "gelu"]}], tmp_path / "root"
     first = sw.load_sweep(write_sweep(tmp_path / "a.yaml", base, grid, [0], fixed={"trainer.max_steps": 30}))
     calls: list = []
-    runner.run_sweep(first, root, launch=fake_launcher(calls))
+    launchers.run_local(first, root, first.runs(), launch=fake_launcher(calls))
     changed = write_sweep(tmp_path / "b.yaml", base, grid, [0], fixed={"trainer.max_steps": 60})
     before = snapshot(root)
     assert runner.main([str(changed), "--root", str(root)]) == 2
@@ -142,7 +142,8 @@ def test_changed_settings_make_runs_stale_until_restarted(tmp_path, capsys):
     assert runner.main([str(changed), "--root", str(root), "--restart-stale", "--dry-run"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2  # both would start afresh
     calls.clear()
-    runner.run_sweep(sw.load_sweep(changed), root, launch=fake_launcher(calls), restart={r.name for r in first.runs()})
+    plan.restart(sw.load_sweep(changed), root, [r.name for r in first.runs()])
+    launchers.run_local(sw.load_sweep(changed), root, first.runs(), launch=fake_launcher(calls))
     assert len(calls) == 2 and not any("--ckpt_path" in c for c in calls)
     assert runner.main([str(changed), "--root", str(root), "--dry-run"]) == 0  # no longer stale
 
@@ -151,9 +152,11 @@ def test_report_keeps_only_the_current_grid(tmp_path):
     base = write_tiny_base(tmp_path)
     root = tmp_path / "root"
     typo = sw.load_sweep(write_sweep(tmp_path / "a.yaml", base, [{"model.activatoin": ["relu"]}], [0]))
-    runner.run_sweep(typo, root, launch=lambda c, run_dir, e: write_status(run_dir, "crashed", 0, "x") and 1)
+    runner.write_manifest(typo, root)
+    launchers.run_local(typo, root, typo.runs(), launch=lambda c, run_dir, e: write_status(run_dir, "crashed", 0, "x") and 1)
     fixed = sw.load_sweep(write_sweep(tmp_path / "b.yaml", base, [{"model.activation": ["relu"]}], [0]))
-    runner.run_sweep(fixed, root, launch=fake_launcher([]))
+    runner.write_manifest(fixed, root)
+    launchers.run_local(fixed, root, fixed.runs(), launch=fake_launcher([]))
     assert [log.dir.name for log in read_runs(root / "tiny")] == [RELU]
 
 
@@ -164,7 +167,7 @@ def test_nan_entropies_are_nan_bands_and_a_drawable_heatmap():
     values = torch.tensor([[0.5, float("nan")], [1.0, 2.0]])
     assert entropy_bands(values, 2.0).isnan().all()
     assert entropy_bands(torch.tensor([0.1, 1.9]), float("nan")).isnan().all()
-    assert heatmap_image(values, 2.0).shape == (3, 32, 32)
+    heatmap_figure(values, 8, 0)  # draws NaN cells as blanks
 
 
 def test_diverged_fit_with_nan_entropies_is_a_result_not_a_crash(tmp_path, capsys):

@@ -18,6 +18,7 @@ from actsweep.stats.norms import NormStats
 from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
+from actsweep.stats.views import TensorBoardViews
 
 __all__ = [
     "AttentionEntropy",
@@ -28,6 +29,7 @@ __all__ = [
     "NormStats",
     "LossScaleMonitor",
     "SlopeMonitor",
+    "TensorBoardViews",
     "ThroughputMonitor",
     "causal_uniform_entropy",
     "entropy_bands",

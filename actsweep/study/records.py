@@ -3,7 +3,8 @@
 - Each run's `run.json` holds `settings`: the sha256 of the base config's content, the sweep's
   `fixed` overrides, `threads` and `devices_per_run`, the run's grid values and seed. A rerun whose
   sweep file gives a run other settings finds it stale: `stale_runs` says what changed, and the
-  runner neither skips nor resumes it (`--restart-stale` starts it afresh).
+  runner neither skips nor resumes it (`--restart-stale` starts it afresh). A run with no record
+  (started by hand) is taken as the sweep's.
 - `sweep.json` lists the sweep's current runs; the report reads only those, so runs of an earlier
   grid (a misspelt key, since fixed) do not stay in it.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from actsweep.io import sha256_file, write_atomic
+from actsweep.status import read_run_info
 from actsweep.study.sweep import Run, Sweep
 
 MANIFEST = "sweep.json"
@@ -35,27 +37,25 @@ def run_settings(sweep: Sweep, run: Run) -> dict[str, Any]:
     return json.loads(json.dumps(settings))
 
 
-def settings_change(old: Any, new: dict[str, Any]) -> str | None:
-    """What differs between a run's recorded settings and its settings now; None when nothing does."""
-    if old == new:
+def settings_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:
+    """What differs between a run's recorded settings and its settings now; None when nothing does.
+    Only what was recorded is compared (a run from before settings were recorded has its `fixed`,
+    grid values, threads and seed; one started by hand without `run.json`, nothing)."""
+    if not old:
         return None
-    if not isinstance(old, dict):
-        return "its settings were not recorded"
-    changes = ["base config content changed"] if old.get("base_sha256") != new["base_sha256"] else []
+    changes = ["base config content changed"] if old.get("base_sha256", new["base_sha256"]) != new["base_sha256"] else []
     for group in ("fixed", "overrides"):
-        before, now = old.get(group) or {}, new[group]
+        before, now = old.get(group, new[group]) or {}, new[group]
         changes += [f"{key}: {before.get(key, 'unset')} -> {now.get(key, 'unset')}"
                     for key in sorted(set(before) | set(now)) if before.get(key) != now.get(key)]
-    changes += [f"{key}: {old.get(key)} -> {new[key]}" for key in ("threads", "devices_per_run", "seed")
-                if old.get(key) != new[key]]
-    return "; ".join(changes) or "settings changed"
+    changes += [f"{key}: {old[key]} -> {new[key]}" for key in ("threads", "devices_per_run", "seed")
+                if key in old and old[key] != new[key]]
+    return "; ".join(changes) or None
 
 
-def recorded_settings(run_dir: Path) -> Any:
-    try:
-        return json.loads((run_dir / "run.json").read_text()).get("settings")
-    except (OSError, ValueError, AttributeError):
-        return None
+def recorded_settings(run_dir: Path) -> dict[str, Any] | None:
+    info = read_run_info(run_dir) or {}
+    return info.get("settings") or {k: info[k] for k in ("fixed", "overrides", "threads", "seed") if k in info}
 
 
 def stale_runs(sweep: Sweep, root: Path) -> dict[str, str]:
@@ -63,7 +63,7 @@ def stale_runs(sweep: Sweep, root: Path) -> dict[str, str]:
     stale = {}
     for run in sweep.runs():
         run_dir = root / sweep.name / run.name
-        if run_dir.is_dir() and any(run_dir.iterdir()):
+        if run_dir.is_dir():
             change = settings_change(recorded_settings(run_dir), run_settings(sweep, run))
             if change:
                 stale[run.name] = change

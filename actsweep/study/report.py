@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from actsweep.board import band_tag
 from actsweep.study.intervals import t_interval
 from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
@@ -32,7 +33,7 @@ FINAL = {
     "val_loss_se": ("val/loss_se", 1), "global_batch": ("batch/global_size", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
-    "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
+    "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
     "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
 }
 def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:

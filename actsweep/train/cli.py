@@ -7,20 +7,27 @@ run folder that already holds a finished or diverged run.
 
 from __future__ import annotations
 
+import json
 from argparse import RawDescriptionHelpFormatter
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LambdaCallback
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ActSweepError, ConfigError
-from actsweep.status import read_status
+from actsweep.io import hold_run
+from actsweep.status import read_run_info, read_status, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
 from actsweep.train.module import ActSweepModule
+from actsweep.train.preemption import SaveOnSignal
+
 
 DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x attention in small GPTs.
 
@@ -52,7 +59,9 @@ class ActSweepCLI(LightningCLI):
             "--threads", type=Optional[int], default=None,
             help="torch CPU threads (default: torch's own choice). Floating-point reductions depend on "
                  "it, so it is part of the run: the resolved value is written to config.yaml")
-
+        parser.add_argument("--run_info", type=Optional[str], default=None,
+                            help="JSON: what the report groups this run by (its sweep's grid values, seed, ...), "
+                                 "written to run.json in the run folder; the sweep's fit commands fill it in")
         parser.add_argument(
             "--global_batch_size", type=Optional[int], default=None,
             help="sequences per optimizer step over all processes; when set, gradient accumulation is "
@@ -61,6 +70,10 @@ class ActSweepCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        try:
+            self.run_info = json.loads(config.get("run_info") or "null")
+        except ValueError as err:
+            raise ConfigError(f"--run_info is a JSON object ({err})") from err
         threads = apply_threads(config.get("threads"))
         config.threads = threads  # recorded in the run's config.yaml
 
@@ -85,20 +98,36 @@ class ActSweepCLI(LightningCLI):
                 raise err.__cause__ from None
             raise
 
-    def instantiate_trainer(self, **kwargs):
+    def instantiate_trainer(self, **kwargs: Any):
+        # Under SLURM only submitit requeues (actsweep.study.slurm): Lightning's own auto-requeue is off.
+        configured = self.config_init.get(f"{self.subcommand}.trainer.plugins" if self.subcommand else "trainer.plugins")
+        if SLURMEnvironment.detect() and not configured:
+            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as err:  # Lightning's word for bad trainer settings
             raise ConfigError(f"trainer settings: {err}") from err
+        if not any(isinstance(callback, SaveOnSignal) for callback in trainer.callbacks):
+            trainer.callbacks.append(SaveOnSignal())
+        return trainer
 
     def before_fit(self) -> None:
-        """Refuse to overwrite finished work: a fit (not a resume) into a finished or diverged run's
-        folder. Then derive accumulation from a named global batch and record the effective one."""
+        """Refuse to overwrite finished work (a fit, not a resume, into a finished or diverged run's
+        folder); hold the run folder; derive accumulation from a named global batch, then record the
+        effective global batch and the run's sweep metadata (merged into what the launcher recorded:
+        the run's CPUs and devices)."""
         trainer, data = self.trainer, self.datamodule
+        config = self.config[self.subcommand]
         status = trainer.log_dir and (read_status(trainer.log_dir) or {}).get("status")
-        if status in DONE and not self.config.fit.get("ckpt_path"):
+        if status in DONE and not config.get("ckpt_path"):
             raise ConfigError(f"{trainer.log_dir} already holds a {status} run; choose another "
                               "--trainer.logger.version (or name), or delete that folder to run it again")
+        # One process per run folder, from before anything is written into it until this process exits
+        # (not earlier: a fit refused as bad input leaves no trace). Under DDP the first process holds
+        # it for all: the others are its own children or srun tasks.
+        folder = run_folder(config.trainer.logger)
+        if folder is not None and rank_zero_only.rank == 0:
+            hold_run(folder)
         processes = trainer.num_devices * trainer.num_nodes
         wanted = self.config[self.subcommand].get("global_batch_size")
         if wanted is not None:
@@ -108,6 +137,17 @@ class ActSweepCLI(LightningCLI):
         # At train start, not now: a fit that fails its data checks must leave no event file behind.
         trainer.callbacks.append(LambdaCallback(on_train_start=lambda trainer, module: [
             logger.log_metrics(metrics, step=0) for logger in trainer.loggers]))
+        if self.run_info and trainer.log_dir:
+            write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
+
+
+def run_folder(logger: Any) -> Path | None:
+    """The folder a logger given an explicit `version` writes to; None when each start gets a new one."""
+    init = getattr(logger, "init_args", None)
+    if init is None or init.get("version") in (None, "") or init.get("save_dir") is None:
+        return None
+    version = init.version if isinstance(init.version, str) else f"version_{init.version}"
+    return Path(init.save_dir, init.get("name") or "", version)
 
 
 def accumulation_for(global_batch: int, batch_size: int, processes: int) -> int:
