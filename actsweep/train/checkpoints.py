@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Mapping
+from weakref import proxy
 
 import lightning as L
 import torch
@@ -48,19 +49,29 @@ class ValidatedCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         if "://" in str(filepath):  # remote storage: Lightning's own writer, no checksum
             return super()._save_checkpoint(trainer, filepath)
-        target = Path(filepath)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        if trainer.is_global_zero:
-            remove_orphans(target)  # a save that was killed
-        super()._save_checkpoint(trainer, str(tmp))  # rank 0 writes; every rank waits
-        if trainer.is_global_zero:
-            write_checksum(tmp, target)
+        save_checked(trainer, filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._remove_checkpoint(trainer, filepath)
         if trainer.is_global_zero:
             Path(f"{filepath}.sha256").unlink(missing_ok=True)
+
+
+def save_checked(trainer: L.Trainer, path: str | os.PathLike, weights_only: bool = False) -> None:
+    """`trainer.save_checkpoint` into a temporary file that is renamed over `path`, its sha256
+    recorded in `<path>.sha256` (every writer of a checkpoint a run may resume from goes through here)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if trainer.is_global_zero:
+        remove_orphans(target)  # what a killed save left
+    trainer.save_checkpoint(tmp, weights_only)  # rank 0 writes; every rank waits
+    if trainer.is_global_zero:
+        write_checksum(tmp, target)
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
