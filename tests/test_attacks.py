@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from actsweep.board import band_tag
 from actsweep.data import cache
 from actsweep.data.tokenizers import get_tokenizer
 from actsweep.io import sha256_file
@@ -177,8 +178,8 @@ def test_diverged_fit_with_nan_entropies_is_a_result_not_a_crash(tmp_path, capsy
     (run,) = (tmp_path / "logs" / "tiny").iterdir()
     assert code == 0 and "Traceback" not in err
     assert read_status(run)["status"] == "diverged"
-    bands = read_scalars(run)["attn/band_max/0"]
-    assert bands.isna().all()
+    bands = read_scalars(run)[band_tag("max", 0)]
+    assert len(bands) and bands.isna().all()
 
 
 def test_sigterm_is_recorded_as_interrupted(tmp_path, child_imports_faults):
@@ -235,6 +236,7 @@ def test_cache_tokens_outside_the_vocabulary_are_damage(tmp_path):
 
 KILLED_BUILD = """
 import os, signal, sys
+from actsweep.board import band_tag
 from actsweep.data import cache
 from actsweep.data.tokenizers import get_tokenizer
 docs = ["some text"] * 5000
