@@ -15,7 +15,6 @@ from typing import Any, Optional
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LambdaCallback
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
@@ -113,10 +112,10 @@ class ActSweepCLI(LightningCLI):
 
     def before_fit(self) -> None:
         """Refuse to overwrite finished work (a fit, not a resume, into a finished or diverged run's
-        folder); hold the run folder; derive accumulation from a named global batch, then record the
-        effective global batch and the run's sweep metadata (merged into what the launcher recorded:
-        the run's CPUs and devices)."""
-        trainer, data = self.trainer, self.datamodule
+        folder); hold the run folder; derive accumulation from a named global batch (the module logs
+        the effective one when training starts) and record the run's sweep metadata (merged into what
+        the launcher recorded: the run's CPUs and devices)."""
+        trainer = self.trainer
         config = self.config[self.subcommand]
         status = trainer.log_dir and (read_status(trainer.log_dir) or {}).get("status")
         if status in DONE and not config.get("ckpt_path"):
@@ -128,15 +127,10 @@ class ActSweepCLI(LightningCLI):
         folder = run_folder(config.trainer.logger)
         if folder is not None and rank_zero_only.rank == 0:
             hold_run(folder)
-        processes = trainer.num_devices * trainer.num_nodes
-        wanted = self.config[self.subcommand].get("global_batch_size")
+        wanted = config.get("global_batch_size")
         if wanted is not None:
-            trainer.accumulate_grad_batches = accumulation_for(wanted, data.batch_size, processes)
-        effective = data.batch_size * processes * trainer.accumulate_grad_batches
-        metrics = {"batch/global_size": effective, "batch/processes": processes}
-        # At train start, not now: a fit that fails its data checks must leave no event file behind.
-        trainer.callbacks.append(LambdaCallback(on_train_start=lambda trainer, module: [
-            logger.log_metrics(metrics, step=0) for logger in trainer.loggers]))
+            processes = trainer.num_devices * trainer.num_nodes
+            trainer.accumulate_grad_batches = accumulation_for(wanted, self.datamodule.batch_size, processes)
         if self.run_info and trainer.log_dir:
             write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
 
