@@ -21,7 +21,7 @@ from torchmetrics import SumMetric
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, per_layer, publish
 from actsweep.errors import ConfigError
-from actsweep.train.optim import adamw_kernel_args, check_optimizer, parameter_groups
+from actsweep.train.optim import adamw_kernel_args, check_optimizer, check_optimizer_settings, parameter_groups
 from actsweep.train.schedules import build_schedule
 
 
@@ -86,6 +86,7 @@ class ActSweepModule(L.LightningModule):
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        check_optimizer_settings(lr, betas, eps, weight_decay, slope_weight_decay, schedule, warmup, min_lr_ratio)
         check_optimizer(decay_scope, adamw_kernel)
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
