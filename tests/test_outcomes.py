@@ -44,6 +44,7 @@ def test_unstable_rule(train, val, unstable):
 def test_unstable_reasons_and_their_boundaries():
     assert unstable_reason({"val/loss": at({5: 2.5, 10: 2.8})}) == "final val loss 2.800 > 1.1 × best 2.500"
     assert unstable_reason({"val/loss": at({5: 2.5, 10: 2.9, 15: 2.6})}) == ""  # only the final value counts
+    assert unstable_reason({"val/loss": at({5: 2.5, 10: 2.6, 15: 2.8})}) == "final val loss 2.800 > 1.1 × best 2.500"
     assert unstable_reason({"val/loss": at({5: 2.0, 10: 2.2})}) == ""  # exactly 10% above: not more than
     assert unstable_reason({"val/loss": at({})}) == "" and unstable_reason({}) == ""
     steps = {s: 2.0 for s in range(0, 101, 10)}
@@ -83,9 +84,9 @@ def test_run_outcomes():
 
 
 def test_nonfinite_origin_ignores_sites_that_stayed_finite():
-    scalars = {"nonfinite/q/layer_0": at({1: 0.0, 2: 0.0}), "nonfinite/resid/layer_1": at({1: 0.0, 2: 3.0}),
+    scalars = {"nonfinite/q/layer_0": at({1: 0.0, 5: 2.0}), "nonfinite/resid/layer_1": at({1: 0.0, 2: 3.0}),
                "nonfinite/act/layer_0": at({1: 0.0}), "nonfinite/grad/layer_1": at({2: 1.0})}
-    assert nonfinite_origin(scalars) == "first non-finite: layer 1 (resid) at step 2"
+    assert nonfinite_origin(scalars) == "first non-finite: layer 1 (resid) at step 2"  # not layer 0's later NaN
 
 
 @pytest.mark.parametrize("outcomes, status", [
