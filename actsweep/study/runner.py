@@ -37,7 +37,7 @@ HPARAMS_METRICS = ("val/loss", "val/ppl", "train/loss", "ffn/inactive_frac", "ff
 
 def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
     args = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(sweep.base)]
-    for key, value in {**sweep.fixed, **run.overrides}.items():
+    for key, value in {**sweep.fixed, **run.overrides, **sweep.forced}.items():
         args += [f"--{key}", cli_value(value)]
     args += [
         "--seed_everything", str(run.seed),
@@ -232,14 +232,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
     parser.add_argument("--dry-run", action="store_true", help="print one fit command per pending run; run nothing")
-    parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
+    parser.add_argument("--root", type=Path, default=None,
+                        help="where runs go (default lightning_logs/sweeps; with --smoke lightning_logs/smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every configuration with its real config for a few steps on a small local corpus "
+                             "(prints what it changes; see actsweep/study/smoke.py)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     args = parser.parse_args(argv)
     try:
         sweep = load_sweep(args.sweep_file)
+        if args.smoke:
+            sweep, args.root = smoke(sweep, args.root, args.dry_run)
     except SweepError as err:
         print(f"actsweep sweep: error: {err}", file=sys.stderr)
         return 2
+    args.root = args.root or Path("lightning_logs/sweeps")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
     if args.dry_run:
@@ -264,4 +271,33 @@ def main(argv: list[str] | None = None) -> int:
         from actsweep.study.report import write_report
 
         print(f"report: {write_report(args.root / sweep.name)}")
+    if args.smoke:
+        return smoke_verdict(results, args.root / sweep.name)
     return 0 if all(s.get("status") in DONE for s in results.values()) else 1
+
+
+def smoke(sweep: Sweep, root: Path | None, dry_run: bool) -> tuple[Sweep, Path]:
+    """The smoke version of `sweep` in a fresh smoke folder under `root`, saying what it changed."""
+    import torch
+
+    from actsweep.study.smoke import SMOKE_ROOT, prepare_root, smoke_sweep
+
+    root = root or SMOKE_ROOT
+    sweep, notes = smoke_sweep(sweep, root, torch.cuda.is_available())
+    if not dry_run:
+        prepare_root(root, sweep.name)
+    print(f"smoke run of {sweep.name} in {root / sweep.name}; changed from the real runs:")
+    print("\n".join(f"  {note}" for note in notes), flush=True)
+    return sweep, root
+
+
+def smoke_verdict(results: dict[str, dict], folder: Path) -> int:
+    """0 when every smoke run finished; else 1, with the end of each failed run's log."""
+    failed = {name: s for name, s in results.items() if s.get("status") != "finished"}
+    for name, status in failed.items():
+        log = folder / name / "fit.log"
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.is_file() else []
+        print(f"SMOKE FAILED: {name}: {status.get('status')} {status.get('reason', '')}", file=sys.stderr)
+        print("\n".join(f"  | {line}" for line in tail), file=sys.stderr)
+    print(f"smoke: {len(results) - len(failed)}/{len(results)} runs finished")
+    return 1 if failed else 0

@@ -100,6 +100,7 @@ class Sweep:
     threads: int = 1  # torch threads of every run: part of the run, so the same whatever --jobs
     devices_per_run: int | None = None  # accelerators per run; None: 1 where any is visible, else 0
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
+    forced: dict[str, Any] = field(default_factory=dict)  # applied after the grid's values (a smoke run's changes)
 
     def runs(self) -> list[Run]:
         """Every grid point × seed, in file order; names are unique and depend only on the values."""
