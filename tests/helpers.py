@@ -162,7 +162,7 @@ SWEEP_BASE = {
             {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
             "actsweep.stats.DivergenceGuard", "actsweep.stats.FFNStats", "actsweep.stats.GradNorms",
-            "actsweep.stats.AttentionEntropy", "actsweep.stats.SlopeMonitor",
+            "actsweep.stats.AttentionEntropy", "actsweep.stats.SlopeMonitor", "actsweep.stats.NonFiniteCounts",
         ],
     },
     "model": {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 1e-2, "dropout": 0.0},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -41,3 +42,27 @@ def loop_bands(values: list[float], top: float) -> list[float]:
         band = next((b for b in range(3) if v < (b + 1) * top / 4), 3)
         counts[band] += 1
     return [c / len(values) for c in counts]
+
+
+def expected_offsets(seed: int, step: int, n_tokens: int, block_size: int, n: int) -> np.ndarray:
+    """The spec's window draw, written out independently of TextDataModule."""
+    rng = np.random.Generator(np.random.PCG64([seed, step]))
+    shift = rng.integers(0, block_size + 1)
+    chunks = rng.choice((n_tokens - shift) // (block_size + 1), size=n, replace=False)
+    return shift + chunks * (block_size + 1)
+
+
+def reference_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> list[int]:
+    """The spec written as a plain loop: whole chunks per document, remainder and eot left out."""
+    starts, doc_start = [], 0
+    for i, token in enumerate([*tokens.tolist(), eot]):  # an unterminated tail is the last document
+        if token == eot:
+            starts += range(doc_start, i - length + 1, length)
+            doc_start = i + 1
+    return starts
+
+
+def stream(doc_lengths: list[int], eot: int, rng: np.random.Generator, terminated: bool = True) -> np.ndarray:
+    docs = [[*rng.integers(1, 50, size=n).tolist(), eot] for n in doc_lengths]
+    flat = [t for doc in docs for t in doc]
+    return np.array(flat if terminated else flat[:-1], dtype=np.uint16)

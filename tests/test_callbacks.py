@@ -28,6 +28,7 @@ from actsweep.status import read_status
 from actsweep.stats.common import all_reduce_
 from actsweep.stats.ffn import dead_unit_share, ffn_summary
 from actsweep.stats.gradients import parameter_groups
+from actsweep.stats.slopes import slope_metrics
 from actsweep.stats.metrics import activation_sums, fired_units, grad_norms, square_sums
 from actsweep.model.hooks import capture
 from actsweep.model.gpt import GPT, GPTConfig
@@ -145,26 +146,33 @@ def test_probe_sees_the_attention_training_computes():
 
 def test_attention_entropy_callback_logs_everything(tmp_path):
     module = ActSweepModule(**TINY)
+    with torch.no_grad():  # heads far from uniform and unlike each other, so a mixed-up head cannot pass
+        for i, block in enumerate(module.model.blocks):
+            block.attn.qkv.weight.mul_(20 * (i + 1))
     trainer = fit(module, [AttentionEntropy()], tmp_path, max_steps=2, limit_val_batches=1, val_check_interval=2)
     events = EventAccumulator(trainer.log_dir)
     events.Reload()
     tags = events.Tags()
     assert "attn/entropy_heatmap" in tags["images"] and "attn/head_entropy" in tags["histograms"]
-    expected = probe_entropy(module.model, Tokens().probe_batch())
-    for i in range(2):
-        for j in range(2):
-            logged = events.Scalars(f"attn/head_entropy/layer_{i}/head_{j}")[-1].value
-            assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
     idx = Tokens().probe_batch()
     with torch.no_grad(), capture(module.model.eval(), "blocks.*.attn.hook_q", "blocks.*.attn.hook_k") as qk:
         module.model(idx)
+    # Every head's logged entropy against an fp64 softmax of the final weights' q and k.
+    expected = torch.stack([reference_entropy(qk[f"blocks.{i}.attn.hook_q"], qk[f"blocks.{i}.attn.hook_k"]).mean((0, 2))
+                            for i in range(2)])
+    assert expected.std() > 0.05 * expected.mean()
+    for i in range(2):
+        for j in range(2):
+            logged = events.Scalars(f"attn_heads/entropy/layer_{i}/head_{j}")[-1].value
+            assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
     for i in range(2):
         s = qk[f"blocks.{i}.attn.hook_q"] @ qk[f"blocks.{i}.attn.hook_k"].transpose(-1, -2) / math.sqrt(TINY["n_embd"] // 2)
         peak = s.masked_select(torch.ones(T, T, dtype=torch.bool).tril()).abs().max().item()
         assert events.Scalars(f"attn/max_logit/layer_{i}")[-1].value == pytest.approx(peak, rel=1e-5)
     # Each band share counted by hand from the expected matrix, under both definitions.
-    for name, top in (("band_max", expected.max().item()), ("band_uniform", math.lgamma(T + 1) / T)):
-        shares = [events.Scalars(f"attn/{name}/{b}")[-1].value for b in range(4)]
+    for name, top in (("max", expected.max().item()), ("uniform", math.lgamma(T + 1) / T)):
+        shares = [events.Scalars(f"attn/heads_in_band/{name}_{q}")[-1].value
+                  for q in ("bottom_quarter", "second_quarter", "third_quarter", "top_quarter")]
         by_hand = [sum(b * top / 4 <= e < (b + 1) * top / 4 or (b == 3 and e >= top) for e in expected.flatten().tolist()) / 4
                    for b in range(4)]
         assert shares == pytest.approx(by_hand)
@@ -210,25 +218,29 @@ def test_logged_grad_norm_is_before_clipping(tmp_path):
 def test_no_statistics_work_on_non_logging_steps(tmp_path, monkeypatch):
     """7 steps logging every 3rd: statistics are computed on steps 2 and 5 only, in hooks too."""
     import actsweep.stats.ffn as ffn
+    import actsweep.stats.slopes as slopes
 
     calls = []
     monkeypatch.setattr(ffn, "activation_sums", lambda a: calls.append(1) or activation_sums(a))
+    monkeypatch.setattr(slopes, "slope_metrics", lambda model: calls.append(2) or slope_metrics(model))
     callbacks = [FFNStats(), GradNorms(), SlopeMonitor(), ThroughputMonitor(), AttentionEntropy(), DivergenceGuard()]
     module = ActSweepModule(**TINY, activation="learnable_leaky_relu")
     trainer = fit(module, callbacks, tmp_path, Tokens(n=64), max_steps=7, log_every_n_steps=3)
     ffn_cb, grad_cb, slope_cb, speed_cb, entropy_cb, guard = callbacks
     assert (ffn_cb.computations, grad_cb.computations, slope_cb.computations) == (2, 2, 2)
-    assert len(calls) == 2 * module.config.n_layer
+    assert calls.count(1) == 2 * module.config.n_layer and calls.count(2) == 2  # FFN hooks, slope reads
     assert speed_cb.computations == 1  # the first logging step only starts the clock
     assert entropy_cb.computations == 0  # validation is off
     assert guard.checks == 2 + 2  # the logging steps, then the epoch end and train end (rare)
     assert read_status(trainer.log_dir)["status"] == "finished"
 
 
-def test_slope_monitor_silent_without_slopes(tmp_path):
-    monitor = SlopeMonitor()
-    fit(ActSweepModule(**TINY, activation="relu"), [monitor], tmp_path, max_steps=2)
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_slope_monitor_silent_without_learnable_slopes(tmp_path, activation):
+    monitor, recorder = SlopeMonitor(), ScalarLogger()
+    fit(ActSweepModule(**TINY, activation=activation), [monitor], tmp_path, max_steps=2, logger=recorder)
     assert monitor.computations == 0
+    assert "train/loss" in recorder.scalars and not [tag for tag in recorder.scalars if tag.startswith("slope/")]
 
 
 # -- DDP: two gloo processes equal one process on the global batch ----------------------------------

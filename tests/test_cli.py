@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_quickstart_fit_runs_offline_and_logs_train_and_val_loss(tmp_path, no_network):
-    main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--trainer.max_steps", "5",
+    main(["fit", "--config", str(ROOT / "configs/quickstart.yaml"), "--trainer.max_steps", "5", "--data.val_windows", "64",
           "--trainer.logger.save_dir", str(tmp_path / "logs"), "--data.cache_dir", str(tmp_path / "cache")])
     (run,) = (tmp_path / "logs" / "quickstart").iterdir()
     events = EventAccumulator(str(run))

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from actsweep.data import cache, hub, module as data, sources, windows
+from actsweep.data import cache, hub, module as data, sources
 from actsweep.data.module import TextDataModule
-from actsweep.data.windows import document_chunk_starts
+from actsweep.errors import ConfigError
 from actsweep.data.tokenizers import (
     ENCODER_JSON_SHA256,
     VOCAB_BPE_SHA256,
@@ -27,6 +27,7 @@ from actsweep.data.tokenizers import (
     gpt2_encoding,
     gpt2_files,
 )
+from references import expected_offsets, reference_chunk_starts
 
 TINYSTORIES = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinystories"
 RAW_TXT = TINYSTORIES / "TinyStories-train.head2MiB.raw.txt"
@@ -320,14 +321,6 @@ def test_char_vocab_comes_from_cache_metadata(jsonl_corpus: Path, tmp_path: Path
     assert char_module(jsonl_corpus, tmp_path).vocab_size == len(set(text) | {"\n"})
 
 
-def expected_offsets(seed: int, step: int, n_tokens: int, block_size: int, n: int) -> np.ndarray:
-    """The spec's window draw, written out independently of TextDataModule."""
-    rng = np.random.Generator(np.random.PCG64([seed, step]))
-    shift = rng.integers(0, block_size + 1)
-    chunks = rng.choice((n_tokens - shift) // (block_size + 1), size=n, replace=False)
-    return shift + chunks * (block_size + 1)
-
-
 def test_train_windows_are_pure_sharded_and_disjoint(jsonl_corpus: Path, tmp_path: Path) -> None:
     dm = char_module(jsonl_corpus, tmp_path)
     dm.setup("fit")
@@ -385,7 +378,8 @@ def test_validation_windows_fixed_and_partitioned(jsonl_corpus: Path, tmp_path: 
     for rank, shard in enumerate(shards):
         assert torch.equal(shard, xs[rank::3])
     assert torch.equal(dm.probe_batch(), xs[:8]) and torch.equal(dm.probe_batch(2), xs[:2])
-    assert torch.equal(next(iter(dm.test_dataloader()))[0], batches[0][0])
+    with pytest.raises(ConfigError, match="no test split"):  # never the validation windows again
+        dm.test_dataloader()
 
 
 def test_validation_uses_all_windows_that_fit(jsonl_corpus: Path, tmp_path: Path) -> None:
@@ -396,41 +390,6 @@ def test_validation_uses_all_windows_that_fit(jsonl_corpus: Path, tmp_path: Path
 
 
 # -- document windows ----------------------------------------------------------------------------
-
-
-def reference_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> list[int]:
-    """The spec written as a plain loop: whole chunks per document, remainder and eot left out."""
-    starts, doc_start = [], 0
-    for i, token in enumerate([*tokens.tolist(), eot]):  # an unterminated tail is the last document
-        if token == eot:
-            starts += range(doc_start, i - length + 1, length)
-            doc_start = i + 1
-    return starts
-
-
-def stream(doc_lengths: list[int], eot: int, rng: np.random.Generator, terminated: bool = True) -> np.ndarray:
-    docs = [[*rng.integers(1, 50, size=n).tolist(), eot] for n in doc_lengths]
-    flat = [t for doc in docs for t in doc]
-    return np.array(flat if terminated else flat[:-1], dtype=np.uint16)
-
-
-def test_document_chunk_starts_match_a_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(0)
-    # lengths 3 (< chunk), 5 (== chunk), 0 0 (consecutive eots), 12 (2 chunks + 2), 1, 11; tail of 17
-    tokens = stream([3, 5, 0, 0, 12, 1, 11, 17], eot=0, rng=rng, terminated=False)
-    expected = [4, 12, 17, 27, 32, 39, 44, 49]  # doc starts 0 4 10 11 12 25 27 39
-    assert reference_chunk_starts(tokens, 0, 5) == expected
-    monkeypatch.setattr(windows, "EOT_SCAN_BLOCK", 7)  # document boundaries straddle scan blocks
-    for terminated in (True, False):
-        t = stream([3, 5, 0, 0, 12, 1, 11, 17], eot=0, rng=rng, terminated=terminated)
-        got = document_chunk_starts(t, 0, 5)
-        assert got.dtype == np.int64 and got.tolist() == expected
-    for seed in range(20):
-        r = np.random.default_rng(seed)
-        t = r.integers(0, 8, size=int(r.integers(0, 300))).astype(np.uint16)  # eot 0: ~1 in 8 tokens
-        for length in (1, 2, 5):
-            assert document_chunk_starts(t, 0, length).tolist() == reference_chunk_starts(t, 0, length)
-    assert document_chunk_starts(np.zeros(4, np.uint16), 0, 1).tolist() == []
 
 
 def gpt2_module(corpus: Path, tmp_path: Path, **kwargs) -> TextDataModule:

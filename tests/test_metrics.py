@@ -110,7 +110,7 @@ def test_activation_and_square_sums_by_hand():
     got = m.activation_sums(act)
     assert got.dtype == torch.float64 and got.tolist() == [3.0, 4.0, 6.0]  # zero counts as inactive
     sq = m.square_sums(act)
-    assert sq.dtype == torch.float64 and sq.tolist() == pytest.approx([1 + 4 + 9 + 0.25 + 0.25, 6.0], rel=1e-15)
+    assert sq.dtype == torch.float64 and sq.tolist() == pytest.approx([1 + 4 + 9 + 0.25 + 0.25, 6.0], rel=1e-15, abs=0)
 
 
 def test_counts_and_sums_stay_exact_past_float32():
@@ -121,7 +121,7 @@ def test_counts_and_sums_stay_exact_past_float32():
     big = torch.tensor([2.0**24, 1.0, 1.0])  # float32: 2**24 + 1 rounds back to 2**24
     assert m.activation_sums(big)[1].item() == 2**24 + 2
     x = torch.tensor([1 + 2**-20])  # its square needs 41 bits
-    assert m.square_sums(x)[0].item() == pytest.approx((1 + 2**-20) ** 2, rel=1e-15)  # float32 is 1e-12 off
+    assert m.square_sums(x)[0].item() == pytest.approx((1 + 2**-20) ** 2, rel=1e-15, abs=0)  # float32 is 1e-12 off
 
 
 def test_ffn_ratios_by_hand():

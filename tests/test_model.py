@@ -127,7 +127,7 @@ def test_gpt2_initialisation_scales_residual_projections():
 
 @pytest.mark.parametrize(
     "overrides, phrase",
-    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu"),
+    [({"activation": "swish"}, "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu, relu2, silu"),
      ({"norm": "batchnorm"}, "layernorm, rmsnorm, none"),
      ({"slope_scope": "head"}, "global, layer, neuron"),
      ({"n_head": 5}, "divisible by n_head"),
@@ -153,14 +153,22 @@ def test_hook_points_capture_ffn_activations_and_are_removed():
     assert all(not p._forward_hooks for p in hook_points(model).values())
 
 
-def test_hook_can_ablate_an_activation():
-    model = tiny(activation="gelu")
+def test_hook_ablates_every_matching_layer():
+    """Zeroing every layer's FFN activation equals zeroing every FFN output projection's weight
+    (out(0) = its bias, as out(h) with a zero weight): the reference ablation, done on the weights."""
+    model = tiny(activation="gelu", bias="all")
     idx = torch.randint(0, 97, (1, 16))
+    seen = []
     with torch.no_grad():
         base = model(idx)
-        with hooks(model, {"blocks.*.mlp.hook_act": lambda t, n: torch.zeros_like(t)}):
+        with hooks(model, {"blocks.*.mlp.hook_act": lambda t, n: seen.append(n) or torch.zeros_like(t)}):
             ablated = model(idx)
+        for block in model.blocks:
+            block.mlp.out.weight.zero_()
+        reference = model(idx)
+    assert seen == [f"blocks.{i}.mlp.hook_act" for i in range(3)]
     assert not torch.allclose(base, ablated)
+    torch.testing.assert_close(ablated, reference, rtol=0, atol=0)
 
 
 def explicit_loss(model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from actsweep.study import runner
+from actsweep.study.plan import fit_command
 from actsweep.study.smoke import MARKER, prepare_root, smoke_changes, smoke_sweep
 from actsweep.study.sweep import SweepError, load_sweep
 from helpers import write_sweep, write_tiny_base
@@ -46,7 +47,7 @@ def test_smoke_forces_its_steps_over_the_grid_and_keeps_one_seed(tmp_path):
     sweep, notes = smoke_sweep(load_sweep("configs/sweeps/blog_code.yaml"), tmp_path, cuda=False)
     assert sweep.seeds == [1337] and any(n.startswith("seeds:") for n in notes)
     long_run = [r for r in sweep.runs() if r.overrides.get("trainer.max_steps") == 10000][0]
-    command = runner.fit_command(sweep, long_run, tmp_path)
+    command = fit_command(sweep, long_run, tmp_path)
     assert command[command.index("--trainer.max_steps") + 1] == "2" and "10000" not in command
     assert (tmp_path / "corpus" / "corpus.jsonl").stat().st_size > 100_000
 

@@ -1,4 +1,4 @@
-"""Speed switches on CPU: torch.compile in place, bf16 mixed precision, fused AdamW on CUDA,
+"""Speed switches on CPU: torch.compile in place, bf16 mixed precision, fused AdamW as on CUDA,
 pinned memory with non-blocking transfers, no host syncs outside logging steps, and the
 throughput monitor's arithmetic. Tiny models; compile tests use the `aot_eager` backend for
 training (same Dynamo tracing of hooks, no C++ build) and inductor only for a forward pass."""
@@ -13,11 +13,13 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.pytorch.plugins.precision import Precision
+from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
+from torch._dynamo.utils import counters
 
 from actsweep.stats import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
 from actsweep.stats import throughput
 from actsweep.data.module import TextDataModule
+from actsweep.model.hooks import hooks
 from actsweep.train.module import ActSweepModule
 from actsweep.train.progress import LossProgressBar
 from helpers import ScalarLogger
@@ -72,9 +74,15 @@ def test_compiled_training_keeps_hooks_and_clean_checkpoints(data, tmp_path, aot
     for compile in (False, True):
         module = tiny(data, compile=compile)
         ffn = FFNStats(dead_units=False)
+        torch._dynamo.reset()
+        counters.clear()
         trainer, logger = fit(module, data, tmp_path, callbacks=[ffn], max_steps=3)
         assert ffn.computations == 1
         logged[compile] = logger.scalars["ffn/act_mean"]
+    # Dynamo compiled the model (armed hooks included) as one graph, without falling back to eager.
+    assert module.model._compiled_call_impl is not None
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert not counters["graph_break"], dict(counters["graph_break"])
     # The hooks registered in `setup` run inside the compiled graph: same statistics as eager.
     assert [s for s, _ in logged[True]] == [s for s, _ in logged[False]]
     assert [v for _, v in logged[True]] == pytest.approx([v for _, v in logged[False]], rel=1e-4, abs=1e-6)
@@ -106,21 +114,40 @@ def test_bf16_mixed_runs_on_cpu_close_to_fp32(data, tmp_path):
     losses = {}
     for precision in ("32-true", "bf16-mixed"):
         module = tiny(data)
-        trainer, logger = fit(module, data, tmp_path, precision=precision, max_steps=3)
+        seen: set[tuple[str, torch.dtype]] = set()  # what the blocks' matmuls put out in training steps
+        record = {p: lambda t, name: seen.add((name, t.dtype)) if torch.is_grad_enabled() else None
+                  for p in ("blocks.*.attn.hook_q", "blocks.*.mlp.hook_pre")}
+        with hooks(module.model, record):
+            trainer, logger = fit(module, data, tmp_path, precision=precision, max_steps=3)
         assert trainer.global_step == 3
+        expected = torch.bfloat16 if precision == "bf16-mixed" else torch.float32
+        assert seen == {(f"blocks.{i}.{site}", expected) for i in range(2) for site in ("attn.hook_q", "mlp.hook_pre")}
         batch = data.train_batch(100)
         with torch.no_grad(), trainer.precision_plugin.forward_context():
             losses[precision] = module.loss(batch).item()
     assert losses["bf16-mixed"] == pytest.approx(losses["32-true"], rel=0.02)
 
 
-@pytest.mark.parametrize("device, fused", [("cpu", False), ("cuda", True)])
-def test_fused_adamw_only_on_cuda(data, monkeypatch, device, fused):
-    module = tiny(data)
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_fused_adamw_is_built_and_stepped_on_cuda_only(data, tmp_path, monkeypatch, device):
+    """torch 2.13 runs fused AdamW on CPU, so the optimizer a GPU run builds is built and stepped here
+    (the module decides as on `device`, the tensors stay on the CPU), and its weights equal those of
+    AdamW's for-loop kernel."""
+    fused_steps = []
+    fused_adamw = torch._fused_adamw_
+    monkeypatch.setattr(torch, "_fused_adamw_", lambda *a, **kw: fused_steps.append(1) or fused_adamw(*a, **kw))
     monkeypatch.setattr(ActSweepModule, "device", property(lambda self: torch.device(device)))
-    module._trainer = SimpleNamespace(max_steps=10)
-    optimizer = module.configure_optimizers()["optimizer"]
-    assert optimizer.defaults["fused"] is fused
+    weights = {}
+    for kernel in ("auto", "for_loop"):
+        module = tiny(data, adamw_kernel=kernel, dropout=0.0)
+        trainer, _ = fit(module, data, tmp_path, max_steps=2)
+        weights[kernel] = torch.cat([p.detach().flatten() for p in module.parameters()])
+        if kernel == "auto":
+            groups = len(trainer.optimizers[0].param_groups)
+            assert bool(trainer.optimizers[0].defaults.get("fused")) == (device == "cuda")
+            assert len(fused_steps) == (2 * groups if device == "cuda" else 0)  # one call per group and step
+    torch.testing.assert_close(weights["auto"], weights["for_loop"], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(weights["auto"], torch.cat([p.detach().flatten() for p in tiny(data).parameters()]))
 
 
 def test_pin_memory_only_with_cuda_and_non_blocking_transfer(data, monkeypatch):
@@ -151,6 +178,9 @@ class SyncCounter(L.Callback):
         for name in SYNCS:
             original = getattr(torch.Tensor, name)
             monkeypatch.setattr(torch.Tensor, name, self._counting(original))
+        self.logs: collections.Counter[int] = collections.Counter()
+        log = _ResultCollection.log
+        monkeypatch.setattr(_ResultCollection, "log", lambda results, *a, **kw: self.logs.update([self.step]) or log(results, *a, **kw))
 
     def _counting(self, original):
         @functools.wraps(original)
@@ -180,6 +210,7 @@ def test_no_host_syncs_outside_logging_steps(data, tmp_path, monkeypatch):
         log_every_n_steps=5, enable_progress_bar=True)
     logging_steps = {4, 9, 10}  # (step + 1) % 5 == 0, and the last step (Lightning logs when stopping)
     assert not set(counter.calls) - logging_steps - {-1}, dict(counter.calls)
+    assert set(counter.logs) == logging_steps  # `self.log` (~1 ms of Python a call) only there too
     assert counter.calls[4] > 0
     assert "train/loss" in bar.train_progress_bar.postfix  # the loss is still shown
 
@@ -190,9 +221,9 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
     monkeypatch.setattr(throughput, "is_logging_step", lambda trainer: True)
     monkeypatch.setattr(throughput, "get_available_flops", lambda device, dtype: 1e9)
     logger = ScalarLogger()
-    trainer = SimpleNamespace(precision_plugin=Precision(), world_size=2, accumulate_grad_batches=3,
+    trainer = SimpleNamespace(precision="32-true", world_size=2, accumulate_grad_batches=3,
                               global_step=0, loggers=[logger], is_global_zero=True,
-                              lightning_module=SimpleNamespace(log_dict=lambda metrics, **options: None),
+                              callback_metrics={},
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)))
     module = SimpleNamespace(device=torch.device("xla"), model=SimpleNamespace(flops_per_token=lambda: 600.0))
     monitor = ThroughputMonitor()

@@ -20,7 +20,7 @@ import re
 import sys
 import sysconfig
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -241,6 +241,10 @@ class Corpus:
       characters in stored order, as the blog's code did (the document at the cut is split).
     - ``max_documents`` caps training documents, ``max_val_documents`` validation documents, both
       taken from the seed-0 shuffled order.
+    - A test split, disjoint from both, only when asked for (so training data never changes by
+      default): ``test_source`` (a hub dataset's ``test`` split, or files), else the last
+      ``test_fraction`` of the training documents (of the text before the validation cut with
+      ``split_by="char"``).
     """
 
     source: str = STDLIB
@@ -251,13 +255,23 @@ class Corpus:
     split_by: str = "document"
     max_documents: int | None = None
     max_val_documents: int | None = None
+    test_fraction: float = 0.0
+    test_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_BY:
             raise ConfigError(f"split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
         if not 0.0 < self.val_fraction < 1.0 and self._val_origin() is None:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         source_kind(self.source)  # fail early on a missing path
+        if self.test_source is not None:
+            source_kind(self.test_source)
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_source is not None or self.test_fraction > 0
 
     def _val_origin(self) -> tuple[str, str] | None:
         """(source, split) holding native validation documents, if any."""
@@ -277,16 +291,27 @@ class Corpus:
         options = {k: v for k, v in asdict(self).items() if k != "source"}
         if self.val_source is not None:
             options["val_source"] = describe(self.val_source)
+        if not self.has_test:  # corpora without a test split keep their earlier identity (and caches)
+            del options["test_fraction"], options["test_source"]
+        elif self.test_source is not None:
+            options["test_source"] = describe(self.test_source)
         return f"{describe(self.source)} {json.dumps(options, sort_keys=True)}"
+
+    def training_identity(self) -> str:
+        """What decides the training documents: every option except where test documents come from."""
+        return replace(self, test_source=None).describe() if self.test_source is not None else self.describe()
 
     def fingerprint(self) -> str:
         parts = [fingerprint(self.source)]
         if self.val_source is not None:
             parts.append(fingerprint(self.val_source))
+        if self.test_source is not None:
+            parts.append(fingerprint(self.test_source))
         return _sha256_text(" ".join(parts))
 
     def load_splits(self) -> dict[str, list[str]]:
-        """``{"train": [...], "val": [...]}``, deterministic for fixed options and source content."""
+        """``{"train": [...], "val": [...], "test": [...]}``, deterministic for fixed options and source
+        content; "test" is empty without ``test_source`` or ``test_fraction``."""
         docs = read_documents(self.source, self.text_column, self.separator)
         origin = self._val_origin()
         if origin is not None:
@@ -296,7 +321,20 @@ class Corpus:
             train, val = _split_chars(docs, self.val_fraction)
         else:
             train, val = _split_documents(_shuffled(docs), self.val_fraction)
-        return {"train": train[: self.max_documents], "val": val[: self.max_val_documents]}
+        train, test = self._split_test(train)
+        return {"train": train[: self.max_documents], "val": val[: self.max_val_documents], "test": test}
+
+    def _split_test(self, train: list[str]) -> tuple[list[str], list[str]]:
+        """(training documents, test documents): from ``test_source``, or held out of ``train``."""
+        if self.test_source is not None:
+            split = "test" if source_kind(self.test_source) == "hub" else "train"
+            return train, read_documents(self.test_source, self.text_column, self.separator, split=split)
+        if not self.test_fraction:
+            return train, []
+        if self.split_by == "char":  # the share of the whole text, cut from the end of the training text
+            origin_share = 1.0 if self._val_origin() else 1.0 - self.val_fraction
+            return _split_chars(train, min(self.test_fraction / origin_share, 1.0))
+        return _split_documents(train, self.test_fraction)
 
 
 def _shuffled(docs: list[str]) -> list[str]:

@@ -28,6 +28,13 @@ class LeakyReLU(nn.Module):
         return torch.where(x > 0, x, x * self.slope)
 
 
+class ReLUSquared(nn.Module):
+    """relu(x)², the MLP activation of modded-nanogpt's records and of Primer (So et al., 2021)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x).square()
+
+
 class SlopeBank(nn.Module):
     """Owns the slopes of learnable leaky ReLUs so that a `global` slope is one parameter."""
 
@@ -55,6 +62,8 @@ ACTIVATIONS: dict[str, ActivationFactory] = {
     "gelu_tanh": lambda bank, leak: nn.GELU(approximate="tanh"),
     "leaky_relu": lambda bank, leak: nn.LeakyReLU(leak),
     "learnable_leaky_relu": lambda bank, leak: LeakyReLU(bank.slope_for_layer()),
+    "relu2": lambda bank, leak: ReLUSquared(),
+    "silu": lambda bank, leak: nn.SiLU(),
 }
 
 
@@ -73,4 +82,4 @@ def is_slope(param_name: str) -> bool:
     return param_name.endswith(".slope") or param_name.endswith("slopes.shared")
 
 
-__all__ = ["ACTIVATIONS", "SLOPE_SCOPES", "LeakyReLU", "SlopeBank", "build_activation", "check_activation", "is_slope"]
+__all__ = ["ACTIVATIONS", "SLOPE_SCOPES", "LeakyReLU", "ReLUSquared", "SlopeBank", "build_activation", "check_activation", "is_slope"]

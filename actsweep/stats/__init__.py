@@ -13,17 +13,23 @@ from actsweep.stats.entropy import AttentionEntropy, probe_entropy
 from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
 from actsweep.stats.metrics import causal_uniform_entropy, entropy_bands, head_entropy
+from actsweep.stats.nonfinite import NonFiniteCounts
+from actsweep.stats.norms import NormStats
 from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
+from actsweep.stats.views import TensorBoardViews
 
 __all__ = [
     "AttentionEntropy",
     "DivergenceGuard",
     "FFNStats",
     "GradNorms",
+    "NonFiniteCounts",
+    "NormStats",
     "LossScaleMonitor",
     "SlopeMonitor",
+    "TensorBoardViews",
     "ThroughputMonitor",
     "causal_uniform_entropy",
     "entropy_bands",

@@ -27,7 +27,10 @@ _NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across proce
 
 
 def checkpoint_due(trainer: L.Trainer) -> bool:
-    """Whether a `ModelCheckpoint` may save at this training batch end (its step or time trigger)."""
+    """Whether a `ModelCheckpoint` may save at this training batch end (its step or time trigger).
+
+    Reads ModelCheckpoint's private trigger settings (they have no public getters);
+    tests/test_lightning_api.py checks this against the checkpoints a real fit writes."""
     return any(
         cb._train_time_interval is not None
         or (cb._every_n_train_steps >= 1 and trainer.global_step % cb._every_n_train_steps == 0)

@@ -143,3 +143,13 @@ def tokens_per_second(steps: int, accumulate: int, batch_tokens: int, world_size
 def model_flops_utilisation(tokens_per_sec: float, flops_per_token: float, peak_flops: float) -> float:
     """Achieved model FLOP/s as a share of the devices' peak."""
     return tokens_per_sec * flops_per_token / peak_flops
+
+
+# -- normalization-free layers ----------------------------------------------------------------------
+
+
+def saturation_counts(unit_slope: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(2,) [coordinates whose unit slope is below `threshold`, all coordinates], in `count_dtype`:
+    sums that add across batches and processes before their ratio is taken."""
+    dtype = count_dtype(unit_slope.device)
+    return torch.stack([(unit_slope < threshold).sum().to(dtype), torch.tensor(unit_slope.numel(), dtype=dtype, device=unit_slope.device)])

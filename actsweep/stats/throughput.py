@@ -14,10 +14,20 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
 
 from actsweep.stats.common import is_logging_step, publish
 from actsweep.stats.metrics import model_flops_utilisation, tokens_per_second
+
+
+def compute_dtype(precision: str) -> torch.dtype | str:
+    """The dtype matmuls run in under a Lightning `precision` flag, as `get_available_flops` takes it
+    (from the public flag, not Lightning's private `_plugin_to_compute_dtype`)."""
+    if precision == "transformer-engine":
+        return torch.int8  # fp8 kernels: Lightning counts them at int8 peak
+    for prefix, dtype in (("bf16", torch.bfloat16), ("16", torch.float16), ("64", torch.float64)):
+        if precision.startswith(prefix):
+            return dtype
+    return torch.float32
 
 
 class ThroughputMonitor(Callback):
@@ -34,7 +44,7 @@ class ThroughputMonitor(Callback):
         self._last = None
         device = pl_module.device
         if device.type in ("cuda", "xla"):
-            peak = get_available_flops(device, _plugin_to_compute_dtype(trainer.precision_plugin))
+            peak = get_available_flops(device, compute_dtype(trainer.precision))
             self._peak_flops = None if peak is None else float(peak) * trainer.world_size
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

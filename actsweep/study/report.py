@@ -16,86 +16,27 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from actsweep.board import band_tag
+from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
+from actsweep.study.intervals import t_interval
+from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
-from actsweep.study.sweep import short, short_keys
+from actsweep.study.sweep import default_comparisons, short, short_keys
 from actsweep.study.figures import FIGURES, by_config
 from actsweep.study.logs import RunLog, read_runs
+from actsweep.study.outcomes import (
+    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_slope, precision_flag, run_outcome, skipped_share,
+)
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
 FINAL = {
     "val_loss": ("val/loss", 1), "val_ppl": ("val/ppl", 1), "train_loss": ("train/loss", 1),
+    "val_loss_se": ("val/loss_se", 1), "global_batch": ("batch/global_size", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
-    "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
+    "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
     "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
 }
-MAX_SKIPPED_SHARE = 0.05  # fp16 runs whose GradScaler skipped more of the optimizer steps are flagged
-SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
-UNSTABLE_RULE = (
-    f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
-    f"{END_FACTOR - 1:.0%}, or when, after the first {SPIKE_AFTER:.0%} of its steps, a logged train loss "
-    f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike). A run is **Diverged** when "
-    "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
-    "A configuration is Diverged if "
-    "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
-    "else Stable. Val loss and ppl: mean ± sample std (ddof=1) over the seeds that finished (Stable or Unstable), n = "
-    "their number (±— when n = 1); other columns: mean over the same seeds of the last logged value."
-)
-
-
-def final_slope(scalars: dict[str, pd.Series]) -> float:
-    """`slope/global`, else the mean over layers of the last per-layer (or per-neuron mean) slope."""
-    if "slope/global" in scalars:
-        return float(scalars["slope/global"].iloc[-1])
-    layers = [s.iloc[-1] for tag, s in scalars.items()
-              if tag.startswith("slope/layer_") and (tag.count("/") == 1 or tag.endswith("/mean"))]
-    return float(np.mean(layers)) if layers else math.nan
-
-
-def unstable_reason(scalars: dict[str, pd.Series]) -> str:
-    """Why a run counts as Unstable under `UNSTABLE_RULE`; empty when it does not."""
-    val = scalars.get("val/loss")
-    if val is not None and len(val) and val.iloc[-1] > END_FACTOR * val.min():
-        return f"final val loss {val.iloc[-1]:.3f} > {END_FACTOR} × best {val.min():.3f}"
-    train = scalars.get("train/loss")
-    if train is not None and len(train) > 1:
-        before = train.cummin().shift(1)
-        late = train.index >= SPIKE_AFTER * train.index.max()
-        spikes = train[late & (train > SPIKE_FACTOR * before).to_numpy()]
-        if len(spikes):
-            return f"train loss spike to {spikes.iloc[0]:.3f} at step {spikes.index[0]}"
-    return ""
-
-
-def run_outcome(log: RunLog) -> tuple[str, str]:
-    """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
-    status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
-    # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
-    losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]
-    if status == "diverged" or not all(map(math.isfinite, losses)):
-        return "Diverged", reason or "non-finite loss"
-    if status != "finished":
-        return status.capitalize(), reason
-    why = unstable_reason(log.scalars)
-    return ("Unstable", why) if why else ("Stable", "")
-
-
-def skipped_share(scalars: dict[str, pd.Series]) -> float:
-    """Share of optimizer steps the fp16 GradScaler skipped: the last cumulative `amp/skipped_steps`
-    over the steps up to it (the step axis starts at 0); NaN for a run without a GradScaler."""
-    skipped = scalars.get("amp/skipped_steps")
-    if skipped is None or not len(skipped):
-        return math.nan
-    return float(skipped.iloc[-1]) / (int(skipped.index[-1]) + 1)
-
-
-def precision_flag(share: float, max_share: float = MAX_SKIPPED_SHARE) -> str:
-    """Why a run's mixed precision needs a look (empty when it does not): skipped steps above `max_share`."""
-    if math.isfinite(share) and share > max_share:
-        return f"fp16 skipped {share:.1%} of optimizer steps (more than {max_share:.0%})"
-    return ""
-
-
 def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
     """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
     rows = []
@@ -120,33 +61,23 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
     return runs_table(read_runs(sweep_dir))
 
 
-def config_status(outcomes: pd.Series) -> str:
-    """A configuration's status from its seeds' outcomes, as `UNSTABLE_RULE` says."""
-    n = len(outcomes)
-    for name, hit in (("Diverged", outcomes == "Diverged"), ("Incomplete", ~outcomes.isin(["Stable", "Unstable"])),
-                      ("Unstable", outcomes == "Unstable")):
-        if hit.any():
-            return f"{name} ({hit.sum()}/{n})"
-    return "Stable"
-
-
 def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
     """One row per configuration (seeds aggregated), in sweep order, with published numbers beside."""
     info = {log.info["config"]: log.info for log in logs}
+    folders = {log.info["config"]: log.dir for log in logs}
     rows = []
     for config, group in runs.groupby("config", sort=False):
         kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
         row: dict[str, Any] = {"config": config, "label": group.label.iloc[0], "n": int(kept.val_loss.notna().sum())}
         for column in ("val_loss", "val_ppl"):
-            values = kept[column].dropna().to_numpy()
-            row[f"{column}_mean"] = values.mean() if len(values) else math.nan
-            row[f"{column}_std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope", "skipped_pct"):
+                       "top_band_uniform_pct", "slope", "skipped_pct", "val_loss_se", "global_batch"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
         published = published_for(run_info.get("study"), {**run_info.get("fixed", {}), **run_info["overrides"]})
+        published = mark_incomparable(published, run_info.get("study"), run_tokenizer(folders[config]))
         row.update({f"pub_{k}": v for k, v in published.items()})
         rows.append({**run_info["overrides"], **row})
     return pd.DataFrame(rows)
@@ -164,9 +95,6 @@ def fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (float, int, np.number)) else str(value)
 
 
-def mean_std(row: pd.Series, column: str, digits: int) -> str:
-    mean, std = row[f"{column}_mean"], row[f"{column}_std"]
-    return f"{mean:.{digits}f} ± {fmt(std, digits) or '—'}" if math.isfinite(mean) else ""
 
 
 def grid_value(value: Any) -> str:
@@ -178,8 +106,8 @@ def grid_value(value: Any) -> str:
 COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("label", "label", lambda r: fmt(r["label"], 0)),
     ("n", None, lambda r: str(r["n"])),
-    ("val loss", None, lambda r: mean_std(r, "val_loss", 3)),
-    ("ppl", None, lambda r: mean_std(r, "val_ppl", 2)),
+    ("val loss [95 % CI]", None, lambda r: r["val_loss"].text(3)),
+    ("ppl [95 % CI]", None, lambda r: r["val_ppl"].text(2)),
     ("inactive %", "inactive_pct", lambda r: fmt(r["inactive_pct"], 1)),
     ("dead units %", "dead_units_pct", lambda r: fmt(r["dead_units_pct"], 1)),
     ("act mean", "act_mean", lambda r: fmt(r["act_mean"], 3)),
@@ -187,6 +115,8 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
     ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
+    ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
     ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
     ("status", None, lambda r: r["status"]),
 ] + [
@@ -213,6 +143,15 @@ def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
 # -- the report ------------------------------------------------------------------------------------
 
 
+def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, Any]]:
+    """The comparisons the sweep named (kept in each run.json), else one per grid key and value."""
+    named = next((log.info["comparisons"] for log in logs if log.info.get("comparisons")), None)
+    if named:
+        return named
+    return default_comparisons({k: [log.info["overrides"][k] for log in logs if k in log.info["overrides"]]
+                                for k in grid_keys})
+
+
 def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE) -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path."""
     sweep_dir = Path(sweep_dir)
@@ -226,8 +165,13 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
              "", markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
+    paired = paired_table(runs, comparisons_of(logs, grid_keys), grid_keys)
+    paired.to_csv(sweep_dir / "paired.csv", index=False)
+    if not paired.empty:
+        lines += ["## Paired differences", "", paired_markdown(paired), ""]
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
+    lines += published_section(logs, summary)
     odd = runs[~runs.status.isin(["Stable"])]
     if len(odd):
         lines += ["Runs that are not Stable:", ""]

@@ -17,6 +17,7 @@ A sweep file (YAML)::
       - {key: model.activation, a: relu, b: gelu}   # each grid key, every value against the first)
     threads: 1                       # optional: torch threads per run (recorded in the run's config)
     devices_per_run: 1               # optional: accelerators per run (default 1 where any is visible)
+    launcher: {partition: gpu, time: 120, gpus: 1}   # optional: SLURM settings (`slurm_settings`)
 
 Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
 """
@@ -34,9 +35,10 @@ import yaml
 
 from actsweep.errors import ConfigError
 from actsweep.study.published import STUDIES
+from actsweep.study.slurm_settings import SlurmSettings
 
 KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False,
-        "threads": False, "devices_per_run": False, "comparisons": False}
+        "threads": False, "devices_per_run": False, "comparisons": False, "launcher": False}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -100,6 +102,7 @@ class Sweep:
     threads: int = 1  # torch threads of every run: part of the run, so the same whatever --jobs
     devices_per_run: int | None = None  # accelerators per run; None: 1 where any is visible, else 0
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
+    launcher: SlurmSettings = field(default_factory=SlurmSettings)
     forced: dict[str, Any] = field(default_factory=dict)  # applied after the grid's values (a smoke run's changes)
 
     def runs(self) -> list[Run]:
@@ -141,12 +144,13 @@ def load_comparisons(path: Path, spec: Any) -> list[dict[str, Any]]:
     return [{"metric": "val_loss", **c, "a": number_or_text(c["a"]), "b": number_or_text(c["b"])} for c in spec]
 
 
-def default_comparisons(sweep: Sweep) -> list[dict[str, Any]]:
-    """For each grid key, every other value against its first (e.g. gelu − relu at each norm)."""
+def default_comparisons(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """For each grid key (with its values in sweep order), every other value against the first
+    (e.g. gelu − relu at each norm); per-layer activation lists are left to named comparisons."""
     comparisons = []
-    for key in dict.fromkeys(k for part in sweep.grid for k in part):
-        values = list(dict.fromkeys(v for part in sweep.grid for v in part.get(key, []) if not isinstance(v, list)))
-        comparisons += [{"key": key, "a": v, "b": values[0], "metric": "val_loss"} for v in values[1:]]
+    for key, options in values.items():
+        options = [v for v in dict.fromkeys(v for v in options if not isinstance(v, list))]
+        comparisons += [{"key": key, "a": v, "b": options[0], "metric": "val_loss"} for v in options[1:]]
     return comparisons
 
 
@@ -186,7 +190,12 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in ("threads", "devices_per_run"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < (key == "threads")):
             raise SweepError(f"{path}: {key!r} is a whole number (threads >= 1, devices_per_run >= 0), got {spec[key]!r}")
+    try:
+        launcher = SlurmSettings.from_spec(spec.get("launcher"))
+    except ConfigError as err:
+        raise SweepError(f"{path}: {err}") from err
     sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {},
-                  spec.get("threads", 1), spec.get("devices_per_run"), load_comparisons(path, spec.get("comparisons")))
+                  spec.get("threads", 1), spec.get("devices_per_run"), load_comparisons(path, spec.get("comparisons")),
+                  launcher)
     sweep.runs()  # name clashes are file errors too
     return sweep

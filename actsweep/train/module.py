@@ -26,13 +26,22 @@ from actsweep.train.schedules import build_schedule
 
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
-EVAL_SUMS = ("loss", "tokens", "nonfinite")  # summed over an evaluation's batches and processes
+# Summed over an evaluation's batches and processes: token losses, tokens, non-finite batches, and
+# the windows' mean losses with their squares (for the sampling noise of the evaluation).
+EVAL_SUMS = ("loss", "tokens", "nonfinite", "windows", "window_loss", "window_loss_sq")
 
 
 def evaluation_loss(loss_sum: torch.Tensor, tokens: torch.Tensor, nonfinite_batches: torch.Tensor) -> torch.Tensor:
     """Mean loss per token of an evaluation; NaN when any batch's loss was NaN or infinite, so a
     diverged model never reads as a (good) finite loss."""
     return torch.where(nonfinite_batches > 0, torch.nan, loss_sum / tokens)
+
+
+def window_standard_error(n: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor) -> torch.Tensor:
+    """Standard error of the mean of `n` window losses from their sum and sum of squares: how much
+    the evaluation's loss would move with another draw of as many windows (NaN below 2 windows)."""
+    variance = (total_sq - total * total / n) / (n - 1)
+    return torch.where(n > 1, variance.clamp(min=0).sqrt() / n.sqrt(), torch.nan)
 
 
 class ActSweepModule(L.LightningModule):
@@ -44,6 +53,7 @@ class ActSweepModule(L.LightningModule):
         weight_decay: float = 0.1,
         slope_weight_decay: float = 0.0,
         decay_scope: str = "matrices",
+        decay_norm_scalars: bool = False,
         adamw_kernel: str = "auto",
         schedule: str = "cosine",
         warmup: float = 0.0,
@@ -62,6 +72,8 @@ class ActSweepModule(L.LightningModule):
             slope_weight_decay: decay of learnable leaky-ReLU slopes (ReLU's Revival decayed them: 0.1).
             decay_scope: ``matrices`` (tensors of two or more dimensions; biases, norms get none) |
                 ``all`` (every parameter in one group, as the blog's code).
+            decay_norm_scalars: weight-decay the scalars of dyt/derf/dyisru norms and the embedding
+                scale (DyT's LLaMA code does; otherwise they get none, whatever ``decay_scope``).
             adamw_kernel: ``auto`` (fused on CUDA unless mixed precision clips or scales, then foreach)
                 | ``fused`` | ``foreach`` | ``for_loop``; see :mod:`actsweep.train.optim`.
             schedule: ``cosine`` | ``linear`` | ``constant`` after a linear warmup, to ``min_lr_ratio`` × ``lr``.
@@ -122,10 +134,12 @@ class ActSweepModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        # Logged only on the steps that reach the loggers, as the mean over processes (one all-reduce):
+        # `self.log` costs ~1 ms of Python per call (it moves its metric to the device each time).
         # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
-        # `actsweep.progress.LossProgressBar` shows it on refresh instead. The mean over processes
-        # (one all-reduce) only on the steps that reach the loggers; other steps keep the local loss.
-        self.log("train/loss", loss, sync_dist=self._reaches_loggers())
+        # `actsweep.progress.LossProgressBar` shows it on refresh instead.
+        if self._reaches_loggers():
+            self.log("train/loss", loss, sync_dist=True)
         return loss
 
     def _reaches_loggers(self) -> bool:
@@ -156,10 +170,14 @@ class ActSweepModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         # Token-weighted sums, reduced across processes at compute(): exact under DDP sharding.
-        loss_sum = self.loss(batch, reduction="sum")
+        per_token = self.loss(batch, reduction="none").view(batch[1].shape)
+        loss_sum, window_loss = per_token.sum(), per_token.mean(dim=1)
         self.eval_sums["loss"].update(loss_sum)
         self.eval_sums["tokens"].update(batch[1].numel())
         self.eval_sums["nonfinite"].update(~loss_sum.isfinite())
+        self.eval_sums["windows"].update(window_loss.numel())
+        self.eval_sums["window_loss"].update(window_loss.sum())
+        self.eval_sums["window_loss_sq"].update(window_loss.square().sum())
 
     def _log_evaluation(self, stage: str) -> None:
         sums = {key: metric.compute() for key, metric in self.eval_sums.items()}
@@ -169,6 +187,8 @@ class ActSweepModule(L.LightningModule):
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", sync_dist=False)
         self.log(f"{stage}/ppl", loss.exp(), sync_dist=False)
         self.log(f"{stage}/nonfinite_batches", sums["nonfinite"], sync_dist=False)
+        se = window_standard_error(sums["windows"], sums["window_loss"], sums["window_loss_sq"])
+        self.log(f"{stage}/loss_se", se, sync_dist=False)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -185,7 +205,7 @@ class ActSweepModule(L.LightningModule):
     def parameter_groups(self) -> list[dict]:
         hp = self.hparams
         return parameter_groups(self.model.named_parameters(), hp.weight_decay, hp.slope_weight_decay,
-                                hp.decay_scope)
+                                hp.decay_scope, hp.decay_norm_scalars)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -3,6 +3,9 @@
 Weight-decay scopes: ``matrices`` decays tensors of two or more dimensions (GPT-2, nanoGPT, ReLU's
 Revival's `MyTrainer`); ``all`` decays every parameter in one group, as the blog's code did with
 ``AdamW(model.parameters(), weight_decay=0.01)``. Learnable slopes always get ``slope_weight_decay``.
+The scalars of dynamic norms (DyT's alpha, Derf's alpha and shift, DyISRU's beta) and the embedding
+scale are decayed with ``weight_decay`` only when ``decay_norm_scalars`` (DyT's LLaMA code decays every
+parameter: other_tasks/LLaMA/main_training_llama.py:119-120; nanoGPT-style groups decay no scalar).
 
 Kernels: a fused AdamW unscales fp16 gradients inside its own step. Under a GradScaler
 (``precision: 16-mixed``) Lightning therefore never unscales before `on_before_optimizer_step` (grad
@@ -20,6 +23,7 @@ from torch import nn
 
 from actsweep.errors import ConfigError
 from actsweep.model.activations import is_slope
+from actsweep.model.norms import is_norm_scalar
 
 DECAY_SCOPES: dict[str, Callable[[nn.Parameter], bool]] = {
     "matrices": lambda p: p.dim() >= 2,
@@ -29,7 +33,7 @@ ADAMW_KERNELS = ("auto", "fused", "foreach", "for_loop")
 
 
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, slope_weight_decay: float,
-                     scope: str) -> list[dict]:
+                     scope: str, decay_norm_scalars: bool = False) -> list[dict]:
     """AdamW groups ``decay``, ``no_decay`` and ``slopes`` (empty ones left out)."""
     check_optimizer(scope, "auto")
     groups: dict[str, dict] = {
@@ -38,7 +42,12 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: fl
         "slopes": {"params": [], "weight_decay": slope_weight_decay},
     }
     for name, p in named:
-        key = "slopes" if is_slope(name) else "decay" if DECAY_SCOPES[scope](p) else "no_decay"
+        if is_slope(name):
+            key = "slopes"
+        elif is_norm_scalar(name):
+            key = "decay" if decay_norm_scalars else "no_decay"
+        else:
+            key = "decay" if DECAY_SCOPES[scope](p) else "no_decay"
         groups[key]["params"].append(p)
     return [dict(g, name=k) for k, g in groups.items() if g["params"]]
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3) of the modules that compute reported numbers, with their fast tests:
+# which modules and which tests are set in pyproject.toml under [tool.mutmut]. Not part of CI.
+#
+#   pip install -e ".[mutation]"
+#   bench/mutation.sh                          # every module (about 10 min on 2 cores)
+#   bench/mutation.sh actsweep.stats.metrics   # one module while developing
+#
+# Prints killed / total per module and every surviving mutant with its reason from
+# bench/mutation_survivors.txt; exits 1 when a module is below 90 % or a survivor has no reason.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+unset PYTHONPATH  # the tests must import the mutated copy under mutants/, not this tree
+export OMP_NUM_THREADS=1
+rm -rf mutants  # no stale results from an earlier version of the code or the tests
+patterns=()
+for module in "$@"; do patterns+=("$module.*"); done
+python -m mutmut run --max-children "${JOBS:-2}" "${patterns[@]}" > mutants/run.log 2>&1 || {
+    tail -c 2000 mutants/run.log; exit 1; }
+python -m mutmut results --all true 2>/dev/null | python bench/mutation_scores.py bench/mutation_survivors.txt "$@"
