@@ -149,11 +149,12 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, damage) -> None:
     np.testing.assert_array_equal(rebuilt.tokens, original)
 
 
-def test_untouched_cache_loads_without_hashing_but_a_copy_is_hashed(tmp_path: Path, monkeypatch) -> None:
+def test_big_untouched_cache_loads_on_samples_but_a_copy_is_hashed(tmp_path: Path, monkeypatch) -> None:
     build_small(tmp_path)
+    monkeypatch.setattr(cache, "FULL_HASH_BYTES", 0)  # as if it were a multi-GB cache
     hashed = []
-    real = cache._sha256_file
-    monkeypatch.setattr(cache, "_sha256_file", lambda path: hashed.append(path) or real(path))
+    real = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda path: hashed.append(path) or real(path))
     assert cache.load("small", "fp", tmp_path) is not None and hashed == []
     copy = (tmp_path / "small.bin").read_bytes()
     time.sleep(0.01)

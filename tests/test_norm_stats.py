@@ -68,3 +68,23 @@ def test_silent_for_layernorm_models(tmp_path):
               enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
               log_every_n_steps=1, default_root_dir=tmp_path).fit(ActSweepModule(**TINY), loader)
     assert stats.computations == 0 and not any(t.startswith("norm/") for t in recorder.scalars)
+
+
+def test_new_switches_reach_actsweep_fit_and_log(tmp_path):
+    """One tiny `actsweep fit` with DyT, QK-norm, ReLU² and the entropy regulariser from the config."""
+    import yaml
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from actsweep import cli
+    from helpers import write_config
+
+    config = write_config(tmp_path, model={"norm": "dyt", "final_norm": "derf", "qk_norm": "rms", "activation": "relu2",
+                                           "entropy_reg": True, "embedding_scale": True, "decay_norm_scalars": True})
+    spec = yaml.safe_load(config.read_text())
+    spec["trainer"]["callbacks"].append("actsweep.stats.NormStats")
+    config.write_text(yaml.safe_dump(spec))
+    cli.main(["fit", "--config", str(config), "--trainer.max_steps", "2"])
+    events = EventAccumulator(str(tmp_path / "logs" / "tiny" / "version_0")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"norm/alpha/attn/layer_1", "norm/shift/final", "norm/saturated/ffn/layer_0", "norm/embedding_scale",
+            "train/entropy_reg", "train/entropy_reg/layer_1"} <= tags

@@ -10,12 +10,13 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
-from helpers import write_sweep, write_tiny_base
+from helpers import fake_launcher, write_sweep, write_tiny_base
 
 def test_grid_expansion_and_names(tmp_path):
     base = write_tiny_base(tmp_path)
@@ -44,15 +45,6 @@ def test_short_values_are_filesystem_safe(value, text):
     assert sw.short(value) == text
 
 
-def fake_launcher(calls: list):
-    """Records each command and finishes the run the way the status callback would."""
-    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
-        calls.append(command)
-        write_status(run_dir, "finished", 30, "", 1.0)
-        return 0
-    return launch
-
-
 def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     sweep = sw.load_sweep(write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), [{"model.activation": ["relu", "gelu", "gelu_tanh", "leaky_relu"]}], [0]))
     root = tmp_path / "root"
@@ -60,7 +52,7 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     write_status(dirs["relu"], "finished", 30)
     write_status(dirs["gelu"], "running", 20)  # killed: no final word, but a checkpoint
     (dirs["gelu"] / "checkpoints").mkdir()
-    (dirs["gelu"] / "checkpoints" / "last.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {}}, dirs["gelu"] / "checkpoints" / "last.ckpt")
     write_status(dirs["gelu_tanh"], "crashed", 3, "boom")  # no checkpoint: start again, clean
     (dirs["gelu_tanh"] / "events.out.tfevents.stale").write_bytes(b"")
     calls: list = []
@@ -110,32 +102,18 @@ def test_diverged_run_is_recorded_and_others_finish(finished_sweep):
     assert len(list((finished_sweep / "activation=gelu,seed=1").glob("*.hparams"))) == 1
 
 
-KILLER = '''
-import os, signal
-from lightning.pytorch.callbacks import Callback
-
-class KillAt(Callback):
-    """Dies like a pre-empted job: SIGKILL, no cleanup, no final status."""
-    def __init__(self, step: int) -> None:
-        self.step = step
-    def on_train_batch_start(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-'''
-
-
 def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeypatch):
-    (tmp_path / "killer.py").write_text(KILLER)
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).resolve().parents[1]}")
+    from faults import signal_once
+
+    monkeypatch.setenv("PYTHONPATH", f"{Path(__file__).resolve().parent}:{Path(__file__).resolve().parents[1]}")
     base = finished_sweep.parent.parent / "tiny.yaml"
     grid, root = [{"model.activation": ["relu"]}], tmp_path / "root"
-    killer = {"trainer.callbacks+": {"class_path": "killer.KillAt", "init_args": {"step": 25}}}
-    killed = write_sweep(tmp_path / "killed.yaml", base, grid, [0], fixed=killer)
+    killed = write_sweep(tmp_path / "killed.yaml", base, grid, [0], fixed=signal_once(tmp_path / "killed", [25]))
     assert runner.main([str(killed), "--root", str(root), "--no-report"]) == 1
     run_dir = root / "tiny" / "activation=relu,seed=0"
     assert read_status(run_dir)["status"] == "interrupted"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert runner.main([str(write_sweep(tmp_path / "resume.yaml", base, grid, [0])), "--root", str(root), "--no-report"]) == 0
+    assert runner.main([str(killed), "--root", str(root), "--no-report"]) == 0  # the same command resumes
     assert "--ckpt_path" in (run_dir / "fit.log").read_text()
     assert len(read_scalars(run_dir)["val/loss"]) == 3  # steps 10, 20 (logged twice, merged), 30
     resumed, uninterrupted = read_scalars(run_dir), read_scalars(finished_sweep / "activation=relu,seed=0")

@@ -102,6 +102,18 @@ def fingerprint(source: str) -> str:
     return _sha256_text(json.dumps([sys.version, stats] if kind == "stdlib" else stats))
 
 
+def max_tokens(source: str) -> int | None:
+    """An upper bound on the tokens of a local text source without reading it: its bytes (a character
+    or byte-level BPE token covers at least one byte); None where size says nothing (hub, parquet)."""
+    kind = source_kind(source)
+    if kind == "hub":
+        return None
+    files = stdlib_files() if kind == "stdlib" else local_files(source)
+    if any(f.suffix == ".parquet" for f in files):  # compressed: its size bounds nothing
+        return None
+    return sum(f.stat().st_size for f in files)
+
+
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -184,7 +196,12 @@ def _read_jsonl(path: Path, column: str, decode: _Decoder) -> list[str]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(decode(line))
+            try:
+                row = json.loads(decode(line))
+            except ValueError as err:
+                raise ConfigError(f"{path} line {lineno} is not JSON ({err}); fix or remove that line") from err
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path} line {lineno} is not a JSON object; a .jsonl file has one object per line")
             if column not in row:
                 raise _missing_column(column, sorted(row), f"{path} line {lineno}")
             docs.append(row[column])
@@ -194,7 +211,12 @@ def _read_jsonl(path: Path, column: str, decode: _Decoder) -> list[str]:
 def _read_parquet(path: Path, column: str, decode: _Decoder) -> list[str]:
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+    import pyarrow as pa
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as err:
+        raise ConfigError(f"{path} is not a readable parquet file ({' '.join(str(err).split())})") from err
     if column not in names:
         raise _missing_column(column, names, str(path))
     values = pq.read_table(path, columns=[column]).column(column).to_pylist()
@@ -308,6 +330,11 @@ class Corpus:
         if self.test_source is not None:
             parts.append(fingerprint(self.test_source))
         return _sha256_text(" ".join(parts))
+
+    def max_tokens(self) -> int | None:
+        """An upper bound on the tokens of both splits together (see `max_tokens`), or None."""
+        bounds = [max_tokens(s) for s in (self.source, self.val_source) if s is not None]
+        return None if None in bounds else sum(bounds)
 
     def load_splits(self) -> dict[str, list[str]]:
         """``{"train": [...], "val": [...], "test": [...]}``, deterministic for fixed options and source

@@ -173,4 +173,6 @@ class AttentionEntropy(Callback):
         if writer is not None:
             step = logger_step(trainer)
             writer.add_figure(HEATMAP_TAG, heatmap_figure(ent, T, step), step)
-            writer.add_histogram("attn/head_entropy", ent.flatten(), step)
+            finite = ent[ent.isfinite()]
+            if finite.numel():  # a histogram of NaNs cannot be drawn; the scalars say NaN
+                writer.add_histogram("attn/head_entropy", finite, step)

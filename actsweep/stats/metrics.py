@@ -56,8 +56,12 @@ def max_logit(s: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tensor:
-    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive)."""
-    band = (values.flatten().float() / top * N_BANDS).floor().clamp(0, N_BANDS - 1).long()
+    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive);
+    all NaN when a value or `top` is not finite (a diverged model has no bands, and says so)."""
+    scaled = values.flatten().float() / top * N_BANDS
+    if not scaled.isfinite().all():
+        return torch.full((N_BANDS,), float("nan"))
+    band = scaled.floor().clamp(0, N_BANDS - 1).long()
     return torch.bincount(band, minlength=N_BANDS).float() / band.numel()
 
 

@@ -18,6 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 from actsweep.board import current_tag
 from actsweep.status import read_run_info, read_status
 from actsweep.study.sweep import number_or_text
+from actsweep.study.records import current_runs
 
 
 def event_files(run_dir: str | Path) -> list[Path]:
@@ -53,9 +54,12 @@ class RunLog:
 
 
 def read_runs(sweep_dir: str | Path) -> list[RunLog]:
-    """Run folders of a sweep (those with event files or a status), in the sweep's order."""
+    """Run folders of a sweep (those with event files or a status, and listed in its `sweep.json` when
+    it has one: runs of an earlier grid are left out), in the sweep's order."""
+    current = current_runs(Path(sweep_dir))
     found = [(p, read_run_info(p)) for p in sorted(Path(sweep_dir).iterdir())
-             if p.is_dir() and (event_files(p) or read_status(p) is not None)]
+             if p.is_dir() and (current is None or p.name in current)
+             and (event_files(p) or read_status(p) is not None)]
     known = {info["config"]: info for _, info in found if info}
     logs = [RunLog(p, info or info_from_name(p.name, known), read_status(p) or {}, read_scalars(p)) for p, info in found]
     return sorted(logs, key=lambda log: log.info.get("index", 0))

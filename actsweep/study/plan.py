@@ -15,13 +15,15 @@ import shlex
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from actsweep import board
 from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
 from actsweep.status import read_run_info, read_status, write_run_info, write_status
 from actsweep.study.logs import read_scalars
+from actsweep.study.records import run_settings
 from actsweep.study.sweep import Run, Sweep, cli_value
 
 DONE = ("finished", "diverged")  # a diverged run is a result: never retried
@@ -35,7 +37,7 @@ def run_info(sweep: Sweep, run: Run) -> dict:
     """What the report needs to group the run (`run.json`); the fit command carries it too."""
     return {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
             "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
-            "threads": sweep.threads, "comparisons": sweep.comparisons}
+            "threads": sweep.threads, "comparisons": sweep.comparisons, "settings": run_settings(sweep, run)}
 
 
 def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
@@ -57,12 +59,40 @@ def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) 
 
 
 def plan(run_dir: Path) -> tuple[str, Path | None]:
-    """What to do with a run: ("skip", None), ("resume", last.ckpt) or ("start", None)."""
+    """What to do with a run: ("skip", None), ("resume", checkpoint) or ("start", None)."""
     status = (read_status(run_dir) or {}).get("status")
     if status in DONE:
         return "skip", None
-    last = run_dir / "checkpoints" / "last.ckpt"
-    return ("resume", last) if last.is_file() else ("start", None)
+    good = last_good_checkpoint(run_dir)
+    return ("resume", good) if good else ("start", None)
+
+
+def last_good_checkpoint(run_dir: Path) -> Path | None:
+    """`last.ckpt`, else the newest other checkpoint, that is intact; a damaged one is passed over with
+    a warning (resuming it would crash the run on every rerun, or train on corrupted weights)."""
+    from actsweep.train.checkpoints import checkpoint_problem  # torch: only where a checkpoint exists
+
+    candidates = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for ckpt in sorted(candidates, key=lambda p: p.name != "last.ckpt"):  # last.ckpt first
+        problem = checkpoint_problem(ckpt)
+        if not problem:
+            return ckpt
+        warnings.warn(f"{ckpt} is {problem}; not resuming from it", stacklevel=2)
+    if candidates:
+        warnings.warn(f"{run_dir.name}: no intact checkpoint; starting the run again from scratch", stacklevel=2)
+    return None
+
+
+def restart(sweep: Sweep, root: Path, names: Iterable[str]) -> None:
+    """Empty the named runs' folders (under their locks) so that they start afresh."""
+    for name in names:
+        run_dir = Path(root) / sweep.name / name
+        lock = lock_run(run_dir)
+        try:
+            print(f"restarting stale run {name}")
+            clear_run(run_dir)
+        finally:
+            os.close(lock)
 
 
 def settle_status(run_dir: Path, returncode: int) -> dict:

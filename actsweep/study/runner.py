@@ -14,7 +14,8 @@ from pathlib import Path
 
 from actsweep.errors import ConfigError
 from actsweep.study.launchers import run_local, slots_for
-from actsweep.study.plan import DONE, done_status, fit_command, plan, run_dir_of
+from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
+from actsweep.study.records import stale_message, stale_runs, write_manifest
 from actsweep.study.slurm_settings import SlurmSettings
 from actsweep.study.sweep import Run, Sweep, SweepError, load_sweep
 
@@ -69,9 +70,28 @@ def launcher_settings(sweep: Sweep, args: argparse.Namespace) -> SlurmSettings:
                    sbatch={**sweep.launcher.sbatch, **extra})
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are bad input too: one line, not a usage dump."""
+
+    def error(self, message: str):
+        raise SweepError(f"{message} (see actsweep sweep --help)")
+
+
+def check_runs(sweep: Sweep, root: Path, restart_stale: bool) -> dict[str, str]:
+    """Before anything runs: every run's fit arguments parse, and no run folder holds work made under
+    other settings (unless `restart_stale`); returns the stale runs (name -> what changed)."""
+    from actsweep.train.cli import check_fit_args  # Lightning: only once the file itself is sound
+
+    check_fit_args({run.name: fit_command(sweep, run, root)[4:] for run in sweep.runs()})
+    stale = stale_runs(sweep, root)
+    if stale and not restart_stale:
+        raise SweepError(stale_message(stale, root / sweep.name))
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actsweep sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="actsweep sweep", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--jobs", type=int, default=1,
                         help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
@@ -83,36 +103,43 @@ def main(argv: list[str] | None = None) -> int:
                         help="every configuration with its real config for a few steps on a small local corpus "
                              "(prints what it changes; see actsweep/study/smoke.py)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    parser.add_argument("--restart-stale", action="store_true",
+                        help="start afresh the runs made with other settings than the sweep file's now")
     add_launcher_options(parser)
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+        if args.jobs < 1:
+            raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
         sweep = load_sweep(args.sweep_file)
         settings = launcher_settings(sweep, args)
         if args.smoke:
             sweep, args.root = smoke(sweep, args.root, args.dry_run)
+        args.root = args.root or Path("lightning_logs/sweeps")
+        stale = check_runs(sweep, args.root, args.restart_stale)
+        if not args.dry_run:
+            restart(sweep, args.root, stale)
     except ConfigError as err:
-        print(f"actsweep sweep: error: {err}", file=sys.stderr)
+        print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
-    args.root = args.root or Path("lightning_logs/sweeps")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
     if args.dry_run:
-        todo = [run for run in sweep.runs() if plan(run_dir_of(sweep, run, args.root))[0] != "skip"]
+        todo = [run for run in sweep.runs()
+                if run.name in stale or plan(run_dir_of(sweep, run, args.root))[0] != "skip"]
         if args.launcher == "slurm":
             from actsweep.study.slurm import dry_run
 
             dry_run(sweep, args.root, todo, settings)
             return 0
         for run in todo:
-            resume = plan(run_dir_of(sweep, run, args.root))[1]
+            resume = None if run.name in stale else plan(run_dir_of(sweep, run, args.root))[1]
             print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, resume)[3:]]))
         return 0
     if args.launcher == "local":
         try:
             slots_for(sweep, args.jobs)  # refuse a sweep that does not fit the machine before running anything
         except ConfigError as err:
-            print(f"actsweep sweep: error: {err}", file=sys.stderr)
+            print(f"actsweep: error: {err}", file=sys.stderr)
             return 2
+    write_manifest(sweep, args.root)
     todo, results = pending(sweep, args.root)
     try:
         if args.launcher == "slurm":

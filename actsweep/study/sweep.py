@@ -160,7 +160,7 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise SweepError(f"cannot read sweep file {path}: {err}") from err
+        raise SweepError(f"cannot read sweep file {path}: {' '.join(str(err).split())}") from err
     allowed = ", ".join(KEYS)
     if not isinstance(spec, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with keys {allowed}")
@@ -176,7 +176,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if not isinstance(part, dict) or not part or not all(isinstance(v, list) and v for v in part.values()):
             raise SweepError(f"{path}: 'grid' maps dotted keys to non-empty lists of values, got {part!r}")
         grid.append({k: [number_or_text(v) for v in values] for k, values in part.items()})
-    if not all(isinstance(s, int) for s in spec["seeds"]) or not isinstance(spec["seeds"], list):
+    if not isinstance(spec["seeds"], list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in spec["seeds"]):
         raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
     study = spec.get("study")
     if study is not None and study not in STUDIES:

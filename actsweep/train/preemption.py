@@ -12,6 +12,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from actsweep.train.checkpoints import save_checked
+
 
 class Preempted(KeyboardInterrupt):
     """Leaves the training loop once the checkpoint is saved. As an interrupt, Lightning shuts down
@@ -50,7 +52,7 @@ class SaveOnSignal(Callback):
         if not self.received:
             return
         path = last_checkpoint(trainer)
-        trainer.save_checkpoint(path)
+        save_checked(trainer, path)
         message = f"{self.signum.name} at step {trainer.global_step}: saved {path} to resume from"
         rank_zero_info(f"SaveOnSignal: {message}")
         raise Preempted(message)
