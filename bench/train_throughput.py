@@ -1,15 +1,18 @@
-"""Training tokens/s of the real `actsweep fit` path against a bare PyTorch loop.
+"""`actsweep fit` as shipped against an independent bare PyTorch loop (bench/nanogpt.py).
 
-Both arms are built by the same `ActSweepCLI` from `configs/quickstart.yaml` (plus size overrides),
-so they share the model (same seed, same weights), the data module's batches (`train_batch(step)`)
-and the optimizer (`configure_optimizers`: the same AdamW parameter groups and LambdaLR schedule).
-The Lightning arm runs `trainer.fit` with quickstart.yaml's logger and callbacks, checkpointing off,
-the progress bar refreshing every `log_every_n_steps`, and its statistics callbacks off (`lightning`)
-or on (`lightning+stats`); the bare arm is
-`loss.backward(); opt.step(); sched.step(); opt.zero_grad()`. Warmup steps are excluded: each arm is
-timed from the end of step `warmup` to the end of step `warmup + steps`.
+Three arms per size, interleaved with rotating order in one process:
+- `bare`: bench/nanogpt.py, a nanoGPT-style GPT of the same size with `torch.randint` batches and
+  the shipped AdamW settings and schedule, written without actsweep's model, data or loop;
+- `shipped`: `actsweep fit --config configs/quickstart.yaml` (plus the size's overrides) with its
+  statistics callbacks, progress bar, learning-rate monitor, checkpoints and validation as shipped;
+- `no-stats`: the same without the `actsweep.stats` callbacks.
+Each arm is timed from `warmup` steps done to `warmup + steps` steps done (wall clock and process
+CPU time). The only additions to `actsweep fit` are a temporary log folder, `max_steps`, one
+callback that reads the clock as each step starts, and at the quickstart size validation every 50
+steps instead of 100 so that one falls inside the window. Figures are medians over repetitions of
+per-repetition time ratios (arm / bare, shipped / no-stats): below 1 is faster.
 
-    python bench/train_throughput.py                      # both sizes, statistics off and on
+    python bench/train_throughput.py                          # quickstart and blog sizes, 5 reps
     python bench/train_throughput.py --sizes quickstart --reps 7
 """
 
@@ -26,149 +29,127 @@ import lightning as L
 import yaml
 from common import ROOT, interleave, median_ratio, spread, write_section
 
-from actsweep.train.cli import ActSweepCLI
-from actsweep.data.module import TextDataModule
-from actsweep.train.module import ActSweepModule
+import nanogpt
+from actsweep.train.cli import run_cli
 
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
-# name -> (CLI overrides of quickstart.yaml, warmup steps, timed steps); each window holds a logging step
+# name -> (CLI overrides of quickstart.yaml, warmup steps, timed steps). The quickstart window holds
+# five logging steps and a validation (every 50 steps here, twice as often as shipped, so that one
+# falls inside the window); the blog-size window (seconds a step) one logging step.
 SIZES: dict[str, tuple[list[str], int, int]] = {
-    "quickstart": ([], 3, 30),
-    "blog": ([
-        "--model.n_layer=6", "--model.n_head=6", "--model.n_embd=384", "--model.pad_vocab_multiple=64",
-        "--data.tokenizer=gpt2", "--data.batch_size=8", "--trainer.log_every_n_steps=5",
-    ], 2, 5),
+    "quickstart": (["--trainer.val_check_interval=50"], 5, 50),
+    "blog": (["--model.n_layer=6", "--model.n_head=6", "--model.n_embd=384", "--model.pad_vocab_multiple=64",
+              "--data.tokenizer=gpt2", "--data.batch_size=8"], 1, 10),
 }
+
+
 def clocks() -> tuple[float, float]:
     """(wall clock, CPU time of this process: all its threads)."""
     return time.perf_counter(), time.process_time()
 
 
-def rates(tokens: int, start: tuple[float, float], stop: tuple[float, float]) -> dict[str, float]:
-    """Tokens per wall second and per CPU second (the latter barely moves when others load the CPUs)."""
-    return {"wall": tokens / (stop[0] - start[0]), "cpu": tokens / (stop[1] - start[1])}
-
-
 class StepClock(L.Callback):
-    """`clocks()` at the end of optimizer steps `start` and `stop` (after the optimizer step)."""
+    """`clocks()` by steps done, read as each step starts: after the previous step's hooks, validation
+    and checkpoint (added to `actsweep fit` with `--trainer.callbacks+=train_throughput.StepClock`)."""
 
-    def __init__(self, start: int, stop: int) -> None:
-        self.start, self.stop = start, stop
+    def __init__(self) -> None:
         self.times: dict[int, tuple[float, float]] = {}
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step in (self.start, self.stop):
-            self.times[trainer.global_step] = clocks()
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        self.times[trainer.global_step] = clocks()
 
 
-class Bench:
-    """One model size: builds both arms through the CLI and times them."""
+def window(times: dict[int, tuple[float, float]], start: int, stop: int) -> dict[str, float]:
+    """Wall and CPU seconds from `start` steps done to `stop` steps done."""
+    return {"wall": times[stop][0] - times[start][0], "cpu": times[stop][1] - times[start][1]}
 
-    def __init__(self, overrides: list[str], warmup: int, steps: int, log_dir: str,
-                 val_check_interval: int | None = None) -> None:
-        """`val_check_interval=None`: no validation (the bare loop has none); else validate that often."""
-        self.warmup, self.steps, self.overrides = warmup, steps, overrides
-        config = yaml.safe_load(QUICKSTART.read_text())
-        trainer = config["trainer"]
-        trainer.update(enable_checkpointing=False, max_steps=warmup + steps)
-        if val_check_interval is None:
-            trainer["limit_val_batches"] = 0
-        else:
-            trainer["val_check_interval"] = val_check_interval
-        trainer["logger"]["init_args"]["save_dir"] = log_dir
-        callbacks = [cb for cb in trainer["callbacks"] if "ModelCheckpoint" not in cb["class_path"]]
-        for cb in callbacks:  # a progress bar refreshing no more often than Lightning logs
-            if "ProgressBar" in cb["class_path"]:
-                cb.setdefault("init_args", {})["refresh_rate"] = trainer["log_every_n_steps"]
-        self.statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.stats.")]
-        self.configs = {}
-        for statistics in (False, True):
-            trainer["callbacks"] = [cb for cb in callbacks if statistics or cb["class_path"] not in self.statistics]
-            self.configs[statistics] = Path(log_dir) / f"bench-statistics-{statistics}.yaml"
-            self.configs[statistics].write_text(yaml.safe_dump(config))
 
-    def cli(self, statistics: bool = False) -> ActSweepCLI:
-        return ActSweepCLI(ActSweepModule, TextDataModule, seed_everything_default=1337,
-                           args=["--config", str(self.configs[statistics]), *self.overrides], run=False)
+def without_statistics(folder: Path) -> tuple[Path, list[str]]:
+    """configs/quickstart.yaml without its `actsweep.stats` callbacks, written into `folder`; and their names."""
+    config = yaml.safe_load(QUICKSTART.read_text())
+    callbacks = config["trainer"]["callbacks"]
+    statistics = [cb["class_path"] for cb in callbacks if cb["class_path"].startswith("actsweep.stats.")]
+    config["trainer"]["callbacks"] = [cb for cb in callbacks if cb["class_path"] not in statistics]
+    path = folder / "no-stats.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, statistics
 
-    def tokens(self, cli: ActSweepCLI) -> int:
-        data = cli.datamodule
-        return self.steps * data.batch_size * data.block_size
 
-    def lightning(self, statistics: bool) -> dict[str, float]:
-        """Tokens/s of `trainer.fit` over the timed steps."""
-        cli = self.cli(statistics)
-        clock = StepClock(self.warmup, self.warmup + self.steps)
-        cli.trainer.callbacks.append(clock)
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        return rates(self.tokens(cli), clock.times[clock.start], clock.times[clock.stop])
+class Size:
+    """One model size: `actsweep fit` with and without statistics, and the bare loop."""
+
+    def __init__(self, overrides: list[str], warmup: int, steps: int, folder: Path, threads: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        # one step more than the window: its start reads the clock after the window's last step
+        self.args = [*overrides, f"--trainer.max_steps={warmup + steps + 1}", f"--trainer.logger.init_args.save_dir={folder}",
+                     f"--threads={threads}"]  # `actsweep fit` sets them; the bare loop runs in the same process
+        no_stats, self.statistics = without_statistics(folder)
+        self.configs = {"shipped": QUICKSTART, "no-stats": no_stats}
+        # One step first: builds the token cache, and its model gives the bare loop its size.
+        module = run_cli(["fit", "--config", str(QUICKSTART), *self.args, "--trainer.max_steps=1"]).model
+        c, hp = module.config, module.hparams
+        self.bare_config = nanogpt.Config(
+            vocab_size=c.padded_vocab_size, block_size=c.block_size, n_layer=c.n_layer, n_head=c.n_head,
+            n_embd=c.n_embd, batch_size=module.trainer.datamodule.batch_size, lr=hp.lr, betas=tuple(hp.betas),
+            weight_decay=hp.weight_decay, warmup=hp.warmup, min_lr_ratio=hp.min_lr_ratio)
+
+    def fit(self, arm: str) -> dict[str, float]:
+        cli = run_cli(["fit", "--config", str(self.configs[arm]), *self.args,
+                       "--trainer.callbacks+=train_throughput.StepClock"])
+        clock = next(cb for cb in cli.trainer.callbacks if type(cb).__name__ == "StepClock")
+        return window(clock.times, self.warmup, self.warmup + self.steps)
 
     def bare(self) -> dict[str, float]:
-        """Tokens/s of a hand-written loop over the same model, batches, optimizer and schedule."""
-        cli = self.cli()
-        module, data = cli.model, cli.datamodule
-        module.trainer = cli.trainer  # configure_optimizers reads max_steps from it
-        data.prepare_data()
-        data.setup("fit")
-        module.configure_model()
-        config = module.configure_optimizers()
-        optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-        module.model.train()
-        start = clocks()
-        for step in range(self.warmup + self.steps):
-            if step == self.warmup:
-                start = clocks()
-            x, y = data.train_batch(step)
-            loss = module.loss((x, y))  # the same forward and cross-entropy, no Lightning around it
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        return rates(self.tokens(cli), start, clocks())
+        times: dict[int, tuple[float, float]] = {}
+        nanogpt.train(self.bare_config, self.warmup + self.steps, on_step_end=lambda step: times.__setitem__(step, clocks()))
+        return window(times, self.warmup, self.warmup + self.steps)
+
+
+def run_size(name: str, reps: int, threads: int) -> None:
+    """Interleave the arms of one size, print the ratios and write its RESULTS.md section."""
+    overrides, warmup, steps = SIZES[name]
+    with tempfile.TemporaryDirectory() as folder:
+        size = Size(overrides, warmup, steps, Path(folder), threads)
+        arms = {"bare": size.bare, "shipped": lambda: size.fit("shipped"), "no-stats": lambda: size.fit("no-stats")}
+        print(f"{name}: {warmup} warmup + {steps} timed steps, {reps} reps", flush=True)
+        results = interleave(arms, reps)
+    ratios = {("shipped", "bare"): 1.05, ("no-stats", "bare"): None, ("shipped", "no-stats"): 1.03}
+    rows = []
+    for (arm, base), target in ratios.items():
+        for measure in ("wall", "cpu"):
+            ratio = median_ratio(results[arm][measure], results[base][measure])
+            each = ", ".join(f"{a / b:.3f}" for a, b in zip(results[arm][measure], results[base][measure]))
+            goal = f"≤ {target}" if target else ""
+            print(f"{name} {arm}/{base} time ({measure}) = {ratio:.3f} {goal}  [{each}]")
+            rows.append(f"| {arm} / {base} | {measure} | **{ratio:.3f}** | {each} | {goal} |")
+    ms = {arm: spread([1000 * t / steps for t in results[arm]["wall"]]) for arm in arms}
+    body = (
+        f"Overrides of configs/quickstart.yaml: `{' '.join(overrides) or 'none'}`; {steps} timed steps after "
+        f"{warmup} warmup steps, {threads} torch thread(s), {reps} interleaved repetitions (rotating order). Ratios of seconds over the "
+        "timed steps (below 1: faster), median of the per-repetition ratios, each listed. `bare`: "
+        f"bench/nanogpt.py ({size.bare_config.n_layer}L/{size.bare_config.n_embd}d, vocabulary "
+        f"{size.bare_config.vocab_size}, batch {size.bare_config.batch_size}×{size.bare_config.block_size}); "
+        f"statistics in `shipped`: {', '.join(n.rsplit('.', 1)[1] for n in size.statistics)}.\n\n"
+        "`wall`: wall-clock seconds; `cpu`: CPU seconds of the process (all threads), which other users of "
+        "the machine disturb less.\n\n"
+        "| ratio | clock | median | each repetition | target |\n| --- | --- | --- | --- | --- |\n" + "\n".join(rows)
+        + "\n\nms per step, wall clock, median (min–max): "
+        + "; ".join(f"{arm} {value}" for arm, value in ms.items())
+    )
+    write_section(f"Training throughput ({name}): actsweep fit vs an independent bare loop", body)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--no-statistics", action="store_true", help="skip the statistics-on arm")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads in every arm (1: as each run of `actsweep sweep --jobs 2` on 2 cores)")
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
-
-    for size in args.sizes:
-        run_size(size, args.reps, statistics=not args.no_statistics)
-
-
-def run_size(size: str, reps: int, statistics: bool) -> None:
-    """Interleave the arms of one size, print the ratios and write its RESULTS.md section."""
-    overrides, warmup, steps = SIZES[size]
-    with tempfile.TemporaryDirectory() as log_dir:
-        bench = Bench(overrides, warmup, steps, log_dir)
-        arms = {"bare": bench.bare, "lightning": lambda: bench.lightning(False)}
-        if statistics:
-            arms["lightning+stats"] = lambda: bench.lightning(True)
-        print(f"{size}: {warmup} warmup + {steps} timed steps, {reps} reps")
-        results = interleave(arms, reps)
-    rows = []
-    for arm in list(arms)[1:]:
-        target = 0.92 if "stats" in arm else 0.95
-        for measure in ("wall", "cpu"):
-            ratio = median_ratio(results[arm][measure], results["bare"][measure])
-            print(f"{size} {arm}/bare ({measure}) = {ratio:.3f} (target >= {target})")
-            rows.append(f"| {arm} | {measure} | {spread(results[arm][measure])} | {spread(results['bare'][measure])} "
-                        f"| **{ratio:.3f}** | {target} |")
-    body = (
-        f"Overrides of configs/quickstart.yaml: `{' '.join(overrides) or 'none'}`; tokens/s over {steps} timed "
-        f"steps after {warmup} warmup steps, {reps} interleaved repetitions; ratio = median of per-repetition "
-        f"ratios. `lightning+stats` keeps the statistics callbacks of quickstart.yaml: "
-        f"{', '.join(name.rsplit('.', 1)[1] for name in bench.statistics)}.\n\n"
-        "`wall`: tokens per wall-clock second; `cpu`: tokens per CPU second of the process (all threads), "
-        "which other users of the machine disturb far less.\n\n"
-        "| arm | clock | tokens/s median (min–max) | bare tokens/s | ratio | target |\n"
-        "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)
-    )
-    write_section(f"Training throughput ({size}): actsweep fit vs bare PyTorch loop", body)
+    for name in args.sizes:
+        run_size(name, args.reps, args.threads)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 from actsweep import resources
 from actsweep.errors import ConfigError
 from actsweep.status import write_status
-from actsweep.study import runner, sweep as sw
+from actsweep.study import launchers, plan, runner, sweep as sw
 from helpers import write_sweep, write_tiny_base
 
 
@@ -60,23 +60,23 @@ def recording_launcher(seen: list, lock: threading.Lock):
 
 
 def test_each_job_gets_its_own_devices_and_cpus_on_a_four_gpu_host(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(runner, "visible_accelerators", lambda: ["0", "1", "2", "3"])
-    monkeypatch.setattr(runner, "usable_cpus", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(launchers, "visible_accelerators", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(launchers, "usable_cpus", lambda: [0, 1, 2, 3])
     path = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), devices_per_run=2, threads=2)
     sweep = sw.load_sweep(path)
     seen: list = []
-    runner.run_sweep(sweep, tmp_path / "root", jobs=2, launch=recording_launcher(seen, threading.Lock()))
+    launchers.run_local(sweep, tmp_path / "root", sweep.runs(), jobs=2, launch=recording_launcher(seen, threading.Lock()))
     assert len(seen) == len(sweep.runs())
     for command, env in seen:
         assert command[command.index("--threads") + 1] == "2" and env["OMP_NUM_THREADS"] == "2"
-        assert (env["CUDA_VISIBLE_DEVICES"], env[runner.PIN_VARIABLE]) in {("0,1", "0,1"), ("2,3", "2,3")}
+        assert (env["CUDA_VISIBLE_DEVICES"], env[plan.PIN_VARIABLE]) in {("0,1", "0,1"), ("2,3", "2,3")}
     recorded = [json.loads((tmp_path / "root" / "tiny" / r.name / "run.json").read_text()) for r in sweep.runs()]
     assert all(len(r["devices"]) == 2 and r["threads"] == 2 for r in recorded)
 
 
 def test_a_sweep_that_does_not_fit_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(runner, "visible_accelerators", lambda: ["0", "1", "2", "3"])
-    monkeypatch.setattr(runner, "usable_cpus", lambda: list(range(8)))
+    monkeypatch.setattr(launchers, "visible_accelerators", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(launchers, "usable_cpus", lambda: list(range(8)))
     path = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), devices_per_run=2)
     assert runner.main([str(path), "--root", str(tmp_path / "root"), "--jobs", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -85,8 +85,35 @@ def test_a_sweep_that_does_not_fit_is_refused_before_anything_runs(tmp_path, mon
 
 
 def test_the_child_is_pinned_to_its_slot(tmp_path) -> None:
-    env = {**os.environ, runner.PIN_VARIABLE: "0"}
+    env = {**os.environ, plan.PIN_VARIABLE: "0"}
     code = "import os; print(sorted(os.sched_getaffinity(0)))"
     (tmp_path / "checkpoints").mkdir()
-    assert runner.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
+    assert plan.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
     assert (tmp_path / "fit.log").read_text().splitlines()[-1] == "[0]"
+
+
+@pytest.mark.parametrize("global_batch, batch, processes, accumulation", [(512, 128, 1, 4), (512, 128, 4, 1), (512, 64, 2, 4)])
+def test_accumulation_keeps_a_named_global_batch(global_batch, batch, processes, accumulation) -> None:
+    from actsweep.train.cli import accumulation_for
+
+    assert accumulation_for(global_batch, batch, processes) == accumulation
+
+
+def test_a_global_batch_that_does_not_divide_is_refused() -> None:
+    from actsweep.train.cli import accumulation_for
+
+    with pytest.raises(ConfigError, match=r"global_batch_size 512 is not a whole multiple of data.batch_size × processes = 128 × 3"):
+        accumulation_for(512, 128, 3)
+
+
+def test_a_fit_records_its_effective_global_batch(tmp_path) -> None:
+    from helpers import write_config
+    from actsweep.study.logs import read_scalars
+    from actsweep import cli
+
+    config = write_config(tmp_path)
+    cli.main(["fit", "--config", str(config), "--trainer.max_steps", "2", "--global_batch_size", "16"])
+    (run,) = (tmp_path / "logs" / "tiny").iterdir()
+    scalars = read_scalars(run)
+    assert scalars["batch/global_size"][0] == 16 and scalars["batch/processes"][0] == 1  # 8 × 1 process × 2
+    assert "global_batch_size: 16" in (run / "config.yaml").read_text()

@@ -13,6 +13,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.trainer.connectors.logger_connector.result import _ResultCollection
 from torch._dynamo.utils import counters
 
 from actsweep.stats import DivergenceGuard, FFNStats, GradNorms, SlopeMonitor, ThroughputMonitor
@@ -177,6 +178,9 @@ class SyncCounter(L.Callback):
         for name in SYNCS:
             original = getattr(torch.Tensor, name)
             monkeypatch.setattr(torch.Tensor, name, self._counting(original))
+        self.logs: collections.Counter[int] = collections.Counter()
+        log = _ResultCollection.log
+        monkeypatch.setattr(_ResultCollection, "log", lambda results, *a, **kw: self.logs.update([self.step]) or log(results, *a, **kw))
 
     def _counting(self, original):
         @functools.wraps(original)
@@ -206,6 +210,7 @@ def test_no_host_syncs_outside_logging_steps(data, tmp_path, monkeypatch):
         log_every_n_steps=5, enable_progress_bar=True)
     logging_steps = {4, 9, 10}  # (step + 1) % 5 == 0, and the last step (Lightning logs when stopping)
     assert not set(counter.calls) - logging_steps - {-1}, dict(counter.calls)
+    assert set(counter.logs) == logging_steps  # `self.log` (~1 ms of Python a call) only there too
     assert counter.calls[4] > 0
     assert "train/loss" in bar.train_progress_bar.postfix  # the loss is still shown
 
@@ -218,7 +223,7 @@ def test_throughput_is_tokens_over_elapsed(monkeypatch):
     logger = ScalarLogger()
     trainer = SimpleNamespace(precision="32-true", world_size=2, accumulate_grad_batches=3,
                               global_step=0, loggers=[logger], is_global_zero=True,
-                              lightning_module=SimpleNamespace(log_dict=lambda metrics, **options: None),
+                              callback_metrics={},
                               fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=0)))
     module = SimpleNamespace(device=torch.device("xla"), model=SimpleNamespace(flops_per_token=lambda: 600.0))
     monitor = ThroughputMonitor()

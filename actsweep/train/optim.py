@@ -3,6 +3,9 @@
 Weight-decay scopes: ``matrices`` decays tensors of two or more dimensions (GPT-2, nanoGPT, ReLU's
 Revival's `MyTrainer`); ``all`` decays every parameter in one group, as the blog's code did with
 ``AdamW(model.parameters(), weight_decay=0.01)``. Learnable slopes always get ``slope_weight_decay``.
+The scalars of dynamic norms (DyT's alpha, Derf's alpha and shift, DyISRU's beta) and the embedding
+scale are decayed with ``weight_decay`` only when ``decay_norm_scalars`` (DyT's LLaMA code decays every
+parameter: other_tasks/LLaMA/main_training_llama.py:119-120; nanoGPT-style groups decay no scalar).
 
 Kernels: a fused AdamW unscales fp16 gradients inside its own step. Under a GradScaler
 (``precision: 16-mixed``) Lightning therefore never unscales before `on_before_optimizer_step` (grad
@@ -14,12 +17,15 @@ applies is refused before training.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 from torch import nn
 
 from actsweep.errors import ConfigError
 from actsweep.model.activations import is_slope
+from actsweep.model.norms import is_norm_scalar
+from actsweep.train.schedules import check_schedule
 
 DECAY_SCOPES: dict[str, Callable[[nn.Parameter], bool]] = {
     "matrices": lambda p: p.dim() >= 2,
@@ -29,7 +35,7 @@ ADAMW_KERNELS = ("auto", "fused", "foreach", "for_loop")
 
 
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, slope_weight_decay: float,
-                     scope: str) -> list[dict]:
+                     scope: str, decay_norm_scalars: bool = False) -> list[dict]:
     """AdamW groups ``decay``, ``no_decay`` and ``slopes`` (empty ones left out)."""
     check_optimizer(scope, "auto")
     groups: dict[str, dict] = {
@@ -38,7 +44,12 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: fl
         "slopes": {"params": [], "weight_decay": slope_weight_decay},
     }
     for name, p in named:
-        key = "slopes" if is_slope(name) else "decay" if DECAY_SCOPES[scope](p) else "no_decay"
+        if is_slope(name):
+            key = "slopes"
+        elif is_norm_scalar(name):
+            key = "decay" if decay_norm_scalars else "no_decay"
+        else:
+            key = "decay" if DECAY_SCOPES[scope](p) else "no_decay"
         groups[key]["params"].append(p)
     return [dict(g, name=k) for k, g in groups.items() if g["params"]]
 
@@ -69,3 +80,24 @@ def adamw_kernel_args(kernel: str, device_type: str, amp: bool = False, grad_sca
     if kernel == "auto":
         return {"fused": True} if device_type == "cuda" and not conflict else {}
     return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[kernel]
+
+
+def check_optimizer_settings(lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                             slope_weight_decay: float, schedule: str, warmup: float, min_lr_ratio: float) -> None:
+    """Refuse, before anything is built or written, settings that AdamW or the schedule would reject
+    mid-run or silently train with (lr 0, a negative decay)."""
+    named = {"lr": lr, "eps": eps, "weight_decay": weight_decay, "slope_weight_decay": slope_weight_decay,
+             "warmup": warmup, "min_lr_ratio": min_lr_ratio}
+    for name, value in [*named.items(), ("betas", betas[0]), ("betas", betas[1])]:
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+    if lr <= 0 or eps <= 0:
+        raise ConfigError(f"lr and eps must be positive, got lr={lr}, eps={eps}")
+    if not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"betas must both lie in [0, 1), got {tuple(betas)}")
+    for name in ("weight_decay", "slope_weight_decay", "warmup"):
+        if named[name] < 0:
+            raise ConfigError(f"{name} must be >= 0, got {named[name]}")
+    if not 0 <= min_lr_ratio <= 1:
+        raise ConfigError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+    check_schedule(schedule)

@@ -1,0 +1,52 @@
+"""The benchmarks' yardstick and the CPU-possible parts of bench/gpu.py (which waits for a GPU)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import gpu  # noqa: E402
+import nanogpt  # noqa: E402
+
+from actsweep.model.gpt import GPT, GPTConfig  # noqa: E402
+from actsweep.train.schedules import build_schedule  # noqa: E402
+
+
+def test_bare_loop_model_has_actsweeps_size_and_schedule():
+    """The yardstick is written independently, but must be the same size and schedule as the shipped model."""
+    bare = nanogpt.Config(vocab_size=222)
+    ours = GPT(GPTConfig(vocab_size=222, block_size=bare.block_size, n_layer=bare.n_layer, n_head=bare.n_head,
+                         n_embd=bare.n_embd))
+    assert sum(p.numel() for p in nanogpt.GPT(bare).parameters()) == sum(p.numel() for p in ours.parameters())
+    multiplier = build_schedule("cosine", 300, bare.warmup, bare.min_lr_ratio)
+    assert [nanogpt.lr_at(s, 300, bare) for s in range(300)] == pytest.approx([bare.lr * multiplier(s) for s in range(300)])
+
+
+def test_bare_loop_trains():
+    losses = []
+    c = nanogpt.Config(vocab_size=16, block_size=8, n_layer=1, n_head=2, n_embd=16, batch_size=4)
+    nanogpt.train(c, 3, on_step_end=losses.append)
+    assert losses == [1, 2, 3]
+
+
+def test_mfu_arithmetic():
+    # GPT-2 small at context 1024: 12·12·768² + 50304·768 = 123.56M weights; 6N + 12·L·C·T
+    assert gpu.flops_per_token(12, 768, 1024, 50304) == 6 * (12 * 12 * 768**2 + 50304 * 768) + 12 * 12 * 768 * 1024
+    assert gpu.mfu(1e5, 1e9, 4e14) == pytest.approx(0.25)
+    assert gpu.mfu(1e5, 1e9, None) is None
+
+
+def test_entropy_probe_equals_explicit_softmax_on_cpu():
+    assert gpu.probe_vs_explicit("cpu", n_layer=1, n_embd=32, T=16) < 1e-5
+
+
+def test_kernel_gradient_table_on_cpu_shows_why_adaptive_switches():
+    errors = gpu.kernel_gradient_errors("cpu", logits=(1e2, 1e7), shape=(1, 2, 32, 16))
+    assert errors["math"][1e2] < 1e-5 and errors["flash"][1e2] < 1e-5  # both exact at small logits
+    assert errors["flash"][1e7] > 1  # the fused kernel's gradients are garbage at 1e7 (torch 2.13 CPU)
+    assert errors["cudnn"][1e2] is None  # no cuDNN kernel on CPU: reported, not raised
+    assert "| flash |" in gpu.error_table(errors)
