@@ -60,8 +60,9 @@ def test_blog_rows_read_step_5000_and_put_seed_1337_beside_the_mean(tmp_path):
 
 def test_revival_delta_against_sm_ln_g_for_theirs_and_ours(tmp_path):
     tok = compare.PUBLISHED_SETTING["revival"]["tokenizer"]
-    logs = [fake_run(tmp_path, name, {}, 1337, {32000: math.log(ppl)}, label, tok, "revival")
-            for name, label, ppl in (("a", "SM+LN+G", 2.5), ("b", "SM+G", 3.0))]
+    logs = [fake_run(tmp_path, name, {"model.norm": norm, "model.activation": "gelu"}, 1337, {32000: math.log(ppl)},
+                     label, tok, "revival")
+            for name, label, norm, ppl in (("a", "SM+LN+G", "layernorm", 2.5), ("b", "SM+G", "none", 3.0))]
     summary = pd.DataFrame([{"config": "a", "label": "SM+LN+G", "status": "Stable", "pub_ppl": 2.688},
                             {"config": "b", "label": "SM+G", "status": "Stable", "pub_ppl": 3.197}])
     table = compare.published_rows(logs, summary)

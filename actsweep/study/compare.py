@@ -20,6 +20,7 @@ import yaml
 
 from actsweep.study.intervals import t_interval
 from actsweep.study.logs import RunLog
+from actsweep.study.published import published_for
 
 # What the published numbers were measured with.
 PUBLISHED_SETTING: dict[str, dict[str, Any]] = {
@@ -116,9 +117,10 @@ def published_rows(logs: list[RunLog], summary: pd.DataFrame) -> pd.DataFrame:
         finished = [log for log in runs if log.status.get("status") == "finished"]
         seeded = [log for log in finished if log.info.get("seed") == setting["seed"]]
         overrides = runs[0].info["overrides"]
+        raw = published_for(study, {**runs[0].info.get("fixed", {}), **overrides}).get(metric, math.nan)
         rows.append({
             "config": row["label"] if isinstance(row["label"], str) else row["config"],
-            "theirs": theirs, "ours_seed": _metric(seeded[0], metric, step) if seeded else math.nan,
+            "theirs": theirs, "theirs_raw": raw, "ours_seed": _metric(seeded[0], metric, step) if seeded else math.nan,
             "ours": t_interval([_metric(log, metric, step) for log in finished]),
             "status": row["status"], "pub_status": row.get("pub_status"),
             "val_loss": t_interval([_metric(log, "val_loss", step) for log in finished]).mean,
@@ -130,8 +132,9 @@ def published_rows(logs: list[RunLog], summary: pd.DataFrame) -> pd.DataFrame:
         table["blog_status"] = blog_status(table.to_dict("records"))
     reference = table[table.config == setting["reference"]] if setting["reference"] else table.iloc[:0]
     if len(reference):
-        ours_ref, their_ref = reference.iloc[0]["ours"].mean, reference.iloc[0]["theirs"]
-        table["delta_theirs"] = [delta_pct(v, their_ref) if isinstance(v, float) else math.nan for v in table.theirs]
+        # Their Δ% is their own table's column, within their tokenizer: shown even where `theirs` is n/c.
+        ours_ref, their_ref = reference.iloc[0]["ours"].mean, reference.iloc[0]["theirs_raw"]
+        table["delta_theirs"] = [delta_pct(v, their_ref) for v in table.theirs_raw]
         table["delta_ours"] = [delta_pct(i.mean, ours_ref) for i in table.ours]
     return table
 
