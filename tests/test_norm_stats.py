@@ -15,7 +15,7 @@ from actsweep.train.module import ActSweepModule
 from helpers import ScalarLogger
 
 VOCAB, T = 23, 12
-TINY = dict(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, lr=0.0, weight_decay=0.0)
+TINY = dict(vocab_size=VOCAB, block_size=T, n_layer=2, n_head=2, n_embd=16, lr=1e-30, weight_decay=0.0)  # steps of 1e-30 leave fp32 weights unchanged (lr 0 is refused)
 DATA = torch.randint(0, VOCAB, (8, T + 1), generator=torch.Generator().manual_seed(0))
 
 
