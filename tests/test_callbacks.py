@@ -88,8 +88,7 @@ def test_a_training_step_entropy_probe_does_not_replace_ffn_activations(tmp_path
 
 def test_ffn_stats_exact_on_known_preactivations(tmp_path):
     """fc weight 0 and bias b: every token's pre-activation is b, so the answers are known exactly."""
-    # Steps of 1e-30 leave fp32 weights exactly as they are (lr 0 is refused as bad input).
-    module = ActSweepModule(**TINY, activation=["relu", "gelu"], lr=1e-30, weight_decay=0.0)
+    module = ActSweepModule(**TINY, activation=["relu", "gelu"], lr=1e-30, weight_decay=0.0)  # lr must be positive; 1e-30 leaves the weights as set
     hidden = module.config.mlp_hidden
     biases = [torch.linspace(-1.0, 1.0, hidden), torch.linspace(-2.0, 0.5, hidden)]
     for block, b in zip(module.model.blocks, biases):

@@ -35,18 +35,22 @@ def slurm_missing() -> str:
     return ""
 
 
-@pytest.fixture(autouse=True)
-def slurm(monkeypatch):
+@pytest.fixture(scope="module", autouse=True)
+def slurm():
+    """Module scope, so that it decides before the module's sweeps are started."""
     reason = slurm_missing()
     if reason and os.environ.get("ACTSWEEP_REQUIRE_SLURM") == "1":
         pytest.fail(f"ACTSWEEP_REQUIRE_SLURM=1 but {reason}")
     if reason:
         pytest.skip(reason)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def task_env(folder: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{folder}:{REPO}", "OMP_NUM_THREADS": "1"}
 
 
 def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{cwd}:{REPO}"}
+    env = task_env(cwd)
     return subprocess.run([sys.executable, "-m", "actsweep.cli", "sweep", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
 
@@ -61,8 +65,6 @@ def folder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def grid_sweep(folder) -> tuple[subprocess.CompletedProcess, Path]:
     """A 2×2 grid, one seed, two tasks at a time; returns the sweep's output and its folder."""
-    if slurm_missing():
-        pytest.skip("no SLURM")
     write_sweep(folder / "grid.yaml", folder / "tiny.yaml", GRID, [0], launcher={"parallel": 2, "time": 30})
     return sweep("grid.yaml", "--launcher", "slurm", "--root", "runs", cwd=folder), folder / "runs" / "tiny"
 
@@ -108,7 +110,7 @@ def test_preempted_task_requeues_and_resumes_exactly_and_a_bad_point_crashes(gri
     grid = [GRID[0] | {"model.activation": ["relu"], "model.norm": ["layernorm"]}, {"model.n_head": [3]}]
     write_sweep(folder / "preempt.yaml", folder / "tiny.yaml", grid, [0],
                 fixed={"trainer.callbacks+": {"class_path": "slow.Slow"}}, launcher={"time": 30})
-    env = {**os.environ, "PYTHONPATH": f"{folder}:{REPO}"}
+    env = task_env(folder)
     proc = subprocess.Popen([sys.executable, "-m", "actsweep.cli", "sweep", "preempt.yaml", "--launcher", "slurm",
                              "--root", "preempt", "--no-report"], cwd=folder, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)

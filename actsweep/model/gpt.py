@@ -94,7 +94,7 @@ class GPTConfig:
     norm_alpha_attn: float = 0.5
     """dyt, derf: initial alpha of the norms before attention (DyT dynamic_tanh.py:7; Derf model_derf.patch:10)."""
     norm_alpha_ffn: float = 0.5
-    """dyt, derf: initial alpha of the norms before the FFN (DyT's LLaMA runs: 1/4 of the attention one)."""
+    """dyt, derf: initial alpha of the norms before the FFN (DyT other_tasks/LLaMA/README.md:61-63: 1/4 of attention's)."""
     norm_alpha_final: float = 0.5
     """dyt, derf: initial alpha of the final norm (DyT's LLaMA runs: as the FFN one)."""
     derf_shift: float = 0.0

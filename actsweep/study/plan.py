@@ -42,7 +42,7 @@ def run_info(sweep: Sweep, run: Run) -> dict:
 
 def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
     args = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(sweep.base)]
-    for key, value in {**sweep.fixed, **run.overrides}.items():
+    for key, value in {**sweep.fixed, **run.overrides, **sweep.forced}.items():
         args += [f"--{key}", cli_value(value)]
     args += [
         "--seed_everything", str(run.seed),

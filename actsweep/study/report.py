@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from actsweep.board import band_tag
+from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import t_interval
 from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
@@ -63,6 +64,7 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
 def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
     """One row per configuration (seeds aggregated), in sweep order, with published numbers beside."""
     info = {log.info["config"]: log.info for log in logs}
+    folders = {log.info["config"]: log.dir for log in logs}
     rows = []
     for config, group in runs.groupby("config", sort=False):
         kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
@@ -75,6 +77,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         row["status"] = config_status(group.status)
         run_info = info[config]
         published = published_for(run_info.get("study"), {**run_info.get("fixed", {}), **run_info["overrides"]})
+        published = mark_incomparable(published, run_info.get("study"), run_tokenizer(folders[config]))
         row.update({f"pub_{k}": v for k, v in published.items()})
         rows.append({**run_info["overrides"], **row})
     return pd.DataFrame(rows)
@@ -168,6 +171,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
         lines += ["## Paired differences", "", paired_markdown(paired), ""]
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
+    lines += published_section(logs, summary)
     odd = runs[~runs.status.isin(["Stable"])]
     if len(odd):
         lines += ["Runs that are not Stable:", ""]

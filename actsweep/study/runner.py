@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
     parser.add_argument("--dry-run", action="store_true",
                         help="print one fit command per pending run (and, for slurm, what would be submitted); run nothing")
-    parser.add_argument("--root", type=Path, default=Path("lightning_logs/sweeps"))
+    parser.add_argument("--root", type=Path, default=None,
+                        help="where runs go (default lightning_logs/sweeps; with --smoke lightning_logs/smoke)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every configuration with its real config for a few steps on a small local corpus "
+                             "(prints what it changes; see actsweep/study/smoke.py)")
     parser.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     parser.add_argument("--restart-stale", action="store_true",
                         help="start afresh the runs made with other settings than the sweep file's now")
@@ -108,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
         sweep = load_sweep(args.sweep_file)
         settings = launcher_settings(sweep, args)
+        if args.smoke:
+            sweep, args.root = smoke(sweep, args.root, args.dry_run)
+        args.root = args.root or Path("lightning_logs/sweeps")
         stale = check_runs(sweep, args.root, args.restart_stale)
         if not args.dry_run:
             restart(sweep, args.root, stale)
@@ -152,4 +159,33 @@ def main(argv: list[str] | None = None) -> int:
         from actsweep.study.report import write_report
 
         print(f"report: {write_report(args.root / sweep.name)}")
+    if args.smoke:
+        return smoke_verdict(results, args.root / sweep.name)
     return 0 if all(s.get("status") in DONE for s in results.values()) else 1
+
+
+def smoke(sweep: Sweep, root: Path | None, dry_run: bool) -> tuple[Sweep, Path]:
+    """The smoke version of `sweep` in a fresh smoke folder under `root`, saying what it changed."""
+    import torch
+
+    from actsweep.study.smoke import SMOKE_ROOT, prepare_root, smoke_sweep
+
+    root = root or SMOKE_ROOT
+    sweep, notes = smoke_sweep(sweep, root, torch.cuda.is_available())
+    if not dry_run:
+        prepare_root(root, sweep.name)
+    print(f"smoke run of {sweep.name} in {root / sweep.name}; changed from the real runs:")
+    print("\n".join(f"  {note}" for note in notes), flush=True)
+    return sweep, root
+
+
+def smoke_verdict(results: dict[str, dict], folder: Path) -> int:
+    """0 when every smoke run finished; else 1, with the end of each failed run's log."""
+    failed = {name: s for name, s in results.items() if s.get("status") != "finished"}
+    for name, status in failed.items():
+        log = folder / name / "fit.log"
+        tail = log.read_text(errors="replace").splitlines()[-25:] if log.is_file() else []
+        print(f"SMOKE FAILED: {name}: {status.get('status')} {status.get('reason', '')}", file=sys.stderr)
+        print("\n".join(f"  | {line}" for line in tail), file=sys.stderr)
+    print(f"smoke: {len(results) - len(failed)}/{len(results)} runs finished")
+    return 1 if failed else 0

@@ -164,7 +164,7 @@ def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) 
     for name, job in held.items():
         print(f"# {name}: already queued or running as SLURM job {job}; not submitted again")
     if submit:
-        print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), each task running:")
+        print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), one run per task, with")
         print(f"#   sbatch {' '.join(sbatch_options(settings, sweep, len(submit)))}")
     for run in submit:
         print(shlex.join(["actsweep", *fit_command(sweep, run, root, plan(run_dir_of(sweep, run, root))[1])[3:]]))

@@ -103,6 +103,7 @@ class Sweep:
     devices_per_run: int | None = None  # accelerators per run; None: 1 where any is visible, else 0
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
     launcher: SlurmSettings = field(default_factory=SlurmSettings)
+    forced: dict[str, Any] = field(default_factory=dict)  # applied after the grid's values (a smoke run's changes)
 
     def runs(self) -> list[Run]:
         """Every grid point × seed, in file order; names are unique and depend only on the values."""
