@@ -5,6 +5,7 @@ The pipeline's stages are subpackages, imported one way (each may import only th
 
     actsweep.cli      the `actsweep` command
     actsweep.study    sweep files, the runner, run logs, the report
+    actsweep.export   to_transformer_lens (beside study: above train)
     actsweep.train    the LightningModule and the LightningCLI
     actsweep.stats    statistics callbacks over pure tensor functions
     actsweep.model    GPTConfig, GPT, registries, hook points     actsweep.data   corpus → tokens → windows
@@ -33,6 +34,7 @@ _API = {
     "head_entropy": "actsweep.stats.metrics",
     "causal_uniform_entropy": "actsweep.stats.metrics",
     "load_runs": "actsweep.study.report",
+    "to_transformer_lens": "actsweep.export",
 }
 
 __all__ = sorted(_API)

@@ -1,9 +1,17 @@
-"""Write a file so that readers see the old content or the new, never half of it."""
+"""Files that stay whole and folders that one process owns: atomic writes, checksums, per-run locks."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
+
+from actsweep.errors import ActSweepError
+
+HASH_BLOCK = 1 << 24
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
@@ -18,3 +26,134 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_orphans(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of `path` (`<name>.tmp-<pid>`, `.<name>.tmp-<pid>`) whose writer
+    is no longer alive, as a killed process leaves them; returns what was deleted."""
+    path = Path(path)
+    removed = []
+    for tmp in [*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.tmp-*")]:
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def write_checksum(written: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename the fsync'd file `written` over `path`, recording its sha256 in `<path>.sha256`.
+
+    The record lists the new digest and the one before, and is written before the rename: a kill
+    between the two leaves the old file, which still matches, never a file without its digest."""
+    written, path = Path(written), Path(path)
+    with open(written, "rb+") as f:
+        os.fsync(f.fileno())
+    record = checksum_path(path)
+    try:
+        before = json.loads(record.read_text())["sha256"][:1]
+    except (OSError, ValueError, KeyError, TypeError):
+        before = []
+    write_atomic(record, json.dumps({"sha256": [sha256_file(written), *before]}).encode())
+    os.replace(written, path)
+
+
+def checksum_problem(path: str | os.PathLike) -> str | None:
+    """'damaged (…)' when `path` does not match its recorded sha256; None when it does or none was recorded."""
+    record = checksum_path(path)
+    if not record.exists():
+        return None
+    try:
+        digests = json.loads(record.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"damaged (unreadable checksum record {record.name})"
+    if sha256_file(path) not in digests:
+        return f"damaged (sha256 differs from the one recorded in {record.name} when it was written)"
+    return None
+
+
+# -- one process per run folder -------------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+# A process that hands its lock to a child names the open descriptor here (see `hold_run`).
+LOCK_FD_VAR = "ACTSWEEP_RUN_LOCK_FD"
+_held: dict[Path, int] = {}  # run folders this process holds, kept open until it exits
+
+
+class RunBusy(ActSweepError, BlockingIOError):
+    """Another live process holds the run folder (a sweep, a fit, a SLURM task)."""
+
+
+def lock_run(run_dir: str | os.PathLike) -> int:
+    """An open descriptor holding an exclusive `flock` on `run_dir/.lock`; raises `RunBusy` if taken.
+
+    The kernel drops the lock when every descriptor sharing it is closed, that is when its holders
+    die however they die (SIGKILL included): a dead process never keeps a run. A child process given
+    the descriptor (`pass_fds`) shares the lock. The file holds the holder's process id, for messages.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunBusy(f"run folder {path.parent} is in use by process {holder} (a sweep, fit or SLURM task); "
+                      "wait for it to end or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def hold_run(run_dir: str | os.PathLike) -> None:
+    """Hold `run_dir` until this process exits: the lock a parent passed down (`LOCK_FD_VAR`), or a new one."""
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        return
+    inherited = os.environ.get(LOCK_FD_VAR)
+    if inherited and _same_file(int(inherited), run_dir / LOCK_FILE):
+        _held[run_dir] = int(inherited)
+        return
+    _held[run_dir] = lock_run(run_dir)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        ours, theirs = os.fstat(fd), path.stat()
+    except OSError:
+        return False
+    return (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino)
+
+
+def clear_run(run_dir: str | os.PathLike) -> None:
+    """Empty a held run folder for a fresh start, keeping its lock file (removing it would free the run)."""
+    for entry in Path(run_dir).iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()

@@ -1,4 +1,4 @@
-"""The run's `status.json` in its log folder: what a sweep runner reads to skip, resume or record a run.
+"""The run's `status.json` and `run.json` in its log folder: what a sweep runner reads to skip, resume or record a run.
 
 Contract: `{"status": "running" | "finished" | "diverged" | "crashed" | "interrupted", "step": int,
 "reason": str, "val_loss": float | null, "time": ISO-8601 UTC}`. Written atomically (a temporary file
@@ -39,5 +39,25 @@ def read_status(log_dir: str | os.PathLike) -> dict | None:
     """The run's status record, or None when the run never wrote one (or it is unreadable)."""
     try:
         return json.loads((Path(log_dir) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- run.json: what a run is (its sweep, grid values, seed), whoever started it ---------------------
+
+RUN_FILE = "run.json"
+
+
+def write_run_info(log_dir: str | os.PathLike, info: dict) -> None:
+    """Atomically write the run's identity (`name`, `config`, `overrides`, `seed`, `index`, `label`,
+    `fixed`, `study`): the report groups runs by it, however they were launched."""
+    folder = Path(log_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / RUN_FILE, json.dumps(info, indent=1).encode())
+
+
+def read_run_info(log_dir: str | os.PathLike) -> dict | None:
+    try:
+        return json.loads((Path(log_dir) / RUN_FILE).read_text())
     except (OSError, ValueError):
         return None

@@ -15,6 +15,8 @@ export OMP_NUM_THREADS=1
 rm -rf mutants  # no stale results from an earlier version of the code or the tests
 patterns=()
 for module in "$@"; do patterns+=("$module.*"); done
-python -m mutmut run --max-children "${JOBS:-2}" "${patterns[@]}" > mutants/run.log 2>&1 || {
-    tail -c 2000 mutants/run.log; exit 1; }
+log=$(mktemp)
+start=$SECONDS
+python -m mutmut run --max-children "${JOBS:-2}" "${patterns[@]}" > "$log" 2>&1 || { tail -c 2000 "$log"; exit 1; }
+echo "mutmut run: $((SECONDS - start)) s"
 python -m mutmut results --all true 2>/dev/null | python bench/mutation_scores.py bench/mutation_survivors.txt "$@"

@@ -18,6 +18,7 @@ from lightning.pytorch.loggers.logger import DummyLogger
 
 from actsweep import cli
 from actsweep.data.module import TextDataModule
+from actsweep.status import write_status
 from actsweep.train.module import ActSweepModule
 
 MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "lr": 3e-3, "dropout": 0.1, "warmup": 0.0}
@@ -31,7 +32,7 @@ CONFIG = {
         "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                    "init_args": {"save_dir": "logs", "name": "tiny"}},
         "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            {"class_path": "actsweep.train.checkpoints.ValidatedCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 5}},
             "actsweep.stats.DivergenceGuard",
         ],
@@ -83,7 +84,7 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def fit_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """The one-line error of a run that must fail as bad input (exit status 2)."""
     code, err = run_main(args, capsys)
-    lines = [line for line in err.splitlines() if line.startswith(("actsweep: error:", "actsweep sweep: error:"))]
+    lines = [line for line in err.splitlines() if line.startswith("actsweep: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -159,7 +160,7 @@ SWEEP_BASE = {
         "enable_progress_bar": False, "enable_model_summary": False,
         "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "unused"}},
         "callbacks": [
-            {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            {"class_path": "actsweep.train.checkpoints.ValidatedCheckpoint",
              "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 10}},
             "actsweep.stats.DivergenceGuard", "actsweep.stats.FFNStats", "actsweep.stats.GradNorms",
             "actsweep.stats.AttentionEntropy", "actsweep.stats.SlopeMonitor", "actsweep.stats.NonFiniteCounts",
@@ -186,3 +187,12 @@ def write_tiny_base(folder: Path) -> Path:
 def write_sweep(path: Path, base: Path, grid=GRID, seeds=(0, 1), **extra) -> Path:
     path.write_text(yaml.safe_dump({"name": "tiny", "base": str(base), "grid": grid, "seeds": list(seeds), **extra}, sort_keys=False))
     return path
+
+
+def fake_launcher(calls: list):
+    """Records each command and finishes the run the way the status callback would."""
+    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+        calls.append(command)
+        write_status(run_dir, "finished", 30, "", 1.0)
+        return 0
+    return launch

@@ -88,7 +88,7 @@ def test_a_training_step_entropy_probe_does_not_replace_ffn_activations(tmp_path
 
 def test_ffn_stats_exact_on_known_preactivations(tmp_path):
     """fc weight 0 and bias b: every token's pre-activation is b, so the answers are known exactly."""
-    module = ActSweepModule(**TINY, activation=["relu", "gelu"], lr=0.0, weight_decay=0.0)
+    module = ActSweepModule(**TINY, activation=["relu", "gelu"], lr=1e-30, weight_decay=0.0)  # lr must be positive; 1e-30 leaves the weights as set
     hidden = module.config.mlp_hidden
     biases = [torch.linspace(-1.0, 1.0, hidden), torch.linspace(-2.0, 0.5, hidden)]
     for block, b in zip(module.model.blocks, biases):
@@ -163,15 +163,16 @@ def test_attention_entropy_callback_logs_everything(tmp_path):
     assert expected.std() > 0.05 * expected.mean()
     for i in range(2):
         for j in range(2):
-            logged = events.Scalars(f"attn/head_entropy/layer_{i}/head_{j}")[-1].value
+            logged = events.Scalars(f"attn_heads/entropy/layer_{i}/head_{j}")[-1].value
             assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
     for i in range(2):
         s = qk[f"blocks.{i}.attn.hook_q"] @ qk[f"blocks.{i}.attn.hook_k"].transpose(-1, -2) / math.sqrt(TINY["n_embd"] // 2)
         peak = s.masked_select(torch.ones(T, T, dtype=torch.bool).tril()).abs().max().item()
         assert events.Scalars(f"attn/max_logit/layer_{i}")[-1].value == pytest.approx(peak, rel=1e-5)
     # Each band share counted by hand from the expected matrix, under both definitions.
-    for name, top in (("band_max", expected.max().item()), ("band_uniform", math.lgamma(T + 1) / T)):
-        shares = [events.Scalars(f"attn/{name}/{b}")[-1].value for b in range(4)]
+    for name, top in (("max", expected.max().item()), ("uniform", math.lgamma(T + 1) / T)):
+        shares = [events.Scalars(f"attn/heads_in_band/{name}_{q}")[-1].value
+                  for q in ("bottom_quarter", "second_quarter", "third_quarter", "top_quarter")]
         by_hand = [sum(b * top / 4 <= e < (b + 1) * top / 4 or (b == 3 and e >= top) for e in expected.flatten().tolist()) / 4
                    for b in range(4)]
         assert shares == pytest.approx(by_hand)

@@ -18,6 +18,7 @@ import torch
 
 from actsweep.data import cache, hub, module as data, sources
 from actsweep.data.module import TextDataModule
+from actsweep.errors import ConfigError
 from actsweep.data.tokenizers import (
     ENCODER_JSON_SHA256,
     VOCAB_BPE_SHA256,
@@ -148,11 +149,12 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, damage) -> None:
     np.testing.assert_array_equal(rebuilt.tokens, original)
 
 
-def test_untouched_cache_loads_without_hashing_but_a_copy_is_hashed(tmp_path: Path, monkeypatch) -> None:
+def test_big_untouched_cache_loads_on_samples_but_a_copy_is_hashed(tmp_path: Path, monkeypatch) -> None:
     build_small(tmp_path)
+    monkeypatch.setattr(cache, "FULL_HASH_BYTES", 0)  # as if it were a multi-GB cache
     hashed = []
-    real = cache._sha256_file
-    monkeypatch.setattr(cache, "_sha256_file", lambda path: hashed.append(path) or real(path))
+    real = cache.sha256_file
+    monkeypatch.setattr(cache, "sha256_file", lambda path: hashed.append(path) or real(path))
     assert cache.load("small", "fp", tmp_path) is not None and hashed == []
     copy = (tmp_path / "small.bin").read_bytes()
     time.sleep(0.01)
@@ -377,7 +379,8 @@ def test_validation_windows_fixed_and_partitioned(jsonl_corpus: Path, tmp_path: 
     for rank, shard in enumerate(shards):
         assert torch.equal(shard, xs[rank::3])
     assert torch.equal(dm.probe_batch(), xs[:8]) and torch.equal(dm.probe_batch(2), xs[:2])
-    assert torch.equal(next(iter(dm.test_dataloader()))[0], batches[0][0])
+    with pytest.raises(ConfigError, match="no test split"):  # never the validation windows again
+        dm.test_dataloader()
 
 
 def test_validation_uses_all_windows_that_fit(jsonl_corpus: Path, tmp_path: Path) -> None:

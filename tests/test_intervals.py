@@ -34,6 +34,7 @@ def test_t_interval_edges():
     one = t_interval([3.0, math.nan, math.inf])
     assert one.n == 1 and one.mean == 3.0 and math.isnan(one.low) and one.text(2) == "3.00 [n=1]"
     assert t_interval([]).n == 0 and t_interval([]).text(3) == ""
+    assert all(math.isnan(v) for v in (t_interval([]).mean, t_interval([]).low, t_interval([]).high, one.high))
     assert Interval(0.0425, -0.01, 0.0951, 2).text(3, signed=True) == "+0.043 [-0.010, +0.095]"
 
 
@@ -43,7 +44,8 @@ def test_paired_differences_keep_shared_finite_seeds():
 
 @pytest.mark.parametrize("low, high, n, claim", [
     (-0.2, -0.01, 5, "relu lower"), (0.01, 0.3, 5, "gelu lower"), (-0.1, 0.1, 5, "unresolved"),
-    (-0.2, 0.0, 5, "unresolved"), (math.nan, math.nan, 1, "unresolved"),
+    (-0.2, 0.0, 5, "unresolved"), (0.0, 0.2, 5, "unresolved"), (math.nan, math.nan, 1, "unresolved"),
+    (-0.2, -0.01, 2, "relu lower"), (0.01, 0.3, 2, "gelu lower"),  # two seeds are enough for a claim
 ])
 def test_direction_only_where_the_interval_excludes_zero(low, high, n, claim):
     assert direction(Interval((low + high) / 2, low, high, n), "relu", "gelu") == claim

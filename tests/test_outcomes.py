@@ -14,6 +14,7 @@ from actsweep.study.outcomes import (
     UNSTABLE_RULE,
     config_status,
     final_slope,
+    nonfinite_origin,
     precision_flag,
     run_outcome,
     skipped_share,
@@ -42,6 +43,8 @@ def test_unstable_rule(train, val, unstable):
 
 def test_unstable_reasons_and_their_boundaries():
     assert unstable_reason({"val/loss": at({5: 2.5, 10: 2.8})}) == "final val loss 2.800 > 1.1 × best 2.500"
+    assert unstable_reason({"val/loss": at({5: 2.5, 10: 2.9, 15: 2.6})}) == ""  # only the final value counts
+    assert unstable_reason({"val/loss": at({5: 2.5, 10: 2.6, 15: 2.8})}) == "final val loss 2.800 > 1.1 × best 2.500"
     assert unstable_reason({"val/loss": at({5: 2.0, 10: 2.2})}) == ""  # exactly 10% above: not more than
     assert unstable_reason({"val/loss": at({})}) == "" and unstable_reason({}) == ""
     steps = {s: 2.0 for s in range(0, 101, 10)}
@@ -73,11 +76,17 @@ def test_run_outcomes():
                    **{"nonfinite/act/layer_1": at({2: 0.0, 3: 4.0})}) == (
         "Diverged", "non-finite training loss at step 3; first non-finite: layer 1 (act) at step 3")
     assert outcome({"status": "finished"}, train_loss=at({10: 3.0, 20: math.inf}))[0] == "Diverged"
-    assert outcome({"status": "finished"}, train_loss=at({10: math.nan, 20: 3.0}))[0] == "Stable"  # the last counts
+    assert outcome({"status": "finished"}, train_loss=at({10: 3.0, 20: math.nan, 30: 3.0}))[0] == "Stable"  # the last counts
     assert outcome({"status": "crashed", "reason": "RuntimeError: boom"}) == ("Crashed", "RuntimeError: boom")
     assert outcome({"status": "crashed", "reason": "x"}, val_loss=at({10: math.nan}))[0] == "Diverged"
     assert outcome({}) == ("Unknown", "")
     assert outcome({"status": "running"}, val_loss=fine) == ("Running", "")
+
+
+def test_nonfinite_origin_ignores_sites_that_stayed_finite():
+    scalars = {"nonfinite/q/layer_0": at({1: 0.0, 5: 2.0}), "nonfinite/resid/layer_1": at({1: 0.0, 2: 3.0}),
+               "nonfinite/act/layer_0": at({1: 0.0}), "nonfinite/grad/layer_1": at({2: 1.0})}
+    assert nonfinite_origin(scalars) == "first non-finite: layer 1 (resid) at step 2"  # not layer 0's later NaN
 
 
 @pytest.mark.parametrize("outcomes, status", [
@@ -92,7 +101,7 @@ def test_configuration_status(outcomes, status):
 
 
 def test_final_slope():
-    assert final_slope({"slope/global": at({1: 0.5, 2: 0.25}), "slope/layer_0": at({2: 9.0})}) == 0.25
+    assert final_slope({"slope/global": at({1: 0.5, 2: 0.75, 3: 0.25}), "slope/layer_0": at({2: 9.0})}) == 0.25
     per_layer = {"slope/layer_0": at({1: 9.0, 2: 0.5}), "slope/layer_1/mean": at({2: 0.25}),
                  "slope/layer_1/std": at({2: 7.0}), "slope/other": at({2: 5.0})}
     assert final_slope(per_layer) == 0.375  # the per-layer value and the per-neuron mean; no std

@@ -41,7 +41,7 @@ def test_results_equal_the_event_files(finished_sweep):
         assert row.val_ppl == pytest.approx(last_logged(run_dir, "val/ppl"), rel=1e-7)
         assert row.inactive_pct == pytest.approx(100 * last_logged(run_dir, "ffn/inactive_frac"), rel=1e-6)
         assert row.grad_norm == pytest.approx(last_logged(run_dir, "grad/norm"), rel=1e-7)
-        assert row.top_band_max_pct == pytest.approx(100 * last_logged(run_dir, "attn/band_max/3"), rel=1e-6)
+        assert row.top_band_max_pct == pytest.approx(100 * last_logged(run_dir, "attn/heads_in_band/max_top_quarter"), rel=1e-6)
         assert row.seed in (0, 1)
 
 

@@ -13,7 +13,7 @@ import pytest
 from actsweep import resources
 from actsweep.errors import ConfigError
 from actsweep.status import write_status
-from actsweep.study import runner, sweep as sw
+from actsweep.study import launchers, plan, runner, sweep as sw
 from helpers import write_sweep, write_tiny_base
 
 
@@ -60,23 +60,23 @@ def recording_launcher(seen: list, lock: threading.Lock):
 
 
 def test_each_job_gets_its_own_devices_and_cpus_on_a_four_gpu_host(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(runner, "visible_accelerators", lambda: ["0", "1", "2", "3"])
-    monkeypatch.setattr(runner, "usable_cpus", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(launchers, "visible_accelerators", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(launchers, "usable_cpus", lambda: [0, 1, 2, 3])
     path = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), devices_per_run=2, threads=2)
     sweep = sw.load_sweep(path)
     seen: list = []
-    runner.run_sweep(sweep, tmp_path / "root", jobs=2, launch=recording_launcher(seen, threading.Lock()))
+    launchers.run_local(sweep, tmp_path / "root", sweep.runs(), jobs=2, launch=recording_launcher(seen, threading.Lock()))
     assert len(seen) == len(sweep.runs())
     for command, env in seen:
         assert command[command.index("--threads") + 1] == "2" and env["OMP_NUM_THREADS"] == "2"
-        assert (env["CUDA_VISIBLE_DEVICES"], env[runner.PIN_VARIABLE]) in {("0,1", "0,1"), ("2,3", "2,3")}
+        assert (env["CUDA_VISIBLE_DEVICES"], env[plan.PIN_VARIABLE]) in {("0,1", "0,1"), ("2,3", "2,3")}
     recorded = [json.loads((tmp_path / "root" / "tiny" / r.name / "run.json").read_text()) for r in sweep.runs()]
     assert all(len(r["devices"]) == 2 and r["threads"] == 2 for r in recorded)
 
 
 def test_a_sweep_that_does_not_fit_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys) -> None:
-    monkeypatch.setattr(runner, "visible_accelerators", lambda: ["0", "1", "2", "3"])
-    monkeypatch.setattr(runner, "usable_cpus", lambda: list(range(8)))
+    monkeypatch.setattr(launchers, "visible_accelerators", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(launchers, "usable_cpus", lambda: list(range(8)))
     path = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), devices_per_run=2)
     assert runner.main([str(path), "--root", str(tmp_path / "root"), "--jobs", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -85,10 +85,10 @@ def test_a_sweep_that_does_not_fit_is_refused_before_anything_runs(tmp_path, mon
 
 
 def test_the_child_is_pinned_to_its_slot(tmp_path) -> None:
-    env = {**os.environ, runner.PIN_VARIABLE: "0"}
+    env = {**os.environ, plan.PIN_VARIABLE: "0"}
     code = "import os; print(sorted(os.sched_getaffinity(0)))"
     (tmp_path / "checkpoints").mkdir()
-    assert runner.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
+    assert plan.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
     assert (tmp_path / "fit.log").read_text().splitlines()[-1] == "[0]"
 
 

@@ -10,12 +10,13 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from actsweep.study import runner, sweep as sw
+from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.status import read_status, write_status
 from actsweep.study.logs import read_scalars
-from helpers import write_sweep, write_tiny_base
+from helpers import fake_launcher, write_sweep, write_tiny_base
 
 def test_grid_expansion_and_names(tmp_path):
     base = write_tiny_base(tmp_path)
@@ -31,7 +32,7 @@ def test_grid_expansion_and_names(tmp_path):
     assert runs[-1].name == "activation=learnable_leaky_relu,slope_scope=layer,seed=1"
     assert runs[0].overrides == {"model.lr": 1e-3, "model.activation": "relu", "model.norm": "layernorm"}
     assert {r.label for r in runs if r.overrides.get("model.norm") == "none" and r.overrides["model.activation"] == "gelu"} == {"SM+G"}
-    command = runner.fit_command(sweep, runs[0], tmp_path / "root")
+    command = plan.fit_command(sweep, runs[0], tmp_path / "root")
     assert command[command.index("--model.lr") + 1] == "0.001"
     assert command[command.index("--seed_everything") + 1] == "0"
     assert command[command.index("--trainer.logger.version") + 1] == runs[0].name
@@ -44,15 +45,6 @@ def test_short_values_are_filesystem_safe(value, text):
     assert sw.short(value) == text
 
 
-def fake_launcher(calls: list):
-    """Records each command and finishes the run the way the status callback would."""
-    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
-        calls.append(command)
-        write_status(run_dir, "finished", 30, "", 1.0)
-        return 0
-    return launch
-
-
 def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     sweep = sw.load_sweep(write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), [{"model.activation": ["relu", "gelu", "gelu_tanh", "leaky_relu"]}], [0]))
     root = tmp_path / "root"
@@ -60,11 +52,11 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     write_status(dirs["relu"], "finished", 30)
     write_status(dirs["gelu"], "running", 20)  # killed: no final word, but a checkpoint
     (dirs["gelu"] / "checkpoints").mkdir()
-    (dirs["gelu"] / "checkpoints" / "last.ckpt").write_bytes(b"")
+    torch.save({"state_dict": {}}, dirs["gelu"] / "checkpoints" / "last.ckpt")
     write_status(dirs["gelu_tanh"], "crashed", 3, "boom")  # no checkpoint: start again, clean
     (dirs["gelu_tanh"] / "events.out.tfevents.stale").write_bytes(b"")
     calls: list = []
-    results = runner.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    results = launchers.run_local(sweep, root, sweep.runs(), jobs=2, launch=fake_launcher(calls))
     launched = {c[c.index("--model.activation") + 1]: c for c in calls}
     assert set(launched) == {"gelu", "gelu_tanh", "leaky_relu"}
     assert launched["gelu"][launched["gelu"].index("--ckpt_path") + 1] == str(dirs["gelu"] / "checkpoints" / "last.ckpt")
@@ -72,15 +64,15 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
     assert not (dirs["gelu_tanh"] / "events.out.tfevents.stale").exists()
     assert {s["status"] for s in results.values()} == {"finished"}
     calls.clear()
-    runner.run_sweep(sweep, root, jobs=2, launch=fake_launcher(calls))
+    launchers.run_local(sweep, root, sweep.runs(), jobs=2, launch=fake_launcher(calls))
     assert calls == []  # everything finished: a rerun launches nothing
 
 
 def test_dead_process_without_final_status_is_interrupted_or_crashed(tmp_path):
     write_status(tmp_path, "running", 12)
-    assert runner.settle_status(tmp_path, -9)["status"] == "interrupted"
+    assert plan.settle_status(tmp_path, -9)["status"] == "interrupted"
     write_status(tmp_path, "running", 12)
-    crashed = runner.settle_status(tmp_path, 1)
+    crashed = plan.settle_status(tmp_path, 1)
     assert crashed["status"] == "crashed" and "exit code 1" in crashed["reason"] and crashed["step"] == 12
     assert read_status(tmp_path)["status"] == "crashed"
 
@@ -89,7 +81,8 @@ def test_finished_sweep_is_skipped(finished_sweep, capsys):
     sweep_file = finished_sweep.parent.parent / "sweep.yaml"
     calls: list = []
     sweep = sw.load_sweep(sweep_file)
-    results = runner.run_sweep(sweep, finished_sweep.parent, jobs=2, launch=fake_launcher(calls))
+    todo, results = runner.pending(sweep, finished_sweep.parent)
+    launchers.run_local(sweep, finished_sweep.parent, todo, jobs=2, launch=fake_launcher(calls))
     assert calls == [] and len(results) == 6
     runner.main([str(sweep_file), "--root", str(finished_sweep.parent), "--dry-run"])
     assert capsys.readouterr().out == ""  # nothing left to run
@@ -109,32 +102,18 @@ def test_diverged_run_is_recorded_and_others_finish(finished_sweep):
     assert len(list((finished_sweep / "activation=gelu,seed=1").glob("*.hparams"))) == 1
 
 
-KILLER = '''
-import os, signal
-from lightning.pytorch.callbacks import Callback
-
-class KillAt(Callback):
-    """Dies like a pre-empted job: SIGKILL, no cleanup, no final status."""
-    def __init__(self, step: int) -> None:
-        self.step = step
-    def on_train_batch_start(self, trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-'''
-
-
 def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeypatch):
-    (tmp_path / "killer.py").write_text(KILLER)
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{Path(__file__).resolve().parents[1]}")
+    from faults import signal_once
+
+    monkeypatch.setenv("PYTHONPATH", f"{Path(__file__).resolve().parent}:{Path(__file__).resolve().parents[1]}")
     base = finished_sweep.parent.parent / "tiny.yaml"
     grid, root = [{"model.activation": ["relu"]}], tmp_path / "root"
-    killer = {"trainer.callbacks+": {"class_path": "killer.KillAt", "init_args": {"step": 25}}}
-    killed = write_sweep(tmp_path / "killed.yaml", base, grid, [0], fixed=killer)
+    killed = write_sweep(tmp_path / "killed.yaml", base, grid, [0], fixed=signal_once(tmp_path / "killed", [25]))
     assert runner.main([str(killed), "--root", str(root), "--no-report"]) == 1
     run_dir = root / "tiny" / "activation=relu,seed=0"
     assert read_status(run_dir)["status"] == "interrupted"
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    assert runner.main([str(write_sweep(tmp_path / "resume.yaml", base, grid, [0])), "--root", str(root), "--no-report"]) == 0
+    assert runner.main([str(killed), "--root", str(root), "--no-report"]) == 0  # the same command resumes
     assert "--ckpt_path" in (run_dir / "fit.log").read_text()
     assert len(read_scalars(run_dir)["val/loss"]) == 3  # steps 10, 20 (logged twice, merged), 30
     resumed, uninterrupted = read_scalars(run_dir), read_scalars(finished_sweep / "activation=relu,seed=0")
@@ -145,7 +124,7 @@ def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeyp
 
 @pytest.mark.parametrize("spec, message", [
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": [0], "sweeps": 3},
-     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels"),
+     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels, threads, devices_per_run, comparisons, launcher"),
     ({"name": "x", "base": "b.yaml", "grid": {}, "seeds": [0]}, "'grid' is missing or empty"),
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": []}, "seeds": [0]}, "non-empty lists"),
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": []}, "'seeds' is missing or empty"),
@@ -188,3 +167,30 @@ def test_numbers_do_not_depend_on_jobs(finished_sweep, tmp_path):
     numbers = [c for c in two.columns if pd.api.types.is_float_dtype(two[c]) and c != "tokens_per_sec"]
     assert "val_loss" in numbers and "grad_norm" in numbers
     pd.testing.assert_frame_equal(one[numbers], two[numbers], check_exact=True)
+
+
+def test_slurm_dry_run_shows_the_array_with_file_settings_and_overrides(tmp_path, capsys):
+    sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), threads=2,
+                             launcher={"partition": "gpu", "time": 120, "mem": "8G", "sbatch": {"constraint": "a100"}})
+    args = [str(sweep_file), "--root", str(tmp_path / "runs"), "--launcher", "slurm", "--dry-run"]
+    assert runner.main(args + ["--time", "30", "--parallel", "2", "--sbatch", "exclude=node3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "would submit 6 runs as one SLURM job array" in lines[0]
+    assert lines[1].split()[1:] == ["sbatch", "--partition=gpu", "--time=30", "--cpus-per-task=2", "--mem=8G",
+                                    "--array=0-5%2", "--signal=USR2@90", "--constraint=a100", "--exclude=node3"]
+    assert len(lines) == 2 + 6 and all(shlex.split(line)[:2] == ["actsweep", "fit"] for line in lines[2:])
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("launcher, args, message", [
+    ({"partiton": "gpu"}, [], "unknown launcher setting 'partiton'; allowed: partition, time"),
+    ({"mem": "lots"}, [], "launcher setting 'mem' is a size like 8G"),
+    ({}, ["--time", "0"], "launcher setting 'time' is a whole number ≥ 1, got 0"),
+    ({}, ["--sbatch", "constraint"], "--sbatch takes KEY=VALUE"),
+])
+def test_bad_launcher_settings_fail_before_anything(tmp_path, capsys, launcher, args, message):
+    sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), launcher=launcher)
+    assert runner.main([str(sweep_file), "--root", str(tmp_path / "runs"), "--launcher", "slurm", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "runs").exists()

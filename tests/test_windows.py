@@ -108,3 +108,34 @@ def test_validation_windows_by_hand():
     assert val_window_starts(3, 999, 9, chunks).tolist() == [0, 20, 40]
     assert val_window_starts(10, 999, 9, chunks).tolist() == chunks.tolist()
     assert val_window_starts(2, 999, 9, chunks).tolist() == [0, 40]
+
+
+def test_epoch_rows_boundaries():
+    assert sorted(windows.epoch_rows(0, 0, 8, 8).tolist()) == list(range(8))  # exactly one global batch
+    assert sorted(windows.epoch_rows(0, 1, 8, 4, 1, 2).tolist() + windows.epoch_rows(0, 1, 8, 4, 0, 2).tolist()) == list(range(8))
+    with pytest.raises(ConfigError, match=r"^7 windows cannot fill a global batch of 8$"):
+        windows.epoch_rows(0, 0, 7, 4, 0, 2)
+    rows = windows.epoch_rows(3, 5, 20, 3)
+    assert len(rows) == 3 and rows.dtype.kind == "i"
+
+
+def test_epoch_sampling_on_the_grid_each_window_once():
+    n_tokens, block = 250, 9  # 25 windows of 10 tokens; batches of 6: 4 per epoch, 1 window left out
+    epoch = [random_window_starts(2, s, n_tokens, block, 6, sampling="epoch") for s in range(4)]
+    starts = np.concatenate(epoch)
+    assert starts.dtype == np.int64 and len(set(starts.tolist())) == 24
+    assert set(starts.tolist()) <= set(range(0, 250, 10))
+    sharded = [random_window_starts(2, 1, n_tokens, block, 3, rank, 2, sampling="epoch") for rank in (0, 1)]
+    assert sharded[0].tolist() == epoch[1][0::2].tolist() and sharded[1].tolist() == epoch[1][1::2].tolist()
+    chunks = np.arange(0, 480, 20, dtype=np.int64)  # 24 chunks, batches of 6: 4 steps visit each once
+    docs = np.concatenate([document_window_starts(2, s, chunks, 6, sampling="epoch") for s in range(4, 8)])
+    assert sorted(docs.tolist()) == chunks.tolist()
+    assert document_window_starts(2, 5, chunks, 3, 1, 2, sampling="epoch").tolist() == \
+        document_window_starts(2, 5, chunks, 6, sampling="epoch")[1::2].tolist()
+
+
+def test_every_validation_window():
+    assert val_window_starts(None, 35, 9).tolist() == [0, 10, 20]
+    assert val_window_starts(None, 35, 9).dtype == np.int64
+    chunks = np.array([0, 10, 20, 30, 40])
+    assert val_window_starts(None, 999, 9, chunks).tolist() == chunks.tolist()

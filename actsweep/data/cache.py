@@ -3,8 +3,9 @@
 Layout: ``<name>.bin`` (raw uint16/uint32 tokens) and ``<name>.json`` (metadata). Both are written
 to pid-named temporary files in the same directory, fsync'd and renamed; the metadata goes LAST
 (and any old one is removed first), so an interrupted build never leaves a cache a later run
-trusts. On load the metadata, fingerprint, size and sha256 are checked; stale or damaged caches
-are rebuilt.
+trusts, and the next build deletes the temporary files a killed one left. On load the metadata,
+fingerprint, size, sha256 (sampled for big caches, see `_check`) and the vocabulary range are
+checked; stale or damaged caches are rebuilt.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from actsweep.data.tokenizers import Tokenizer
-from actsweep.io import write_atomic
+from actsweep.data.tokenizers import Tokenizer, get_tokenizer
+from actsweep.io import remove_orphans, sha256_file, write_atomic
 from actsweep.errors import ActSweepError, ConfigError
 
 FORMAT_VERSION = 1
 CACHE_ENV = "ACTSWEEP_CACHE_DIR"
 CHUNK_DOCS = 1000  # documents per encode_batch call (tiktoken spreads each call over all cores)
-HASH_BLOCK = 1 << 24
+FULL_HASH_BYTES = 256 << 20  # caches up to this size are fully hashed on every load (~0.3 s)
+SAMPLES, SAMPLE_BYTES = 256, 1 << 16  # larger ones: 16 MB read at spread offsets, plus the stamp
 
 
 class CacheDirError(ActSweepError, OSError):
@@ -63,11 +65,15 @@ def _paths(cache_dir: Path, name: str) -> tuple[Path, Path]:
     return cache_dir / f"{name}.bin", cache_dir / f"{name}.json"
 
 
-def _sha256_file(path: Path) -> str:
+def _sample_sha256(path: Path) -> str:
+    """sha256 of SAMPLES blocks of SAMPLE_BYTES spread evenly over the file: what a big cache pays on
+    every load instead of the full hash (a change that misses every block goes unseen)."""
+    size = path.stat().st_size
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
+        for i in range(SAMPLES):
+            f.seek(max(0, size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+            digest.update(f.read(SAMPLE_BYTES))
     return digest.hexdigest()
 
 
@@ -97,12 +103,26 @@ def _check(bin_path: Path, meta_path: Path, fingerprint: str) -> tuple[str | Non
     size = bin_path.stat().st_size if bin_path.exists() else -1
     if size != expected_bytes:
         return f"damaged (size {size} bytes, expected {expected_bytes})", meta
-    # Hashing a multi-GB cache in every process costs seconds; a file whose size and modification
-    # time are those recorded when it was written has not been touched since, so only a changed
-    # stamp (an edit, a copy) pays for the full sha256.
-    if meta.get("stamp") != _stamp(bin_path) and _sha256_file(bin_path) != sha256:
+    # Hashing a multi-GB cache in every process costs seconds. A small cache is always hashed in
+    # full; a large one whose size and modification time are those recorded at build pays only for
+    # the sampled blocks (bytes changed under the same stamp are found where a block falls).
+    full = size <= FULL_HASH_BYTES or meta.get("stamp") != _stamp(bin_path) or "sample_sha256" not in meta
+    intact = sha256_file(bin_path) == sha256 if full else _sample_sha256(bin_path) == meta["sample_sha256"]
+    if not intact:
         return "damaged (sha256 mismatch)", meta
+    tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r", shape=(meta["count"],))
+    top = int(tokens.max() if full else _sampled(tokens).max())
+    n_vocab = get_tokenizer(**meta["tokenizer"]).n_vocab
+    if top >= n_vocab:
+        return f"damaged (token id {top} outside the vocabulary of {n_vocab})", meta
     return None, meta
+
+
+def _sampled(tokens: np.ndarray) -> np.ndarray:
+    """The tokens of the sampled blocks (see `_sample_sha256`), for the vocabulary check."""
+    per_block = max(1, SAMPLE_BYTES // tokens.itemsize)
+    starts = np.linspace(0, max(0, len(tokens) - per_block), SAMPLES).astype(np.int64)
+    return tokens[(starts[:, None] + np.arange(min(per_block, len(tokens)))).ravel()]
 
 
 def _stamp(path: Path) -> list[int]:
@@ -117,6 +137,7 @@ def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[
     directory = _writable_dir(Path(cache_dir or default_cache_dir()))
     bin_path, meta_path = _paths(directory, name)
     meta_path.unlink(missing_ok=True)  # an old .json must never vouch for a new .bin
+    remove_orphans(bin_path)  # temporary files of builds that were killed
     dtype = token_dtype(tokenizer.n_vocab)
     tmp = bin_path.with_name(f"{bin_path.name}.tmp-{os.getpid()}")
     try:
@@ -131,7 +152,7 @@ def build(name: str, documents: Sequence[str], tokenizer: Tokenizer, meta: dict[
         tmp.unlink(missing_ok=True)
     full_meta = {**meta, "format": FORMAT_VERSION, "count": count, "dtype": dtype.name,
                  "tokenizer": tokenizer.to_meta(), "sha256": sha256, "n_documents": len(documents)}
-    full_meta["stamp"] = _stamp(bin_path)
+    full_meta.update(stamp=_stamp(bin_path), sample_sha256=_sample_sha256(bin_path))
     write_atomic(meta_path, json.dumps(full_meta, indent=1).encode())
     return TokenArray(np.memmap(bin_path, dtype=dtype, mode="r", shape=(count,)), full_meta, bin_path)
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 from actsweep.errors import ActSweepError, ConfigError
-
-HUB_HOST = ("huggingface.co", 443)
-
 
 class DataSourceError(ActSweepError, RuntimeError):
     """A source cannot be read (e.g. the hub is unreachable); the message says what to do instead."""
@@ -50,15 +46,28 @@ def _env_offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
+def hub_endpoint() -> str:
+    """The hub address the Hugging Face libraries use: ``HF_ENDPOINT`` (a mirror) or huggingface.co."""
+    import huggingface_hub.constants
+
+    return huggingface_hub.constants.ENDPOINT
+
+
 def hub_reachable(timeout: float = 2.0) -> bool:
-    """Fast probe (one TCP connect) so that offline machines fail at once instead of retrying."""
+    """Fast probe (one HEAD request) so that offline machines fail at once instead of retrying.
+
+    Asks the endpoint the Hugging Face libraries use (``HF_ENDPOINT``) through huggingface_hub's own
+    HTTP session, so proxies (``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``) and its TLS settings apply
+    as they do for the download. Any HTTP answer, even an error status, means reachable."""
     if _env_offline():
         return False
+    from huggingface_hub import get_session
+
     try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
+        get_session().head(hub_endpoint(), timeout=timeout)
+    except Exception:  # noqa: BLE001 - any transport failure (DNS, refused, proxy, TLS, timeout): unreachable
         return False
+    return True
 
 
 def hub_cached(name: str) -> bool:
@@ -75,8 +84,9 @@ def read_hub(name: str, split: str, text_column: str | None) -> list[str]:
     online = hub_reachable()
     if not online and not hub_cached(name):
         raise DataSourceError(
-            f"cannot load hub dataset {name!r}: the Hugging Face hub is unreachable (offline, or "
-            "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set) and the dataset is not in the local cache. "
+            f"cannot load hub dataset {name!r}: the Hugging Face hub ({hub_endpoint()}) is unreachable (offline, "
+            "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE set, or check HF_ENDPOINT / HTTPS_PROXY) and the dataset is not "
+            "in the local cache. "
             "Point --data.source at local files instead, e.g. "
             "--data.source path/to/TinyStories-train.txt (.txt split on --data.separator, or "
             ".jsonl/.parquet with --data.text_column), or a directory/glob of them."

@@ -57,6 +57,10 @@ class TextDataModule(L.LightningDataModule):
         val_fraction: share of documents (or characters) held out for validation.
         split_by: ``document`` (shuffled, seed 0) or ``char`` (the blog's 90/10 cut of the text).
         max_documents: cap on training documents; max_val_documents: cap on validation documents.
+        test_fraction: share of the training documents (of the text, with ``split_by: char``) held
+            out as the test split that ``actsweep test`` evaluates; set it when training, so the
+            test windows were never trained on (0: no test split).
+        test_source: source of the test documents instead (a hub dataset's ``test`` split, or files).
         cache_dir: token cache directory (default ``$ACTSWEEP_CACHE_DIR`` or ``~/.cache/actsweep``).
         pin_memory: pin host batches (only where CUDA is available).
     """
@@ -80,6 +84,8 @@ class TextDataModule(L.LightningDataModule):
         split_by: str = "document",
         max_documents: int | None = None,
         max_val_documents: int | None = None,
+        test_fraction: float = 0.0,
+        test_source: str | None = None,
         cache_dir: str | None = None,
         pin_memory: bool = True,
     ) -> None:
@@ -96,7 +102,8 @@ class TextDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,
-                             max_documents=max_documents, max_val_documents=max_val_documents)
+                             max_documents=max_documents, max_val_documents=max_val_documents,
+                             test_fraction=test_fraction, test_source=test_source)
         self.tokenizer_name = tokenizer
         self.block_size = block_size
         self.batch_size = batch_size
@@ -111,6 +118,8 @@ class TextDataModule(L.LightningDataModule):
         self._arrays: dict[str, cache.TokenArray] | None = None
         self._train: np.ndarray | None = None
         self._val: np.ndarray | None = None
+        self._test: np.ndarray | None = None
+        self._trained_on: str | None = None  # the training corpus of a loaded checkpoint
         self._chunks: dict[str, np.ndarray] = {}  # document-mode window starts per split, on first use
 
     # -- tokens ----------------------------------------------------------------------------------
@@ -125,6 +134,16 @@ class TextDataModule(L.LightningDataModule):
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.n_vocab
+
+    def model_vocab_size(self) -> int:
+        """`vocab_size`, once the context is known to fit the corpus: the CLI builds the model from it,
+        so an absurd `block_size` (1e8: a 12.8 GB position table) is refused before that allocation."""
+        vocab_size = self.vocab_size  # a char vocabulary reads the corpus: its own errors come first
+        most = self.corpus.max_tokens()
+        if most is not None and self.block_size + 1 > most:
+            raise ConfigError(f"block_size {self.block_size} is longer than the whole corpus {self.corpus.source!r} "
+                              f"(at most {most} tokens); lower --data.block_size or use a larger corpus")
+        return vocab_size
 
     def _cache_name(self, split: str) -> str:
         """Readable and unique: source stem, tokenizer, split, hash of every corpus option (and of the
@@ -149,12 +168,12 @@ class TextDataModule(L.LightningDataModule):
                     functools.partial(self._split_documents, documents, split), tokenizer,
                     meta={"source": self.corpus.describe(), "split": split}, cache_dir=self.cache_dir,
                 )
-                for split in SPLITS
+                for split in SPLITS + (("test",) if self.corpus.has_test else ())
             }
         return self._arrays
 
     def _new_tokenizer(self, documents: dict[str, list[str]]) -> Tokenizer:
-        return get_tokenizer(self.tokenizer_name, texts=documents["train"] + documents["val"])
+        return get_tokenizer(self.tokenizer_name, texts=documents["train"] + documents["val"] + documents["test"])
 
     def _split_documents(self, documents: Callable[[], dict[str, list[str]]], split: str) -> list[str]:
         docs: list[str] = documents()[split]
@@ -177,23 +196,28 @@ class TextDataModule(L.LightningDataModule):
         arrays = self._token_arrays()
         self._train = np.asarray(arrays["train"].tokens)
         self._val = np.asarray(arrays["val"].tokens)
+        if "test" in arrays:
+            self._test = np.asarray(arrays["test"].tokens)
         self._check_sizes()
 
     def _check_sizes(self) -> None:
         window = self.block_size + 1
-        for split, tokens in (("train", self._tokens("train")), ("val", self._tokens("val"))):
+        evaluated = ("val", "test") if self.corpus.has_test else ("val",)
+        for split in ("train", *evaluated):
+            tokens = self._tokens(split)
             if len(tokens) < window:
                 raise ConfigError(
                     f"the {split} split has {len(tokens)} tokens, fewer than block_size + 1 = {window}; "
-                    "lower --data.block_size or use a larger corpus / --data.val_fraction"
+                    f"lower --data.block_size or use a larger corpus / --data.{'test' if split == 'test' else 'val'}_fraction"
                 )
         world_size = self._position()[2]
         if self.windows == "document":
-            if not len(self._chunk_starts("val")):
-                raise ConfigError(
-                    f"the val split has no document of at least block_size + 1 = {window} tokens, so no "
-                    "document windows; lower --data.block_size or use more validation documents"
-                )
+            for split in evaluated:
+                if not len(self._chunk_starts(split)):
+                    raise ConfigError(
+                        f"the {split} split has no document of at least block_size + 1 = {window} tokens, so "
+                        f"no document windows; lower --data.block_size or use more {split} documents"
+                    )
             if len(self._chunk_starts("train")) < self.batch_size * world_size:
                 raise self._capacity_error(world_size)
         elif len(self._tokens("train")) < self._train_tokens_needed(world_size):
@@ -219,7 +243,7 @@ class TextDataModule(L.LightningDataModule):
     def _tokens(self, split: str) -> np.ndarray:
         if self._train is None or self._val is None:
             self.setup()
-        return self._train if split == "train" else self._val  # type: ignore[return-value]
+        return {"train": self._train, "val": self._val, "test": self._test}[split]  # type: ignore[return-value]
 
     def _chunk_starts(self, split: str) -> np.ndarray:
         """Document-mode window starts of ``split``: one pass over its tokens, on first use."""
@@ -267,18 +291,18 @@ class TextDataModule(L.LightningDataModule):
         rows = self._gather(tokens, starts, window)
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
-    def val_starts(self) -> np.ndarray:
-        """Start offsets of all validation windows: evenly spread, non-overlapping, fixed.
+    def val_starts(self, split: str = "val") -> np.ndarray:
+        """Start offsets of all validation (or test) windows: evenly spread, non-overlapping, fixed.
 
-        ``random``: spread over the val stream; ``document``: spread over its whole-document chunks.
+        ``random``: spread over the split's stream; ``document``: spread over its whole-document chunks.
         """
-        chunks = self._chunk_starts("val") if self.windows == "document" else None
-        return windows.val_window_starts(self.val_windows, len(self._tokens("val")), self.block_size, chunks)
+        chunks = self._chunk_starts(split) if self.windows == "document" else None
+        return windows.val_window_starts(self.val_windows, len(self._tokens(split)), self.block_size, chunks)
 
-    def val_batches(self, rank: int = 0, world_size: int = 1) -> list[Batch]:
-        """Validation batches of process ``rank`` (windows ``rank::world_size``, no padding)."""
-        starts = self.val_starts()[rank::world_size]
-        rows = self._gather(self._tokens("val"), starts, self.block_size + 1)
+    def val_batches(self, rank: int = 0, world_size: int = 1, split: str = "val") -> list[Batch]:
+        """Validation (or test) batches of process ``rank`` (windows ``rank::world_size``, no padding)."""
+        starts = self.val_starts(split)[rank::world_size]
+        rows = self._gather(self._tokens(split), starts, self.block_size + 1)
         return [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in rows.split(self.val_batch_size)]
 
     def probe_batch(self, n: int | None = None) -> torch.Tensor:
@@ -300,7 +324,24 @@ class TextDataModule(L.LightningDataModule):
         return self._loader(_FixedBatches(self.val_batches(rank, world_size)))
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """This process' share of the test windows: as many as validation has, from the test split."""
+        if not self.corpus.has_test:
+            raise ConfigError("no test split: `actsweep test` never evaluates training or validation windows; "
+                              "train with --data.test_fraction (held out of the training documents) or give "
+                              "--data.test_source")
+        if self._trained_on is not None and self._trained_on != self.corpus.training_identity():
+            raise ConfigError("the checkpoint was trained on a different split of the corpus, so these test "
+                              "windows may have been trained on; test with the data options it was trained with "
+                              "(its config.yaml), e.g. the same --data.test_fraction")
+        _, rank, world_size = self._position()
+        return self._loader(_FixedBatches(self.val_batches(rank, world_size, split="test")))
+
+    def state_dict(self) -> dict[str, str]:
+        """Saved in checkpoints: which documents were trained on, so a test can refuse to overlap them."""
+        return {"training_corpus": self.corpus.training_identity()}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        self._trained_on = state_dict.get("training_corpus")
 
 
 class _TrainWindows(IterableDataset):

@@ -20,7 +20,7 @@ import re
 import sys
 import sysconfig
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,18 @@ def fingerprint(source: str) -> str:
     files = stdlib_files() if kind == "stdlib" else local_files(source)
     stats = [(str(f), st.st_size, st.st_mtime_ns if kind == "files" else 0) for f in files for st in [f.stat()]]
     return _sha256_text(json.dumps([sys.version, stats] if kind == "stdlib" else stats))
+
+
+def max_tokens(source: str) -> int | None:
+    """An upper bound on the tokens of a local text source without reading it: its bytes (a character
+    or byte-level BPE token covers at least one byte); None where size says nothing (hub, parquet)."""
+    kind = source_kind(source)
+    if kind == "hub":
+        return None
+    files = stdlib_files() if kind == "stdlib" else local_files(source)
+    if any(f.suffix == ".parquet" for f in files):  # compressed: its size bounds nothing
+        return None
+    return sum(f.stat().st_size for f in files)
 
 
 def _sha256_text(text: str) -> str:
@@ -184,7 +196,12 @@ def _read_jsonl(path: Path, column: str, decode: _Decoder) -> list[str]:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(decode(line))
+            try:
+                row = json.loads(decode(line))
+            except ValueError as err:
+                raise ConfigError(f"{path} line {lineno} is not JSON ({err}); fix or remove that line") from err
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path} line {lineno} is not a JSON object; a .jsonl file has one object per line")
             if column not in row:
                 raise _missing_column(column, sorted(row), f"{path} line {lineno}")
             docs.append(row[column])
@@ -194,7 +211,12 @@ def _read_jsonl(path: Path, column: str, decode: _Decoder) -> list[str]:
 def _read_parquet(path: Path, column: str, decode: _Decoder) -> list[str]:
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+    import pyarrow as pa
+
+    try:
+        names = pq.read_schema(path).names
+    except (pa.ArrowException, OSError) as err:
+        raise ConfigError(f"{path} is not a readable parquet file ({' '.join(str(err).split())})") from err
     if column not in names:
         raise _missing_column(column, names, str(path))
     values = pq.read_table(path, columns=[column]).column(column).to_pylist()
@@ -241,6 +263,10 @@ class Corpus:
       characters in stored order, as the blog's code did (the document at the cut is split).
     - ``max_documents`` caps training documents, ``max_val_documents`` validation documents, both
       taken from the seed-0 shuffled order.
+    - A test split, disjoint from both, only when asked for (so training data never changes by
+      default): ``test_source`` (a hub dataset's ``test`` split, or files), else the last
+      ``test_fraction`` of the training documents (of the text before the validation cut with
+      ``split_by="char"``).
     """
 
     source: str = STDLIB
@@ -251,13 +277,23 @@ class Corpus:
     split_by: str = "document"
     max_documents: int | None = None
     max_val_documents: int | None = None
+    test_fraction: float = 0.0
+    test_source: str | None = None
 
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_BY:
             raise ConfigError(f"split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
         if not 0.0 < self.val_fraction < 1.0 and self._val_origin() is None:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         source_kind(self.source)  # fail early on a missing path
+        if self.test_source is not None:
+            source_kind(self.test_source)
+
+    @property
+    def has_test(self) -> bool:
+        return self.test_source is not None or self.test_fraction > 0
 
     def _val_origin(self) -> tuple[str, str] | None:
         """(source, split) holding native validation documents, if any."""
@@ -277,16 +313,32 @@ class Corpus:
         options = {k: v for k, v in asdict(self).items() if k != "source"}
         if self.val_source is not None:
             options["val_source"] = describe(self.val_source)
+        if not self.has_test:  # corpora without a test split keep their earlier identity (and caches)
+            del options["test_fraction"], options["test_source"]
+        elif self.test_source is not None:
+            options["test_source"] = describe(self.test_source)
         return f"{describe(self.source)} {json.dumps(options, sort_keys=True)}"
+
+    def training_identity(self) -> str:
+        """What decides the training documents: every option except where test documents come from."""
+        return replace(self, test_source=None).describe() if self.test_source is not None else self.describe()
 
     def fingerprint(self) -> str:
         parts = [fingerprint(self.source)]
         if self.val_source is not None:
             parts.append(fingerprint(self.val_source))
+        if self.test_source is not None:
+            parts.append(fingerprint(self.test_source))
         return _sha256_text(" ".join(parts))
 
+    def max_tokens(self) -> int | None:
+        """An upper bound on the tokens of both splits together (see `max_tokens`), or None."""
+        bounds = [max_tokens(s) for s in (self.source, self.val_source) if s is not None]
+        return None if None in bounds else sum(bounds)
+
     def load_splits(self) -> dict[str, list[str]]:
-        """``{"train": [...], "val": [...]}``, deterministic for fixed options and source content."""
+        """``{"train": [...], "val": [...], "test": [...]}``, deterministic for fixed options and source
+        content; "test" is empty without ``test_source`` or ``test_fraction``."""
         docs = read_documents(self.source, self.text_column, self.separator)
         origin = self._val_origin()
         if origin is not None:
@@ -296,7 +348,20 @@ class Corpus:
             train, val = _split_chars(docs, self.val_fraction)
         else:
             train, val = _split_documents(_shuffled(docs), self.val_fraction)
-        return {"train": train[: self.max_documents], "val": val[: self.max_val_documents]}
+        train, test = self._split_test(train)
+        return {"train": train[: self.max_documents], "val": val[: self.max_val_documents], "test": test}
+
+    def _split_test(self, train: list[str]) -> tuple[list[str], list[str]]:
+        """(training documents, test documents): from ``test_source``, or held out of ``train``."""
+        if self.test_source is not None:
+            split = "test" if source_kind(self.test_source) == "hub" else "train"
+            return train, read_documents(self.test_source, self.text_column, self.separator, split=split)
+        if not self.test_fraction:
+            return train, []
+        if self.split_by == "char":  # the share of the whole text, cut from the end of the training text
+            origin_share = 1.0 if self._val_origin() else 1.0 - self.val_fraction
+            return _split_chars(train, min(self.test_fraction / origin_share, 1.0))
+        return _split_documents(train, self.test_fraction)
 
 
 def _shuffled(docs: list[str]) -> list[str]:

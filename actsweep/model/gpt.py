@@ -18,8 +18,10 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from actsweep.model.activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
 from actsweep.model.hooks import HookPoint
+from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyRegularizer,
+                                        attention_with_probs)
 from actsweep.model.init import INITS
-from actsweep.model.norms import NORMS, EmbeddingScale
+from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale
 from actsweep.errors import ConfigError
 
 # Kernels `scaled_dot_product_attention` may choose from. Fused kernels (flash, memory-efficient)
@@ -36,13 +38,6 @@ SDPA_BACKENDS = {
     "efficient": [SDPBackend.EFFICIENT_ATTENTION],
     "cudnn": [SDPBackend.CUDNN_ATTENTION],
     "math": [SDPBackend.MATH],
-}
-
-# Normalization of queries and keys, per head, before their product: "rms" is QK-norm as in
-# modded-nanogpt and He & Hofmann's normalization-free "OP" block (a parameter-free RMSNorm).
-QK_NORMS = {
-    "none": lambda head_dim, eps: nn.Identity(),
-    "rms": lambda head_dim, eps: nn.RMSNorm(head_dim, eps=eps, elementwise_affine=False),
 }
 
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
@@ -99,7 +94,7 @@ class GPTConfig:
     norm_alpha_attn: float = 0.5
     """dyt, derf: initial alpha of the norms before attention (DyT dynamic_tanh.py:7; Derf model_derf.patch:10)."""
     norm_alpha_ffn: float = 0.5
-    """dyt, derf: initial alpha of the norms before the FFN (DyT's LLaMA runs: 1/4 of the attention one)."""
+    """dyt, derf: initial alpha of the norms before the FFN (DyT other_tasks/LLaMA/README.md:61-63: 1/4 of attention's)."""
     norm_alpha_final: float = 0.5
     """dyt, derf: initial alpha of the final norm (DyT's LLaMA runs: as the FFN one)."""
     derf_shift: float = 0.0
@@ -118,6 +113,20 @@ class GPTConfig:
     """Attention kernels: adaptive (auto until logits grow large, then math) | auto | flash | efficient | cudnn | math (exact at huge logits)."""
     exact_attention_above: float = 1e4
     """adaptive: switch to math for good once a bound on |attention logits| passes this (fused gradients break near 1e6)."""
+    entropy_reg: bool = False
+    """Add entropy-guided attention's entropy penalty to the training loss (training attention then runs unfused)."""
+    entropy_reg_coeff: float = 1e-5
+    """entropy_reg: its λ (entropy_regularization.py:11)."""
+    entropy_reg_tolerance: float = 0.2
+    """entropy_reg: no penalty within this fraction of the maximum entropy of the threshold (entropy_regularization.py:11)."""
+    entropy_reg_thresholds: str = "shared"
+    """entropy_reg: learnable per-head thresholds shared by all layers (the code's example) | layer (one vector per layer)."""
+    entropy_reg_max: str = "context"
+    """entropy_reg: maximum entropy of a row: context (log T for every row, the code) | causal (log t for row t)."""
+    entropy_reg_reduce: str = "sum"
+    """entropy_reg: over batch and query positions: sum (the code) | mean."""
+    entropy_reg_threshold_init: float = 0.5
+    """entropy_reg: initial thresholds as a fraction of the maximum entropy (the code leaves it open)."""
     dropout: float = 0.0
     """Dropout probability."""
     dropout_sites: str = "all"
@@ -160,6 +169,9 @@ class GPTConfig:
             ("slope_scope", self.slope_scope, SLOPE_SCOPES),
             ("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS),
             ("qk_norm", self.qk_norm, QK_NORMS),
+            ("entropy_reg_thresholds", self.entropy_reg_thresholds, THRESHOLD_SCOPES),
+            ("entropy_reg_max", self.entropy_reg_max, ENTROPY_MAXIMA),
+            ("entropy_reg_reduce", self.entropy_reg_reduce, ENTROPY_REDUCTIONS),
         ):
             if value not in allowed:
                 raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
@@ -222,6 +234,8 @@ class CausalSelfAttention(nn.Module):
         self.norm_q = QK_NORMS[cfg.qk_norm](cfg.n_embd // cfg.n_head, cfg.norm_eps)
         self.norm_k = QK_NORMS[cfg.qk_norm](cfg.n_embd // cfg.n_head, cfg.norm_eps)
         self.hook_q, self.hook_k = HookPoint(), HookPoint()
+        # entropy_reg: training forwards take the exact path and keep the probabilities for the penalty
+        self.keeps_probs, self.probs = cfg.entropy_reg, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -232,8 +246,11 @@ class CausalSelfAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         if self.tracks_logits and torch.is_grad_enabled():  # only forwards with a backward need it
             self.logit_peak.copy_(torch.maximum(self.logit_peak, logit_bound(q, k)))
-        with sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]):
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        if self.keeps_probs and torch.is_grad_enabled():
+            y, self.probs = attention_with_probs(q, k, v, drop)
+        else:
+            with sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]):
+                y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -277,6 +294,9 @@ class GPT(nn.Module):
             Block(cfg, build_activation(name, self.slopes, cfg.leaky_slope)) for name in cfg.activations
         )
         self.norm_final = make_norm(cfg.final_norm, cfg, "final")
+        self.entropy_reg = EntropyRegularizer(
+            cfg.n_layer, cfg.n_head, cfg.entropy_reg_coeff, cfg.entropy_reg_tolerance, cfg.entropy_reg_thresholds,
+            cfg.entropy_reg_max, cfg.entropy_reg_reduce, cfg.entropy_reg_threshold_init) if cfg.entropy_reg else None
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=cfg.lm_head_bias)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
@@ -292,6 +312,16 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.norm_final(x))[..., : self.cfg.vocab_size]
+
+    def entropy_penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """entropy_reg, after a training forward: (λ-weighted penalty for the loss, (n_layer,) per-layer
+        penalties before λ); releases the probabilities it used."""
+        probs = [attn.probs for attn in self.attention_modules]
+        if self.entropy_reg is None or any(p is None for p in probs):
+            raise ConfigError("entropy_penalty needs entropy_reg and a forward with gradients enabled")
+        for attn in self.attention_modules:
+            attn.probs = None
+        return self.entropy_reg(probs)
 
     @property
     def attention_modules(self) -> list[CausalSelfAttention]:

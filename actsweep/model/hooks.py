@@ -25,8 +25,18 @@ def hook_points(model: nn.Module) -> dict[str, HookPoint]:
     return {name: m for name, m in model.named_modules() if isinstance(m, HookPoint)}
 
 
+# TransformerLens's names for our hook points (a pattern's last part), so notebooks work with both.
+TL_ALIASES = {"mlp.hook_post": "mlp.hook_act", "hook_resid_post": "hook_resid"}
+
+
 def select(model: nn.Module, pattern: str) -> dict[str, HookPoint]:
-    """Hook points whose name matches a glob pattern such as `blocks.*.mlp.hook_act`."""
+    """Hook points whose name matches a glob pattern such as `blocks.*.mlp.hook_act`; a pattern in
+    TransformerLens's names (`blocks.*.mlp.hook_post`, `blocks.*.hook_resid_post`) selects ours and
+    keys them by the name asked for."""
+    alias = next(((tl, ours) for tl, ours in TL_ALIASES.items() if pattern.endswith("." + tl) or pattern == tl), None)
+    if alias:
+        tl, ours = alias
+        return {n[: -len(ours)] + tl: m for n, m in select(model, pattern[: -len(tl)] + ours).items()}
     points = {n: m for n, m in hook_points(model).items() if fnmatch.fnmatchcase(n, pattern)}
     if not points:
         raise KeyError(f"no hook point matches {pattern!r}; available: {', '.join(hook_points(model))}")

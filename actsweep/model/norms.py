@@ -104,6 +104,13 @@ NORMS: dict[str, NormFactory] = {
 }
 DYNAMIC_NORMS = frozenset({"dyt", "derf", "dyisru"})
 
+# Normalization of queries and keys, per head, before their product: "rms" is QK-norm as in
+# modded-nanogpt and He & Hofmann's normalization-free "OP" block (a parameter-free RMSNorm).
+QK_NORMS = {
+    "none": lambda head_dim, eps: nn.Identity(),
+    "rms": lambda head_dim, eps: nn.RMSNorm(head_dim, eps=eps, elementwise_affine=False),
+}
+
 
 class EmbeddingScale(nn.Module):
     """A learnable scalar multiplying the summed embeddings, initialised at sqrt(n_embd)
@@ -123,4 +130,4 @@ def is_norm_scalar(param_name: str) -> bool:
     return param_name.rsplit(".", 1)[-1] in ("alpha", "shift", "beta") or param_name == "embedding_scale.scale"
 
 
-__all__ = ["DYNAMIC_NORMS", "NORMS", "SITES", "DyISRU", "DyT", "Derf", "DynamicNorm", "EmbeddingScale", "is_norm_scalar"]
+__all__ = ["DYNAMIC_NORMS", "NORMS", "QK_NORMS", "SITES", "DyISRU", "DyT", "Derf", "DynamicNorm", "EmbeddingScale", "is_norm_scalar"]

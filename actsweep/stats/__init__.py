@@ -14,9 +14,11 @@ from actsweep.stats.ffn import FFNStats
 from actsweep.stats.gradients import GradNorms
 from actsweep.stats.metrics import causal_uniform_entropy, entropy_bands, head_entropy
 from actsweep.stats.nonfinite import NonFiniteCounts
+from actsweep.stats.norms import NormStats
 from actsweep.stats.precision import LossScaleMonitor
 from actsweep.stats.slopes import SlopeMonitor
 from actsweep.stats.throughput import ThroughputMonitor
+from actsweep.stats.views import TensorBoardViews
 
 __all__ = [
     "AttentionEntropy",
@@ -24,8 +26,10 @@ __all__ = [
     "FFNStats",
     "GradNorms",
     "NonFiniteCounts",
+    "NormStats",
     "LossScaleMonitor",
     "SlopeMonitor",
+    "TensorBoardViews",
     "ThroughputMonitor",
     "causal_uniform_entropy",
     "entropy_bands",

@@ -110,13 +110,32 @@ def tensorboard(trainer: L.Trainer):
     return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
+_ARMED: set[int] = set()  # ids of the ArmedHooks now armed, in this process
+
+
 class ArmedHooks:
     """Forward hooks registered once (before `torch.compile` traces the model) whose bodies return at
-    once unless armed, so that steps without statistics pay one attribute check per hook point."""
+    once unless armed, so that steps without statistics pay one attribute check per hook point.
+
+    While any is armed the compiler stands down (`torch.compiler.set_stance("force_eager")`): the few
+    forwards that collect statistics (logging steps, validation, the entropy probe) run eagerly, so a
+    compiled model keeps the graphs of a plain compiled fit instead of recompiling for each armed state
+    (and never reaches Dynamo's recompile limit, past which it would silently run eager for good)."""
 
     def __init__(self) -> None:
-        self.armed: str | None = None  # what the hooks are collecting for: e.g. "train", "val"
+        self._armed: str | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    @property
+    def armed(self) -> str | None:
+        """What the hooks are collecting for (e.g. "train", "val"), or None."""
+        return self._armed
+
+    @armed.setter
+    def armed(self, purpose: str | None) -> None:
+        self._armed = purpose
+        (_ARMED.add if purpose else _ARMED.discard)(id(self))
+        torch.compiler.set_stance("force_eager" if _ARMED else "default")
 
     def register(self, model: nn.Module, pattern: str, fn: Callable[[torch.Tensor, int], None]) -> None:
         """Call `fn(output.detach(), layer)` at every hook point matching `pattern` while armed."""
@@ -125,7 +144,7 @@ class ArmedHooks:
 
     def _body(self, fn: Callable[[torch.Tensor, int], None], layer: int):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-            if self.armed:
+            if self._armed:
                 fn(output.detach(), layer)
 
         return hook

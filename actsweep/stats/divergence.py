@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step
 from actsweep.stats.metrics import all_finite, first_bad_step
@@ -44,7 +45,7 @@ class DivergenceGuard(Callback):
     to `trainer.log_dir`.
 
     Statuses: "running" at fit start, "finished" at fit end, "diverged" (with the first non-finite
-    step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C). Under
+    step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C, SIGTERM). Under
     DDP the flag is reduced across processes (all stop together); rank 0 writes the file.
 
     Args:
@@ -102,7 +103,7 @@ class DivergenceGuard(Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self.diverged_at is not None:
             return
-        status = "interrupted" if isinstance(exception, KeyboardInterrupt) else "crashed"
+        status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "crashed"
         self._write(trainer, status, trainer.global_step, f"{type(exception).__name__}: {exception}")
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, weights: bool) -> None:

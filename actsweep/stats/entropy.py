@@ -6,17 +6,19 @@ k arrives, so only one layer's (B, H, T, T) scores exist at a time. Entropy of a
 s is logsumexp(s) - sum softmax(s) * s in nats (masked entries contribute 0; no `p + eps`).
 
 The arithmetic (`head_entropy`, `entropy_bands`, `causal_uniform_entropy`) is in `actsweep.stats.metrics`;
-`probe_entropy` and `heatmap_image` here are plain and importable from a notebook too.
+`probe_entropy` and `heatmap_figure` here are plain and importable from a notebook too.
 """
 
 from __future__ import annotations
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from actsweep.board import BAND_REFERENCES, HEATMAP_TAG, band_tag, head_entropy_tag
 from actsweep.stats.common import ArmedHooks, is_accumulating, logger_step, per_layer, publish, tensorboard
 from actsweep.stats.metrics import causal_scores, causal_uniform_entropy, entropy_bands, max_logit, scores_entropy
 
@@ -76,21 +78,38 @@ def probe_entropy(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
 def entropy_metrics(ent: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """Scalar tags of an (L, H) entropy matrix: means, every head, and both band definitions."""
     metrics = per_layer("attn/entropy", ent.mean(1))
-    metrics.update({f"attn/head_entropy/layer_{i}/head_{j}": ent[i, j] for i in range(ent.shape[0]) for j in range(ent.shape[1])})
-    for name, top in (("band_max", ent.max()), ("band_uniform", causal_uniform_entropy(T))):
-        metrics.update({f"attn/{name}/{b}": share for b, share in enumerate(entropy_bands(ent, top))})
+    metrics.update({head_entropy_tag(i, j): ent[i, j] for i in range(ent.shape[0]) for j in range(ent.shape[1])})
+    tops = {"max": ent.max(), "uniform": causal_uniform_entropy(T)}
+    for reference in BAND_REFERENCES:
+        metrics.update({band_tag(reference, b): share for b, share in enumerate(entropy_bands(ent, tops[reference]))})
     return metrics
 
 
-def heatmap_image(ent: torch.Tensor, top: float, cell: int = 16) -> torch.Tensor:
-    """(3, L*cell, H*cell) uint8 viridis image of an (L, H) matrix on the fixed scale [0, top], so
-    colours compare across runs; layers run down, heads across."""
-    from matplotlib import colormaps
+def heatmap_figure(ent: torch.Tensor, T: int, step: int):
+    """A matplotlib figure of an (L, H) entropy matrix: layers down, heads across, each cell labelled
+    with its value, on the fixed scale [0, ln(T!)/T] nats (the causal-uniform ceiling, marked on the
+    colour bar) so that colours compare across runs and steps."""
+    from matplotlib.figure import Figure
 
-    lut = torch.from_numpy(colormaps["viridis"](torch.linspace(0, 1, 256).numpy())[:, :3]).float()
-    level = (ent.float().cpu() / top).clamp(0, 1).mul(255).round().long()
-    rgb = lut[level].permute(2, 0, 1).repeat_interleave(cell, 1).repeat_interleave(cell, 2)
-    return rgb.mul(255).round().to(torch.uint8)
+    ceiling = causal_uniform_entropy(T)
+    grid = ent.float().cpu().numpy()
+    n_layer, n_head = grid.shape
+    fig = Figure(figsize=(2.4 + 0.55 * max(n_head, 4), 1.6 + 0.45 * max(n_layer, 2)), layout="constrained")
+    ax = fig.add_subplot()
+    image = ax.imshow(grid, vmin=0.0, vmax=ceiling, cmap="viridis", aspect="auto")
+    ax.set(xlabel="head", ylabel="layer", xticks=range(n_head), yticks=range(n_layer))
+    ax.set_title(f"attention entropy per head, step {step}\nred: ln(T!)/T, a uniform causal head (T = {T})", fontsize=9)
+    if grid.size <= 144:  # values stay legible up to 12 × 12
+        for (i, j), value in np.ndenumerate(grid):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="black" if value > 0.6 * ceiling else "white")
+    bar = fig.colorbar(image, ax=ax)
+    bar.set_label("entropy (nats)", fontsize=8)
+    bar.ax.axhline(ceiling, color="red", linewidth=3)
+    ticks = [t for t in bar.get_ticks() if t < 0.9 * ceiling]
+    bar.set_ticks([*ticks, ceiling], labels=[*(f"{t:g}" for t in ticks), f"{ceiling:.2f}"])
+    bar.ax.get_yticklabels()[-1].set_color("red")
+    return fig
 
 
 class AttentionEntropy(Callback):
@@ -153,5 +172,7 @@ class AttentionEntropy(Callback):
         writer = tensorboard(trainer)
         if writer is not None:
             step = logger_step(trainer)
-            writer.add_image("attn/entropy_heatmap", heatmap_image(ent, causal_uniform_entropy(T)), step)
-            writer.add_histogram("attn/head_entropy", ent.flatten(), step)
+            writer.add_figure(HEATMAP_TAG, heatmap_figure(ent, T, step), step)
+            finite = ent[ent.isfinite()]
+            if finite.numel():  # a histogram of NaNs cannot be drawn; the scalars say NaN
+                writer.add_histogram("attn/head_entropy", finite, step)

@@ -56,8 +56,12 @@ def max_logit(s: torch.Tensor) -> torch.Tensor:
 
 
 def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tensor:
-    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive)."""
-    band = (values.flatten().float() / top * N_BANDS).floor().clamp(0, N_BANDS - 1).long()
+    """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive);
+    all NaN when a value or `top` is not finite (a diverged model has no bands, and says so)."""
+    scaled = values.flatten().float() / top * N_BANDS
+    if not scaled.isfinite().all():
+        return torch.full((N_BANDS,), float("nan"))
+    band = scaled.floor().clamp(0, N_BANDS - 1).long()
     return torch.bincount(band, minlength=N_BANDS).float() / band.numel()
 
 
@@ -143,3 +147,13 @@ def tokens_per_second(steps: int, accumulate: int, batch_tokens: int, world_size
 def model_flops_utilisation(tokens_per_sec: float, flops_per_token: float, peak_flops: float) -> float:
     """Achieved model FLOP/s as a share of the devices' peak."""
     return tokens_per_sec * flops_per_token / peak_flops
+
+
+# -- normalization-free layers ----------------------------------------------------------------------
+
+
+def saturation_counts(unit_slope: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(2,) [coordinates whose unit slope is below `threshold`, all coordinates], in `count_dtype`:
+    sums that add across batches and processes before their ratio is taken."""
+    dtype = count_dtype(unit_slope.device)
+    return torch.stack([(unit_slope < threshold).sum().to(dtype), torch.tensor(unit_slope.numel(), dtype=dtype, device=unit_slope.device)])

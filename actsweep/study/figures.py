@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
 
 BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
@@ -48,13 +49,13 @@ def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
 
 def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
     """Share of heads per entropy band, like the paper's histograms, under both definitions."""
-    measured = {name: logs for name, logs in groups.items() if any("attn/band_max/3" in log.scalars for log in logs)}
+    measured = {name: logs for name, logs in groups.items() if any(band_tag("max", 3) in log.scalars for log in logs)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     width = 0.8 / max(len(measured), 1)
     for ax, (kind, title) in zip(axes, [("max", "relative to the largest head entropy m (paper)"),
                                         ("uniform", "relative to ln(T!)/T (uniform ceiling)")]):
         for i, (name, logs) in enumerate(measured.items()):
-            shares = [last_mean(logs, f"attn/band_{kind}/{b}") * 100 for b in range(4)]
+            shares = [last_mean(logs, band_tag(kind, b)) * 100 for b in range(4)]
             ax.bar(np.arange(4) + i * width, shares, width, label=name)
         ax.set_xticks(np.arange(4) + width * (len(measured) - 1) / 2, BANDS)
         ax.set_title(title, fontsize=9)
@@ -97,12 +98,12 @@ def last_mean(logs: list[RunLog], tag: str) -> float:
 
 
 def head_entropy(logs: list[RunLog]) -> np.ndarray | None:
-    """(layers, heads) of the last `attn/head_entropy/layer_i/head_j`, mean over seeds."""
+    """(layers, heads) of the last per-head entropy (`attn_heads/entropy/layer_i/head_j`), mean over seeds."""
     cells = {}
     for tag in logs[0].scalars:
-        parts = tag.split("/")
-        if tag.startswith("attn/head_entropy/") and len(parts) == 4:
-            cells[int(parts[2].removeprefix("layer_")), int(parts[3].removeprefix("head_"))] = last_mean(logs, tag)
+        match = HEAD_ENTROPY.fullmatch(tag)
+        if match:
+            cells[int(match[1]), int(match[2])] = last_mean(logs, tag)
     if not cells:
         return None
     grid = np.full((max(i for i, _ in cells) + 1, max(j for _, j in cells) + 1), np.nan)

@@ -16,6 +16,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from actsweep.board import band_tag
+from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import t_interval
 from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
@@ -32,7 +34,7 @@ FINAL = {
     "val_loss_se": ("val/loss_se", 1), "global_batch": ("batch/global_size", 1),
     "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
-    "top_band_max_pct": ("attn/band_max/3", 100), "top_band_uniform_pct": ("attn/band_uniform/3", 100),
+    "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
     "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
 }
 def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
@@ -62,6 +64,7 @@ def load_runs(sweep_dir: str | Path) -> pd.DataFrame:
 def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
     """One row per configuration (seeds aggregated), in sweep order, with published numbers beside."""
     info = {log.info["config"]: log.info for log in logs}
+    folders = {log.info["config"]: log.dir for log in logs}
     rows = []
     for config, group in runs.groupby("config", sort=False):
         kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
@@ -74,6 +77,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         row["status"] = config_status(group.status)
         run_info = info[config]
         published = published_for(run_info.get("study"), {**run_info.get("fixed", {}), **run_info["overrides"]})
+        published = mark_incomparable(published, run_info.get("study"), run_tokenizer(folders[config]))
         row.update({f"pub_{k}": v for k, v in published.items()})
         rows.append({**run_info["overrides"], **row})
     return pd.DataFrame(rows)
@@ -167,6 +171,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
         lines += ["## Paired differences", "", paired_markdown(paired), ""]
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
+    lines += published_section(logs, summary)
     odd = runs[~runs.status.isin(["Stable"])]
     if len(odd):
         lines += ["Runs that are not Stable:", ""]

@@ -17,6 +17,7 @@ A sweep file (YAML)::
       - {key: model.activation, a: relu, b: gelu}   # each grid key, every value against the first)
     threads: 1                       # optional: torch threads per run (recorded in the run's config)
     devices_per_run: 1               # optional: accelerators per run (default 1 where any is visible)
+    launcher: {partition: gpu, time: 120, gpus: 1}   # optional: SLURM settings (`slurm_settings`)
 
 Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
 """
@@ -34,9 +35,10 @@ import yaml
 
 from actsweep.errors import ConfigError
 from actsweep.study.published import STUDIES
+from actsweep.study.slurm_settings import SlurmSettings
 
 KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False,
-        "threads": False, "devices_per_run": False, "comparisons": False}
+        "threads": False, "devices_per_run": False, "comparisons": False, "launcher": False}
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -100,6 +102,8 @@ class Sweep:
     threads: int = 1  # torch threads of every run: part of the run, so the same whatever --jobs
     devices_per_run: int | None = None  # accelerators per run; None: 1 where any is visible, else 0
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
+    launcher: SlurmSettings = field(default_factory=SlurmSettings)
+    forced: dict[str, Any] = field(default_factory=dict)  # applied after the grid's values (a smoke run's changes)
 
     def runs(self) -> list[Run]:
         """Every grid point × seed, in file order; names are unique and depend only on the values."""
@@ -156,7 +160,7 @@ def load_sweep(path: str | Path) -> Sweep:
     try:
         spec = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as err:
-        raise SweepError(f"cannot read sweep file {path}: {err}") from err
+        raise SweepError(f"cannot read sweep file {path}: {' '.join(str(err).split())}") from err
     allowed = ", ".join(KEYS)
     if not isinstance(spec, dict):
         raise SweepError(f"{path}: a sweep file is a mapping with keys {allowed}")
@@ -172,7 +176,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if not isinstance(part, dict) or not part or not all(isinstance(v, list) and v for v in part.values()):
             raise SweepError(f"{path}: 'grid' maps dotted keys to non-empty lists of values, got {part!r}")
         grid.append({k: [number_or_text(v) for v in values] for k, values in part.items()})
-    if not all(isinstance(s, int) for s in spec["seeds"]) or not isinstance(spec["seeds"], list):
+    if not isinstance(spec["seeds"], list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in spec["seeds"]):
         raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
     study = spec.get("study")
     if study is not None and study not in STUDIES:
@@ -186,7 +190,12 @@ def load_sweep(path: str | Path) -> Sweep:
     for key in ("threads", "devices_per_run"):
         if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < (key == "threads")):
             raise SweepError(f"{path}: {key!r} is a whole number (threads >= 1, devices_per_run >= 0), got {spec[key]!r}")
+    try:
+        launcher = SlurmSettings.from_spec(spec.get("launcher"))
+    except ConfigError as err:
+        raise SweepError(f"{path}: {err}") from err
     sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {},
-                  spec.get("threads", 1), spec.get("devices_per_run"), load_comparisons(path, spec.get("comparisons")))
+                  spec.get("threads", 1), spec.get("devices_per_run"), load_comparisons(path, spec.get("comparisons")),
+                  launcher)
     sweep.runs()  # name clashes are file errors too
     return sweep

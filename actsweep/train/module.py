@@ -19,9 +19,9 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import SumMetric
 
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, publish
+from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, per_layer, publish
 from actsweep.errors import ConfigError
-from actsweep.train.optim import adamw_kernel_args, check_optimizer, parameter_groups
+from actsweep.train.optim import adamw_kernel_args, check_optimizer, check_optimizer_settings, parameter_groups
 from actsweep.train.schedules import build_schedule
 
 
@@ -86,6 +86,7 @@ class ActSweepModule(L.LightningModule):
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
+        check_optimizer_settings(lr, betas, eps, weight_decay, slope_weight_decay, schedule, warmup, min_lr_ratio)
         check_optimizer(decay_scope, adamw_kernel)
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
@@ -121,6 +122,15 @@ class ActSweepModule(L.LightningModule):
         # `seed_everything` exports its seed; unseeded runs keep torch's own (random) one.
         self._dropout_seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))
 
+    def on_train_start(self) -> None:
+        # After the data's checks, so a refused fit has written nothing: the effective global batch.
+        trainer, processes = self.trainer, self.trainer.num_devices * self.trainer.num_nodes
+        batch = getattr(trainer.datamodule, "batch_size", None)
+        if batch is not None and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({"batch/global_size": batch * processes * trainer.accumulate_grad_batches,
+                                    "batch/processes": processes}, step=0)
+
     def on_train_batch_start(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Reseed torch from (seed, batch index, rank): dropout masks, like the training windows, are a
         pure function of the step, so a resumed run draws exactly the masks of an uninterrupted one
@@ -134,13 +144,22 @@ class ActSweepModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
+        objective = loss if self.model.entropy_reg is None else loss + self._entropy_penalty()
         # Logged only on the steps that reach the loggers, as the mean over processes (one all-reduce):
         # `self.log` costs ~1 ms of Python per call (it moves its metric to the device each time).
         # No prog_bar: Lightning would turn it into a float (a host sync) after every step;
         # `actsweep.progress.LossProgressBar` shows it on refresh instead.
         if self._reaches_loggers():
             self.log("train/loss", loss, sync_dist=True)
-        return loss
+        return objective
+
+    def _entropy_penalty(self) -> torch.Tensor:
+        """entropy_reg's λ-weighted penalty, added to what is minimised (`train/loss` stays the
+        cross-entropy); logged as `train/entropy_reg` and, before λ, `train/entropy_reg/layer_i`."""
+        penalty, layers = self.model.entropy_penalty()
+        if self._reaches_loggers():
+            publish(self.trainer, {"train/entropy_reg": penalty, **per_layer("train/entropy_reg", layers, mean=False)})
+        return penalty
 
     def _reaches_loggers(self) -> bool:
         """Whether this step's scalars are written: a logging step, or the last step (Lightning logs it)."""

@@ -17,6 +17,7 @@ applies is refused before training.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterable
 
 from torch import nn
@@ -24,6 +25,7 @@ from torch import nn
 from actsweep.errors import ConfigError
 from actsweep.model.activations import is_slope
 from actsweep.model.norms import is_norm_scalar
+from actsweep.train.schedules import check_schedule
 
 DECAY_SCOPES: dict[str, Callable[[nn.Parameter], bool]] = {
     "matrices": lambda p: p.dim() >= 2,
@@ -78,3 +80,24 @@ def adamw_kernel_args(kernel: str, device_type: str, amp: bool = False, grad_sca
     if kernel == "auto":
         return {"fused": True} if device_type == "cuda" and not conflict else {}
     return {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[kernel]
+
+
+def check_optimizer_settings(lr: float, betas: tuple[float, float], eps: float, weight_decay: float,
+                             slope_weight_decay: float, schedule: str, warmup: float, min_lr_ratio: float) -> None:
+    """Refuse, before anything is built or written, settings that AdamW or the schedule would reject
+    mid-run or silently train with (lr 0, a negative decay)."""
+    named = {"lr": lr, "eps": eps, "weight_decay": weight_decay, "slope_weight_decay": slope_weight_decay,
+             "warmup": warmup, "min_lr_ratio": min_lr_ratio}
+    for name, value in [*named.items(), ("betas", betas[0]), ("betas", betas[1])]:
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+    if lr <= 0 or eps <= 0:
+        raise ConfigError(f"lr and eps must be positive, got lr={lr}, eps={eps}")
+    if not all(0 <= beta < 1 for beta in betas):
+        raise ConfigError(f"betas must both lie in [0, 1), got {tuple(betas)}")
+    for name in ("weight_decay", "slope_weight_decay", "warmup"):
+        if named[name] < 0:
+            raise ConfigError(f"{name} must be >= 0, got {named[name]}")
+    if not 0 <= min_lr_ratio <= 1:
+        raise ConfigError(f"min_lr_ratio must lie in [0, 1], got {min_lr_ratio}")
+    check_schedule(schedule)

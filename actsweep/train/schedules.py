@@ -20,10 +20,14 @@ def warmup_steps(warmup: float, total: int) -> int:
     return int(round(warmup * total)) if warmup < 1 else int(warmup)
 
 
-def build_schedule(name: str, total: int, warmup: float, min_ratio: float) -> Callable[[int], float]:
-    """The multiplier of the peak learning rate at each optimizer step (for `LambdaLR`)."""
+def check_schedule(name: str) -> None:
     if name not in DECAYS:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(DECAYS)}")
+
+
+def build_schedule(name: str, total: int, warmup: float, min_ratio: float) -> Callable[[int], float]:
+    """The multiplier of the peak learning rate at each optimizer step (for `LambdaLR`)."""
+    check_schedule(name)
     if total < 1:
         raise ConfigError("the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive number")
     decay, warm = DECAYS[name], warmup_steps(warmup, total)

@@ -1,0 +1,205 @@
+"""One run of a sweep, the same under every launcher: what to do with it, its fit command, and doing it.
+
+The run's state is its `status.json` (written by the status callback; by `settle_status` when the
+process died without a final word) and its `checkpoints/last.ckpt`. `execute` holds the run folder's
+lock for the whole fit (the fit shares it), so no two processes ever train or rewrite the same run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+from actsweep import board
+from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
+from actsweep.status import read_run_info, read_status, write_run_info, write_status
+from actsweep.study.logs import read_scalars
+from actsweep.study.records import run_settings
+from actsweep.study.sweep import Run, Sweep, cli_value
+
+DONE = ("finished", "diverged")  # a diverged run is a result: never retried
+
+
+def run_dir_of(sweep: Sweep, run: Run, root: Path) -> Path:
+    return Path(root) / sweep.name / run.name
+
+
+def run_info(sweep: Sweep, run: Run) -> dict:
+    """What the report needs to group the run (`run.json`); the fit command carries it too."""
+    return {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
+            "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
+            "threads": sweep.threads, "comparisons": sweep.comparisons, "settings": run_settings(sweep, run)}
+
+
+def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:
+    args = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(sweep.base)]
+    for key, value in {**sweep.fixed, **run.overrides, **sweep.forced}.items():
+        args += [f"--{key}", cli_value(value)]
+    args += [
+        "--seed_everything", str(run.seed),
+        "--threads", str(sweep.threads),
+        "--trainer.logger.save_dir", str(root),
+        "--trainer.logger.name", sweep.name,
+        "--trainer.logger.version", run.name,
+        # No placeholder hparams at start: the runner writes the real ones when the run is done.
+        "--trainer.logger.default_hp_metric", "false",
+        # The fit writes run.json itself, so a command pasted from --dry-run is grouped like the rest.
+        "--run_info", json.dumps(run_info(sweep, run), separators=(",", ":")),
+    ]
+    return args + (["--ckpt_path", str(resume)] if resume else [])
+
+
+def plan(run_dir: Path) -> tuple[str, Path | None]:
+    """What to do with a run: ("skip", None), ("resume", checkpoint) or ("start", None)."""
+    status = (read_status(run_dir) or {}).get("status")
+    if status in DONE:
+        return "skip", None
+    good = last_good_checkpoint(run_dir)
+    return ("resume", good) if good else ("start", None)
+
+
+def last_good_checkpoint(run_dir: Path) -> Path | None:
+    """`last.ckpt`, else the newest other checkpoint, that is intact; a damaged one is passed over with
+    a warning (resuming it would crash the run on every rerun, or train on corrupted weights)."""
+    from actsweep.train.checkpoints import checkpoint_problem  # torch: only where a checkpoint exists
+
+    candidates = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for ckpt in sorted(candidates, key=lambda p: p.name != "last.ckpt"):  # last.ckpt first
+        problem = checkpoint_problem(ckpt)
+        if not problem:
+            return ckpt
+        warnings.warn(f"{ckpt} is {problem}; not resuming from it", stacklevel=2)
+    if candidates:
+        warnings.warn(f"{run_dir.name}: no intact checkpoint; starting the run again from scratch", stacklevel=2)
+    return None
+
+
+def restart(sweep: Sweep, root: Path, names: Iterable[str]) -> None:
+    """Empty the named runs' folders (under their locks) so that they start afresh."""
+    for name in names:
+        run_dir = Path(root) / sweep.name / name
+        lock = lock_run(run_dir)
+        try:
+            print(f"restarting stale run {name}")
+            clear_run(run_dir)
+        finally:
+            os.close(lock)
+
+
+def settle_status(run_dir: Path, returncode: int) -> dict:
+    """The run's final status; a process that died without saying so is crashed or interrupted."""
+    status = read_status(run_dir) or {"status": "running", "step": 0}
+    if status["status"] != "running":
+        return status
+    if returncode == 0:
+        return write_status(run_dir, "finished", status["step"], "", status.get("val_loss"))
+    killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
+    return write_status(run_dir, "interrupted" if killed else "crashed", status["step"],
+                        f"exit code {returncode}; see fit.log", status.get("val_loss"))
+
+
+def write_hparams(run_dir: Path, run: Run) -> None:
+    """Put the run in TensorBoard's HParams view, its grid values and seed against its final metrics,
+    unless the fit wrote its entry itself (`actsweep.stats.TensorBoardViews`, in every shipped config).
+
+    Written once, when the run is done, into its own event file in the run's folder (so it is the
+    same TensorBoard run); the metric values are the scalars the run already logged under those tags.
+    """
+    if board.has_hparams(run_dir):
+        return
+    params = {**run.overrides, "seed": run.seed, "status": (read_status(run_dir) or {}).get("status", "unknown")}
+    board.write_hparams(run_dir, params, read_scalars(run_dir), varied=[*run.overrides, "seed"])
+
+
+def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:
+    """The final status of a run that is done (its run.json and hparams put right), else None."""
+    run_dir = run_dir_of(sweep, run, root)
+    if plan(run_dir)[0] != "skip":
+        return None
+    recorded = read_run_info(run_dir) or {}  # e.g. a run started by hand before run.json existed
+    if any(recorded.get(k) != v for k, v in run_info(sweep, run).items()):
+        write_run_info(run_dir, {**recorded, **run_info(sweep, run)})
+    write_hparams(run_dir, run)
+    return read_status(run_dir) or {}
+
+
+# -- running one fit -----------------------------------------------------------------------------
+
+Launch = Callable[[list[str], Path, dict[str, str]], int]
+PIN_VARIABLE = "ACTSWEEP_CPUS"  # the CPUs of a job's slot, for the pre-exec pinning
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+# Looked up before any fork: the child runs only this call between fork and exec.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def pin_to(env: dict[str, str]) -> set[int]:
+    """The CPUs of the child's slot (named in `env`); empty: no pinning."""
+    return {int(c) for c in env.get(PIN_VARIABLE, "").split(",") if c} if hasattr(os, "sched_setaffinity") else set()
+
+
+def before_exec(parent: int, cpus: set[int]) -> None:
+    """In the forked child: receive SIGTERM when the parent thread dies, however it dies (SIGKILL too),
+    so a killed sweep or SLURM task leaves no fit training under PID 1; keep to the slot's CPUs."""
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    if os.getppid() != parent:  # the parent died before the request took hold
+        os._exit(1)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+
+
+FITS: set[subprocess.Popen] = set()  # fits this process is running (a SLURM task forwards its signal to them)
+
+
+def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+    """One fit in its own process, its output appended to `<run_dir>/fit.log`; it shares the lock in
+    `env[LOCK_FD_VAR]`, keeps to the CPUs in `env[PIN_VARIABLE]` and dies with this process."""
+    with open(run_dir / "fit.log", "a") as log:
+        log.write(f"$ {shlex.join(command)}\n")
+        log.flush()
+        lock = (int(env[LOCK_FD_VAR]),) if LOCK_FD_VAR in env else ()
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=lock,
+                                preexec_fn=functools.partial(before_exec, os.getpid(), pin_to(env)))
+        FITS.add(proc)
+        try:
+            return proc.wait()
+        finally:
+            FITS.discard(proc)
+
+
+def execute(sweep: Sweep, run: Run, root: Path, env: dict[str, str], launch: Launch = launch_fit,
+            announce: Callable[[str], None] = lambda action: None, where: dict | None = None) -> dict:
+    """Plan and run one run under its folder's lock; returns its final status. `where` (the CPUs
+    and devices it was given) goes into its run.json.
+
+    A run held by another live process is left alone and reported as running there.
+    """
+    run_dir = run_dir_of(sweep, run, root)
+    try:
+        lock = lock_run(run_dir)
+    except RunBusy as err:
+        return {**(read_status(run_dir) or {"step": 0}), "status": "running", "reason": str(err)}
+    try:
+        action, ckpt = plan(run_dir)  # again, under the lock: another process may have finished it
+        if action == "skip":
+            return done_status(sweep, run, root) or {}
+        if action == "start":
+            clear_run(run_dir)  # a crash before the first checkpoint: start clean
+        write_run_info(run_dir, {**run_info(sweep, run), **(where or {})})
+        announce("resuming" if ckpt else "running")
+        returncode = launch(fit_command(sweep, run, root, ckpt), run_dir, {**env, LOCK_FD_VAR: str(lock)})
+        status = settle_status(run_dir, returncode)
+        if status["status"] in DONE:
+            write_hparams(run_dir, run)
+        return status
+    finally:
+        os.close(lock)

@@ -1,0 +1,108 @@
+"""Checkpoints that are checked before they are trusted, and saved only after their step's validation.
+
+`ValidatedCheckpoint` is Lightning's `ModelCheckpoint` with two promises:
+- On a step where Lightning validates, the step's checkpoint is written after the validation, never
+  before: a kill between the two would otherwise resume past a validation that never ran.
+- Each file is written atomically (temporary file, fsync, rename) and its sha256 is recorded beside
+  it in `<file>.sha256`, so a damaged checkpoint is found before it is loaded (`checkpoint_problem`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+from weakref import proxy
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from actsweep.errors import ConfigError, MissingPathError
+from actsweep.io import checksum_problem, remove_orphans, write_checksum
+
+# `--ckpt_path` values that Lightning resolves itself rather than naming a file.
+SPECIAL_PATHS = ("last", "best", "hpc", "registry")
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates right after this training batch (its interval, or the run's end)."""
+    if not trainer.enable_validation:
+        return False
+    if 0 < trainer.max_steps <= trainer.global_step:  # the module stops here and Lightning validates once more
+        return True
+    loop = trainer.fit_loop
+    return loop.epoch_loop._should_check_val_fx(loop._data_fetcher)
+
+
+class ValidatedCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose step-triggered saves wait for that step's validation, written atomically
+    with a sha256 beside each file."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        if step_due and not self._should_skip_saving_checkpoint(trainer) and validation_follows(trainer):
+            self._defer_save_until_validation = True  # `on_validation_end` saves, after the validation
+            return
+        super().on_train_batch_end(trainer, pl_module, *args)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        if "://" in str(filepath):  # remote storage: Lightning's own writer, no checksum
+            return super()._save_checkpoint(trainer, filepath)
+        save_checked(trainer, filepath, self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._remove_checkpoint(trainer, filepath)
+        if trainer.is_global_zero:
+            Path(f"{filepath}.sha256").unlink(missing_ok=True)
+
+
+def save_checked(trainer: L.Trainer, path: str | os.PathLike, weights_only: bool = False) -> None:
+    """`trainer.save_checkpoint` into a temporary file that is renamed over `path`, its sha256
+    recorded in `<path>.sha256` (every writer of a checkpoint a run may resume from goes through here)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if trainer.is_global_zero:
+        remove_orphans(target)  # what a killed save left
+    trainer.save_checkpoint(tmp, weights_only)  # rank 0 writes; every rank waits
+    if trainer.is_global_zero:
+        write_checksum(tmp, target)
+
+
+def checkpoint_problem(path: str | os.PathLike) -> str | None:
+    """Why the checkpoint at `path` cannot be trusted (damaged, not a checkpoint), or None."""
+    problem = checksum_problem(path)
+    if problem:
+        return problem
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except Exception as err:  # torch raises many kinds on a file that is not a checkpoint
+        return f"not a readable checkpoint ({type(err).__name__})"
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        return "not a Lightning checkpoint (no state_dict)"
+    return None
+
+
+def load_checked(path: str | os.PathLike) -> dict:
+    """The checkpoint at `path` (CPU, weights only), or a one-line error saying what is wrong with it."""
+    if not Path(path).is_file():
+        raise MissingPathError(f"--ckpt_path {path} does not exist")
+    problem = checkpoint_problem(path)
+    if problem:
+        raise ConfigError(f"--ckpt_path {path} is {problem}; resume from another checkpoint or start afresh")
+    return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+
+
+def setting_differences(saved: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
+    """`key: saved -> given` for every setting both name with different values (lists = tuples)."""
+
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
+    return [f"{key}: {saved[key]!r} -> {given[key]!r}" for key in sorted(saved)
+            if key in given and given[key] is not None and plain(saved[key]) != plain(given[key])]

@@ -1,0 +1,42 @@
+"""A compiled fit with every statistic on compiles no more graphs than a plain compiled fit: armed
+forwards (logging steps, validation, the entropy probe) run eagerly instead of recompiling."""
+
+from __future__ import annotations
+
+import functools
+
+import lightning as L
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from actsweep.stats import AttentionEntropy, FFNStats, GradNorms, SlopeMonitor
+from helpers import ScalarLogger, tiny_modules, tiny_trainer
+
+
+@pytest.fixture
+def aot_eager(monkeypatch) -> None:
+    """`Module.compile()` with the aot_eager backend: Dynamo and AOTAutograd, no inductor C++ build."""
+    monkeypatch.setattr(torch.nn.Module, "compile", functools.partialmethod(torch.nn.Module.compile, backend="aot_eager"))
+
+
+def compiled_fit(folder, callbacks: list) -> tuple[int, ScalarLogger]:
+    """Graphs Dynamo compiled (its own counter) in a 6-step fit validating twice, and the scalars logged."""
+    torch._dynamo.reset()
+    counters.clear()
+    L.seed_everything(7)
+    module, data = tiny_modules(folder, activation="learnable_leaky_relu", compile=True)
+    logger = ScalarLogger()
+    trainer = tiny_trainer(folder, callbacks, logger=logger, max_steps=6, log_every_n_steps=3,
+                           limit_val_batches=None, val_check_interval=3)
+    trainer.fit(module, data)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    return counters["stats"]["unique_graphs"], logger
+
+
+def test_statistics_add_no_recompiles(tmp_path, aot_eager):
+    plain, _ = compiled_fit(tmp_path / "plain", [])
+    stats, logger = compiled_fit(tmp_path / "stats", [FFNStats(), GradNorms(), AttentionEntropy(), SlopeMonitor()])
+    assert plain >= 1 and stats <= plain
+    for tag in ("ffn/act_mean", "ffn/dead_units", "attn/entropy", "grad/norm", "slope/layer_0"):
+        assert len(logger.scalars[tag]) == 2, tag  # every statistic was still measured, twice

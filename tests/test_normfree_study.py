@@ -1,0 +1,19 @@
+"""configs/sweeps/normfree.yaml: its size, and every named comparison finds paired partner runs
+(same other settings, same seed) at both activations (or every arm) and both budgets."""
+
+from actsweep.study.sweep import load_sweep
+
+
+def test_every_comparison_pairs_runs_that_differ_only_in_its_key():
+    study = load_sweep("configs/sweeps/normfree.yaml")
+    runs = study.runs()
+    assert len(runs) == 28 * 5 and study.seeds == [0, 1, 2, 3, 4] and len(study.comparisons) == 9
+    points = [(r.overrides, r.seed) for r in runs]
+    for c in study.comparisons:
+        pairs = 0
+        for overrides, seed in points:
+            if overrides[c["key"]] != c["a"]:
+                continue
+            pairs += ({**overrides, c["key"]: c["b"]}, seed) in points
+        arms = 7 if c["key"] == "model.activation" else 2  # every arm, else both activations
+        assert pairs == arms * 2 * 5, c  # × both budgets × 5 seeds

@@ -1,0 +1,137 @@
+"""`actsweep sweep --launcher slurm` against a real SLURM (one node: `.ci/slurm_up.sh`).
+
+Skipped with the reason when SLURM is absent; failed instead when ACTSWEEP_REQUIRE_SLURM=1 (CI).
+The sweeps are the tiny 2-layer model of the other sweep tests; most of the time is process start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actsweep.status import read_status
+from actsweep.study.logs import read_scalars
+from helpers import write_sweep, write_tiny_base
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = [{"model.activation": ["relu", "gelu"], "model.norm": ["layernorm", "none"]}]
+REFERENCE = "activation=relu,norm=layernorm,seed=0"
+
+
+def slurm_missing() -> str:
+    """Why the SLURM tests cannot run here, or "" when a node is up."""
+    if shutil.which("sinfo") is None:
+        return "SLURM is not installed (no `sinfo`); `sudo bash .ci/slurm_up.sh` starts a one-node cluster"
+    states = subprocess.run(["sinfo", "--noheader", "--format", "%T"], capture_output=True, text=True).stdout.split()
+    if not {"idle", "mixed", "allocated"} & set(states):
+        return f"SLURM has no node up (sinfo: {states or 'no answer'}); `sudo bash .ci/slurm_up.sh` starts one"
+    return ""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm():
+    """Module scope, so that it decides before the module's sweeps are started."""
+    reason = slurm_missing()
+    if reason and os.environ.get("ACTSWEEP_REQUIRE_SLURM") == "1":
+        pytest.fail(f"ACTSWEEP_REQUIRE_SLURM=1 but {reason}")
+    if reason:
+        pytest.skip(reason)
+
+
+def task_env(folder: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{folder}:{REPO}", "OMP_NUM_THREADS": "1"}
+
+
+def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = task_env(cwd)
+    return subprocess.run([sys.executable, "-m", "actsweep.cli", "sweep", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("slurm")
+    write_tiny_base(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(folder) -> tuple[subprocess.CompletedProcess, Path]:
+    """A 2×2 grid, one seed, two tasks at a time; returns the sweep's output and its folder."""
+    write_sweep(folder / "grid.yaml", folder / "tiny.yaml", GRID, [0], launcher={"parallel": 2, "time": 30})
+    return sweep("grid.yaml", "--launcher", "slurm", "--root", "runs", cwd=folder), folder / "runs" / "tiny"
+
+
+def test_grid_finishes_as_one_array_two_at_a_time_and_reports(grid_sweep):
+    result, sweep_dir = grid_sweep
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitted 4 runs as SLURM job array" in result.stdout
+    runs = [p for p in sweep_dir.iterdir() if (p / "status.json").is_file()]
+    assert len(runs) == 4 and {read_status(p)["status"] for p in runs} == {"finished"}
+    (script,) = (sweep_dir / "slurm").glob("*/*_submission.sh")
+    assert "#SBATCH --array=0-3%2" in script.read_text() and "#SBATCH --time=30" in script.read_text()
+    assert "| relu | none |" in (sweep_dir / "report.md").read_text()
+    assert json.loads((sweep_dir / REFERENCE / "run.json").read_text())["overrides"] == {
+        "model.activation": "relu", "model.norm": "layernorm"}
+
+
+def test_rerun_submits_nothing(grid_sweep, folder):
+    jobs = (grid_sweep[1] / "slurm" / "jobs.json").read_text()
+    result = sweep("grid.yaml", "--launcher", "slurm", "--root", "runs", "--no-report", cwd=folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "submitted" not in result.stdout and "4 runs (0 run now): 4 finished" in result.stdout
+    assert (grid_sweep[1] / "slurm" / "jobs.json").read_text() == jobs
+
+
+SLOW = '''
+import time
+from lightning.pytorch.callbacks import Callback
+
+class Slow(Callback):
+    """Slows the steps down (not their numbers) so that a signal lands mid-run."""
+    def on_train_batch_end(self, *args):
+        time.sleep(0.3)
+'''
+
+
+def test_preempted_task_requeues_and_resumes_exactly_and_a_bad_point_crashes(grid_sweep, folder):
+    """USR2 after the first checkpoint: the fit saves last.ckpt at its step, submitit requeues the task,
+    the requeued task resumes and ends with the uninterrupted run's train/loss, to the bit. In the same
+    array, a point whose model cannot be built (3 heads for 32 channels) ends crashed, and the sweep's
+    exit status says so."""
+    (folder / "slow.py").write_text(SLOW)
+    grid = [GRID[0] | {"model.activation": ["relu"], "model.norm": ["layernorm"]}, {"model.n_head": [3]}]
+    write_sweep(folder / "preempt.yaml", folder / "tiny.yaml", grid, [0],
+                fixed={"trainer.callbacks+": {"class_path": "slow.Slow"}}, launcher={"time": 30})
+    env = task_env(folder)
+    proc = subprocess.Popen([sys.executable, "-m", "actsweep.cli", "sweep", "preempt.yaml", "--launcher", "slurm",
+                             "--root", "preempt", "--no-report"], cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    run_dir = folder / "preempt" / "tiny" / REFERENCE
+    try:
+        deadline = time.monotonic() + 600
+        while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            assert time.monotonic() < deadline and proc.poll() is None, "no first checkpoint"
+            time.sleep(0.2)
+        job = json.loads((folder / "preempt" / "tiny" / "slurm" / "jobs.json").read_text())[REFERENCE]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        out, _ = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out  # the crashed point
+    assert read_status(folder / "preempt" / "tiny" / "n_head=3,seed=0")["status"] == "crashed"
+    assert read_status(run_dir)["status"] == "finished", out
+    fit_log = (run_dir / "fit.log").read_text()
+    assert "SaveOnSignal: SIGUSR2 at step" in fit_log and fit_log.count("--ckpt_path") == 1
+    task_log = next((folder / "preempt" / "tiny" / "slurm").glob(f"*/{job}_0_log.out")).read_text()
+    assert "Requeued job" in task_log
+    resumed, uninterrupted = read_scalars(run_dir)["train/loss"], read_scalars(grid_sweep[1] / REFERENCE)["train/loss"]
+    assert list(resumed.index) == list(uninterrupted.index)
+    assert resumed.to_list() == uninterrupted.to_list()
