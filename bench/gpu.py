@@ -129,7 +129,8 @@ class StepTimer(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step in (WARMUP, WARMUP + STEPS):
-            torch.cuda.synchronize()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.times[trainer.global_step] = time.perf_counter()
 
 

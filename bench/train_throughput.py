@@ -35,11 +35,12 @@ from actsweep.train.cli import run_cli
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 # name -> (CLI overrides of quickstart.yaml, warmup steps, timed steps). The quickstart window holds
 # five logging steps and a validation (every 50 steps here, twice as often as shipped, so that one
-# falls inside the window); the blog-size window (seconds a step) one logging step.
+# falls inside the window); the blog-size window (seconds a step) one logging step, and its validation
+# (only the final one, after the window) two batches.
 SIZES: dict[str, tuple[list[str], int, int]] = {
     "quickstart": (["--trainer.val_check_interval=50"], 5, 50),
     "blog": (["--model.n_layer=6", "--model.n_head=6", "--model.n_embd=384", "--model.pad_vocab_multiple=64",
-              "--data.tokenizer=gpt2", "--data.batch_size=8"], 1, 10),
+              "--data.tokenizer=gpt2", "--data.batch_size=8", "--trainer.limit_val_batches=2"], 1, 10),
 }
 
 
