@@ -83,6 +83,23 @@ def slope_params(model: GPT) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if "slope" in n}
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_padded_vocabulary_logits_are_the_real_rows_of_the_full_product(tied):
+    model = tiny(pad_vocab_multiple=64, tie_weights=tied, lm_head_bias=not tied)  # 97 -> 128 rows
+    idx = torch.randint(0, 97, (2, 16))
+    logits = model(idx)
+    x = model.wte(idx) + model.wpe(torch.arange(16))
+    for block in model.blocks:
+        x = block(x)
+    full = model.lm_head(model.norm_final(x))  # all 128 rows, computed independently
+    assert full.shape[-1] == 128 and logits.shape == (2, 16, 97) and logits.is_contiguous()
+    torch.testing.assert_close(logits, full[..., :97], rtol=0, atol=1e-6)
+    logits.logsumexp(-1).sum().backward()
+    assert model.lm_head.weight.grad[97:].abs().sum() == 0  # padded rows take no part in the softmax
+    if not tied:
+        assert model.lm_head.bias.grad[97:].abs().sum() == 0 and model.lm_head.bias.grad[:97].abs().sum() > 0
+
+
 def test_global_slope_is_one_parameter_shared_by_all_layers():
     model = tiny(activation="learnable_leaky_relu", slope_scope="global", slope_init=0.25)
     slopes = slope_params(model)

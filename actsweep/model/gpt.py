@@ -311,7 +311,10 @@ class GPT(nn.Module):
         x = self.drop(self.embedding_scale(self.wte(idx) + self.wpe(pos)))
         for block in self.blocks:
             x = block(x)
-        return self.lm_head(self.norm_final(x))[..., : self.cfg.vocab_size]
+        # Only the real rows of the head: slicing the padded product instead copies the logits
+        # (B, T, padded) once forward and once backward (~5 % of a blog-size CPU step).
+        V, bias = self.cfg.vocab_size, self.lm_head.bias
+        return F.linear(self.norm_final(x), self.lm_head.weight[:V], None if bias is None else bias[:V])
 
     def entropy_penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
         """entropy_reg, after a training forward: (λ-weighted penalty for the loss, (n_layer,) per-layer
