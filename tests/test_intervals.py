@@ -81,6 +81,18 @@ def test_paired_table_pairs_by_seed_within_each_setting():
     assert "| gelu − relu | norm=layernorm | val_loss | 3 | +0.117 [" in text and "excludes zero" in text
 
 
+def test_a_setting_without_the_other_side_in_the_grid_has_no_row():
+    runs = runs_frame()
+    hybrid = pd.DataFrame([{"model.activation": "relu-gelu", "model.norm": "none", "seed": s, "val_loss": 2.5,
+                            "status": "Stable"} for s in range(3)])  # run LayerNorm-free only
+    table = paired_table(pd.concat([runs, hybrid]), [{"key": "model.norm", "a": "none", "b": "layernorm"}],
+                         ["model.activation", "model.norm"])
+    assert list(table["at"]) == ["activation=relu", "activation=gelu"]
+    runs.loc[runs["model.norm"] == "layernorm", "status"] = "Running"  # in the grid, not finished yet
+    table = paired_table(runs, [{"key": "model.norm", "a": "none", "b": "layernorm"}], ["model.activation", "model.norm"])
+    assert list(table.n) == [0, 0] and list(table.direction) == ["unresolved", "unresolved"]
+
+
 def test_the_cpu_study_names_its_comparisons():
     from actsweep.study.sweep import load_sweep
 

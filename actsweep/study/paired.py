@@ -36,20 +36,23 @@ def _by_seed(rows: pd.DataFrame, metric: str) -> dict[int, float]:
 
 def paired_table(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_keys: list[str]) -> pd.DataFrame:
     """One row per comparison and setting of the other grid keys: n, mean a − b, its 95 % interval,
-    the per-seed differences and the direction the interval allows. Only finished seeds count."""
+    the per-seed differences and the direction the interval allows. Only finished seeds count; a
+    setting where the grid has no `b` (e.g. a hybrid stack only run LayerNorm-free) has no row."""
     names = short_keys(grid_keys)
-    finished = runs[runs.status.isin(FINISHED)]
+    finished = runs.status.isin(FINISHED)
     rows = []
     for comparison in comparisons:
         key, a, b, metric = comparison["key"], comparison["a"], comparison["b"], comparison.get("metric", "val_loss")
-        if key not in finished or metric not in finished:
+        if key not in runs or metric not in runs:
             continue
-        others = [k for k in grid_keys if k != key and k in finished]
-        at = finished.apply(lambda r: setting_text(r, others, names), axis=1) if len(finished) else finished.seed
-        is_a, is_b = finished[key].map(lambda v: _matches(v, a)), finished[key].map(lambda v: _matches(v, b))
-        for setting in dict.fromkeys(at[is_a]):
-            diffs = paired_differences(_by_seed(finished[is_a & (at == setting)], metric),
-                                       _by_seed(finished[is_b & (at == setting)], metric))
+        others = [k for k in grid_keys if k != key and k in runs]
+        at = runs.apply(lambda r: setting_text(r, others, names), axis=1) if len(runs) else runs.seed
+        is_a, is_b = runs[key].map(lambda v: _matches(v, a)), runs[key].map(lambda v: _matches(v, b))
+        for setting in dict.fromkeys(at[is_a & finished]):
+            if not (is_b & (at == setting)).any():
+                continue
+            diffs = paired_differences(_by_seed(runs[finished & is_a & (at == setting)], metric),
+                                       _by_seed(runs[finished & is_b & (at == setting)], metric))
             interval = t_interval(list(diffs.values()))
             rows.append({
                 "comparison": f"{short(a)} − {short(b)}", "key": key, "metric": metric, "at": setting,
