@@ -7,8 +7,10 @@ reuse it.
 from __future__ import annotations
 
 import shlex
+import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -86,6 +88,20 @@ def test_finished_sweep_is_skipped(finished_sweep, capsys):
     assert calls == [] and len(results) == 6
     runner.main([str(sweep_file), "--root", str(finished_sweep.parent), "--dry-run"])
     assert capsys.readouterr().out == ""  # nothing left to run
+
+
+def test_a_comparison_added_to_a_finished_sweep_is_reported_without_rerunning(finished_sweep, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(finished_sweep, root / finished_sweep.name)
+    spec = yaml.safe_load((finished_sweep.parent.parent / "sweep.yaml").read_text())
+    spec["comparisons"] = [{"key": "model.activation", "a": "gelu", "b": "relu", "metric": "train_loss"}]
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump(spec))
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("status.json")}
+    assert runner.main([str(sweep_file), "--root", str(root)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("status.json")} == before  # nothing ran again
+    paired = pd.read_csv(root / finished_sweep.name / "paired.csv")
+    assert set(paired.metric) == {"train_loss"} and set(paired.comparison) == {"gelu − relu"}
 
 
 def test_diverged_run_is_recorded_and_others_finish(finished_sweep):

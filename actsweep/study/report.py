@@ -152,8 +152,11 @@ def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, A
                                 for k in grid_keys})
 
 
-def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE) -> Path:
-    """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path."""
+def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE,
+                 comparisons: list[dict[str, Any]] | None = None) -> Path:
+    """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path.
+    `comparisons` (the sweep file's, when `actsweep sweep` reports) win over those the runs recorded,
+    so that a comparison added to a finished sweep needs no rerun."""
     sweep_dir = Path(sweep_dir)
     logs = read_runs(sweep_dir)
     if not logs:
@@ -165,7 +168,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
              "", markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
-    paired = paired_table(runs, comparisons_of(logs, grid_keys), grid_keys)
+    paired = paired_table(runs, comparisons or comparisons_of(logs, grid_keys), grid_keys)
     paired.to_csv(sweep_dir / "paired.csv", index=False)
     if not paired.empty:
         lines += ["## Paired differences", "", paired_markdown(paired), ""]

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_report:
         from actsweep.study.report import write_report
 
-        print(f"report: {write_report(args.root / sweep.name)}")
+        print(f"report: {write_report(args.root / sweep.name, comparisons=sweep.comparisons)}")
     if args.smoke:
         return smoke_verdict(results, args.root / sweep.name)
     return 0 if all(s.get("status") in DONE for s in results.values()) else 1
