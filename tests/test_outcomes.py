@@ -13,6 +13,7 @@ from actsweep.study.logs import RunLog
 from actsweep.study.outcomes import (
     UNSTABLE_RULE,
     config_status,
+    final_saturation,
     final_slope,
     nonfinite_origin,
     precision_flag,
@@ -126,3 +127,10 @@ def test_the_rule_in_words_states_the_thresholds_applied():
         "any seed did not finish, else Unstable if any seed is unstable, else Stable. Val loss and ppl: mean over "
         "the seeds that finished (Stable or Unstable) with its two-sided 95 % Student-t interval, n = their number; "
         "other columns: mean over the same seeds of the last logged value.")
+
+
+def test_final_saturation_is_the_mean_last_share_over_dynamic_norms():
+    scalars = {"norm/saturated/attn/layer_0": at({10: 0.9, 20: 0.2}), "norm/saturated/ffn/layer_0": at({20: 0.4}),
+               "norm/alpha/attn/layer_0": at({20: 7.0}), "ffn/inactive_frac": at({20: 5.0})}
+    assert final_saturation(scalars) == pytest.approx(0.3)  # (0.2 + 0.4) / 2: last values, no other tags
+    assert math.isnan(final_saturation({"val/loss": at({1: 2.0})}))

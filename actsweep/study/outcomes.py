@@ -35,6 +35,13 @@ def final_slope(scalars: dict[str, pd.Series]) -> float:
     return float(np.mean(layers)) if layers else math.nan
 
 
+def final_saturation(scalars: dict[str, pd.Series]) -> float:
+    """Mean over dyt/derf/dyisru norms of the last logged saturated share of their inputs
+    (`norm/saturated/{site}/layer_{i}`, from NormStats); NaN for runs without such norms."""
+    last = [s.iloc[-1] for tag, s in scalars.items() if tag.startswith("norm/saturated/") and len(s)]
+    return float(np.mean(last)) if last else math.nan
+
+
 def unstable_reason(scalars: dict[str, pd.Series]) -> str:
     """Why a run counts as Unstable under `UNSTABLE_RULE`; empty when it does not."""
     val = scalars.get("val/loss")

@@ -25,7 +25,8 @@ from actsweep.study.sweep import default_comparisons, short, short_keys
 from actsweep.study.figures import FIGURES, by_config
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
-    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_slope, precision_flag, run_outcome, skipped_share,
+    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, precision_flag, run_outcome,
+    skipped_share,
 )
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
@@ -50,6 +51,7 @@ def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE)
         val = log.scalars.get("val/loss")
         row["best_val_loss"] = float(val.min()) if val is not None else math.nan
         row["slope"] = final_slope(log.scalars)
+        row["saturated_pct"] = final_saturation(log.scalars) * 100
         row["skipped_pct"] = skipped_share(log.scalars) * 100
         row["flag"] = precision_flag(row["skipped_pct"] / 100, max_skipped_share)
         rows.append(row)
@@ -72,7 +74,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         for column in ("val_loss", "val_ppl"):
             row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope", "skipped_pct", "val_loss_se", "global_batch"):
+                       "top_band_uniform_pct", "slope", "saturated_pct", "skipped_pct", "val_loss_se", "global_batch"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
@@ -115,6 +117,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
     ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("saturated norm inputs %", "saturated_pct", lambda r: fmt(r["saturated_pct"], 1)),
     ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
     ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
     ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
