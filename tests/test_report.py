@@ -81,3 +81,24 @@ def test_published_numbers_match_by_configuration():
     assert sm_g["ppl"] == 3.197 and sm_g["top_band_pct"] == 58.0
     assert published_for("revival", {"model.norm": "none", "model.activation": "learnable_leaky_relu"}) == {}
     assert published_for(None, {"model.lr": 1e-3}) == {}
+
+
+def test_where_learnable_slopes_ended_is_reported_with_its_interval(tmp_path):
+    slopes = {"learnable_leaky_relu": [0.16, 0.15, 0.17], "relu": [math.nan] * 3}
+    runs, logs = [], []
+    for activation, values in slopes.items():
+        info = {"config": f"activation={activation}", "overrides": {"model.activation": activation}}
+        logs.append(report.RunLog(tmp_path, info, {}, {}))
+        runs += [{"config": info["config"], "label": None, "model.activation": activation, "seed": seed,
+                  "status": "Stable", "val_loss": 2.0 + seed / 10, "val_ppl": 7.0, "slope": slope}
+                 for seed, slope in enumerate(values)]
+    frame = pd.DataFrame(runs)
+    for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct", "top_band_uniform_pct",
+                   "saturated_pct", "skipped_pct", "val_loss_se", "global_batch"):
+        frame[column] = math.nan
+    table = report.markdown_table(report.summarize(frame, logs), ["model.activation"]).splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    column = header.index("slope [95 % CI]")
+    cells = {line.split("|")[1].strip(): line.strip("|").split("|")[column].strip() for line in table[2:]}
+    low, high = scipy.stats.t.interval(0.95, 2, loc=0.16, scale=scipy.stats.sem([0.16, 0.15, 0.17]))
+    assert cells == {"learnable_leaky_relu": f"0.1600 [{low:.4f}, {high:.4f}]", "relu": ""}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from actsweep.board import band_tag
 from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
-from actsweep.study.intervals import t_interval
+from actsweep.study.intervals import Interval, t_interval
 from actsweep.study.paired import paired_markdown, paired_table
 from actsweep.study.published import published_for
 from actsweep.study.sweep import default_comparisons, short, short_keys
@@ -74,8 +74,10 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         for column in ("val_loss", "val_ppl"):
             row[column] = t_interval(kept[column].tolist())
         for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "slope", "saturated_pct", "skipped_pct", "val_loss_se", "global_batch"):
+                       "top_band_uniform_pct", "saturated_pct", "skipped_pct", "val_loss_se", "global_batch"):
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
+        # where learnable slopes ended, with its interval: is a slope's fall from its start resolved?
+        row["slope"] = t_interval(kept.slope.dropna().tolist()) if kept.slope.notna().any() else math.nan
         row["status"] = config_status(group.status)
         run_info = info[config]
         published = published_for(run_info.get("study"), {**run_info.get("fixed", {}), **run_info["overrides"]})
@@ -116,7 +118,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("grad norm", "grad_norm", lambda r: fmt(r["grad_norm"], 2)),
     ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
     ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
-    ("slope", "slope", lambda r: fmt(r["slope"], 4)),
+    ("slope [95 % CI]", "slope", lambda r: r["slope"].text(4) if isinstance(r["slope"], Interval) else ""),
     ("saturated norm inputs %", "saturated_pct", lambda r: fmt(r["saturated_pct"], 1)),
     ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
     ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
