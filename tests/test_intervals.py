@@ -88,6 +88,14 @@ def test_a_setting_without_the_other_side_in_the_grid_has_no_row():
     table = paired_table(pd.concat([runs, hybrid]), [{"key": "model.norm", "a": "none", "b": "layernorm"}],
                          ["model.activation", "model.norm"])
     assert list(table["at"]) == ["activation=relu", "activation=gelu"]
+    runs["saturated_pct"] = [math.nan] * 6 + [1.0, 2.0, 3.0, 2.0, 4.0, 4.0]  # only the LN-free runs have it
+    table = paired_table(runs, [{"key": "model.norm", "a": "none", "b": "layernorm", "metric": "saturated_pct"}],
+                         ["model.activation", "model.norm"])
+    assert list(table["at"]) == ["activation=relu", "activation=gelu"] and list(table.n) == [0, 0]
+    runs.loc[runs["model.activation"] == "relu", "saturated_pct"] = math.nan  # relu runs lack the metric
+    table = paired_table(runs, [{"key": "model.norm", "a": "none", "b": "layernorm", "metric": "saturated_pct"}],
+                         ["model.activation", "model.norm"])
+    assert list(table["at"]) == ["activation=gelu"]
     runs.loc[runs["model.norm"] == "layernorm", "status"] = "Running"  # in the grid, not finished yet
     table = paired_table(runs, [{"key": "model.norm", "a": "none", "b": "layernorm"}], ["model.activation", "model.norm"])
     assert list(table.n) == [0, 0] and list(table.direction) == ["unresolved", "unresolved"]

@@ -37,7 +37,8 @@ def _by_seed(rows: pd.DataFrame, metric: str) -> dict[int, float]:
 def paired_table(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_keys: list[str]) -> pd.DataFrame:
     """One row per comparison and setting of the other grid keys: n, mean a − b, its 95 % interval,
     the per-seed differences and the direction the interval allows. Only finished seeds count; a
-    setting where the grid has no `b` (e.g. a hybrid stack only run LayerNorm-free) has no row."""
+    setting where the grid has no `b` (e.g. a hybrid stack only run LayerNorm-free), or whose runs
+    lack the metric, has no row."""
     names = short_keys(grid_keys)
     finished = runs.status.isin(FINISHED)
     rows = []
@@ -49,8 +50,9 @@ def paired_table(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_key
         at = runs.apply(lambda r: setting_text(r, others, names), axis=1) if len(runs) else runs.seed
         is_a, is_b = runs[key].map(lambda v: _matches(v, a)), runs[key].map(lambda v: _matches(v, b))
         for setting in dict.fromkeys(at[is_a & finished]):
-            if not (is_b & (at == setting)).any():
-                continue
+            here = (is_a | is_b) & (at == setting)
+            if not (is_b & (at == setting)).any() or runs.loc[here, metric].isna().all():
+                continue  # no `b` in the grid, or a metric these runs do not have (saturation without DyT)
             diffs = paired_differences(_by_seed(runs[finished & is_a & (at == setting)], metric),
                                        _by_seed(runs[finished & is_b & (at == setting)], metric))
             interval = t_interval(list(diffs.values()))
