@@ -312,7 +312,7 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         # Only the real rows of the head: slicing the padded product instead copies the logits
-        # (B, T, padded) once forward and once backward (~5 % of a blog-size CPU step).
+        # (B, T, padded) once forward and once backward (~3 % of a blog-size CPU step, bench/RESULTS.md).
         V, bias = self.cfg.vocab_size, self.lm_head.bias
         return F.linear(self.norm_final(x), self.lm_head.weight[:V], None if bias is None else bias[:V])
 

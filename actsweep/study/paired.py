@@ -50,11 +50,11 @@ def paired_table(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_key
         at = runs.apply(lambda r: setting_text(r, others, names), axis=1) if len(runs) else runs.seed
         is_a, is_b = runs[key].map(lambda v: _matches(v, a)), runs[key].map(lambda v: _matches(v, b))
         for setting in dict.fromkeys(at[is_a & finished]):
-            here = (is_a | is_b) & (at == setting)
-            if not (is_b & (at == setting)).any() or runs.loc[here, metric].isna().all():
+            here = at == setting
+            if not (is_b & here).any() or runs.loc[(is_a | is_b) & here, metric].isna().all():
                 continue  # no `b` in the grid, or a metric these runs do not have (saturation without DyT)
-            diffs = paired_differences(_by_seed(runs[finished & is_a & (at == setting)], metric),
-                                       _by_seed(runs[finished & is_b & (at == setting)], metric))
+            diffs = paired_differences(_by_seed(runs[finished & is_a & here], metric),
+                                       _by_seed(runs[finished & is_b & here], metric))
             interval = t_interval(list(diffs.values()))
             rows.append({
                 "comparison": f"{short(a)} − {short(b)}", "key": key, "metric": metric, "at": setting,
