@@ -72,3 +72,20 @@ def test_skipped_share_and_flag():
     assert skipped_share({"amp/skipped_steps": pd.Series({0: 0.0, 99: 10.0})}) == 0.1
     assert math.isnan(skipped_share({}))
     assert precision_flag(0.1, 0.05) and not precision_flag(0.05, 0.05) and not precision_flag(math.nan)
+
+
+@pytest.mark.parametrize("backend", ["adaptive", "auto", "math", "flash", "efficient", "cudnn"])
+def test_float64_trains_with_every_attention_backend(tmp_path, backend):
+    """`--trainer.precision 64-true` trains two steps whatever `sdpa_backend` says: the logit bound
+    keeps float64, and float64 attention takes the math kernel (no fused kernel has float64)."""
+    from actsweep import cli
+    from actsweep.status import read_status
+    from helpers import write_config
+
+    config = write_config(tmp_path, trainer={"max_steps": 2, "val_check_interval": 2})
+    cli.main(["fit", "--config", str(config), "--trainer.precision", "64-true", "--model.sdpa_backend", backend])
+    run = tmp_path / "logs" / "tiny" / "version_0"
+    status = read_status(run)
+    assert status["status"] == "finished" and status["step"] == 2 and math.isfinite(status["val_loss"])
+    weights = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float64}

@@ -206,11 +206,18 @@ def make_norm(kind: str, cfg: GPTConfig, site: str) -> nn.Module:
     return NORMS[kind](cfg, site, "norm" in cfg.sites)
 
 
+def kernels(backend: str, dtype: torch.dtype) -> list[SDPBackend]:
+    """The SDPA kernels a `sdpa_backend` may use for `dtype`: no fused kernel has float64 (an
+    exactness check, not a speed run), so float64 always takes `math`."""
+    return [SDPBackend.MATH] if dtype == torch.float64 else SDPA_BACKENDS[backend]
+
+
 def logit_bound(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Upper bound on |q·k|/sqrt(d) over a batch (B, H, T, d), by Cauchy–Schwarz: the largest over
-    heads of max‖q‖ · max‖k‖ / sqrt(d). Two norms of q and k in fp32: no (T, T) scores."""
-    q_norm = torch.linalg.vector_norm(q.detach(), dim=-1, dtype=torch.float32).amax(dim=(0, 2))
-    k_norm = torch.linalg.vector_norm(k.detach(), dim=-1, dtype=torch.float32).amax(dim=(0, 2))
+    heads of max‖q‖ · max‖k‖ / sqrt(d). Two norms of q and k, in fp32 or wider: no (T, T) scores."""
+    wide = torch.promote_types(q.dtype, torch.float32)  # fp16 norms overflow; float64 stays float64
+    q_norm = torch.linalg.vector_norm(q.detach(), dim=-1, dtype=wide).amax(dim=(0, 2))
+    k_norm = torch.linalg.vector_norm(k.detach(), dim=-1, dtype=wide).amax(dim=(0, 2))
     return (q_norm * k_norm).amax() / math.sqrt(q.shape[-1])
 
 
@@ -249,7 +256,7 @@ class CausalSelfAttention(nn.Module):
         if self.keeps_probs and torch.is_grad_enabled():
             y, self.probs = attention_with_probs(q, k, v, drop)
         else:
-            with sdpa_kernel(SDPA_BACKENDS[self.sdpa_backend]):
+            with sdpa_kernel(kernels(self.sdpa_backend, q.dtype)):
                 y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
