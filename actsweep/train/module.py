@@ -21,7 +21,8 @@ from torchmetrics import SumMetric
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, per_layer, publish
 from actsweep.errors import ConfigError
-from actsweep.train.optim import adamw_kernel_args, check_optimizer, check_optimizer_settings, parameter_groups
+from actsweep.train.optim import (adamw_kernel_args, build_optimizer, check_optimizer, check_optimizer_settings,
+                                  check_update_rule, parameter_groups)
 from actsweep.train.schedules import build_schedule
 
 
@@ -55,6 +56,7 @@ class ActSweepModule(L.LightningModule):
         decay_scope: str = "matrices",
         decay_norm_scalars: bool = False,
         adamw_kernel: str = "auto",
+        optimizer: str = "adamw",
         schedule: str = "cosine",
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
@@ -76,6 +78,9 @@ class ActSweepModule(L.LightningModule):
                 scale (DyT's LLaMA code does; otherwise they get none, whatever ``decay_scope``).
             adamw_kernel: ``auto`` (fused on CUDA unless mixed precision clips or scales, then foreach)
                 | ``fused`` | ``foreach`` | ``for_loop``; see :mod:`actsweep.train.optim`.
+            optimizer: ``adamw`` (torch's) | ``adamw_hf`` (Hugging Face's update rule, ReLU's Revival's
+                ``adamw_hf``: eps before the bias correction, decay after the update; see
+                :mod:`actsweep.train.hf_adamw`).
             schedule: ``cosine`` | ``linear`` | ``constant`` after a linear warmup, to ``min_lr_ratio`` × ``lr``.
             warmup: warmup steps, or that fraction of the run when below 1.
             min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
@@ -88,6 +93,7 @@ class ActSweepModule(L.LightningModule):
         super().__init__()
         check_optimizer_settings(lr, betas, eps, weight_decay, slope_weight_decay, schedule, warmup, min_lr_ratio)
         check_optimizer(decay_scope, adamw_kernel)
+        check_update_rule(optimizer, adamw_kernel)
         if matmul_precision not in MATMUL_PRECISIONS:
             raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
@@ -232,7 +238,7 @@ class ActSweepModule(L.LightningModule):
         kernel = adamw_kernel_args(hp.adamw_kernel, self.device.type, amp=isinstance(plugin, MixedPrecision),
                                    grad_scaler=getattr(plugin, "scaler", None) is not None,
                                    clipping=bool(self.trainer.gradient_clip_val))
-        optimizer = torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, betas=hp.betas, eps=hp.eps, **kernel)
+        optimizer = build_optimizer(hp.optimizer, self.parameter_groups(), hp.lr, tuple(hp.betas), hp.eps, kernel)
         multiplier = build_schedule(hp.schedule, self.trainer.max_steps, hp.warmup, hp.min_lr_ratio)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -20,11 +20,13 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterable
 
+import torch
 from torch import nn
 
 from actsweep.errors import ConfigError
 from actsweep.model.activations import is_slope
 from actsweep.model.norms import is_norm_scalar
+from actsweep.train.hf_adamw import HFAdamW
 from actsweep.train.schedules import check_schedule
 
 DECAY_SCOPES: dict[str, Callable[[nn.Parameter], bool]] = {
@@ -32,6 +34,8 @@ DECAY_SCOPES: dict[str, Callable[[nn.Parameter], bool]] = {
     "all": lambda p: True,
 }
 ADAMW_KERNELS = ("auto", "fused", "foreach", "for_loop")
+# The update rule: torch's AdamW, or Hugging Face's (ReLU's Revival's `adamw_hf`; no fused kernel).
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adamw_hf": HFAdamW}
 
 
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, slope_weight_decay: float,
@@ -59,6 +63,22 @@ def check_optimizer(decay_scope: str, kernel: str) -> None:
     for switch, value, allowed in (("decay_scope", decay_scope, DECAY_SCOPES), ("adamw_kernel", kernel, ADAMW_KERNELS)):
         if value not in allowed:
             raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def check_update_rule(optimizer: str, kernel: str) -> None:
+    """Refuse an unknown update rule, and a kernel choice for one that has no kernels."""
+    if optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if optimizer != "adamw" and kernel != "auto":
+        raise ConfigError(f"--model.adamw_kernel {kernel} applies to torch's AdamW only; "
+                          f"--model.optimizer {optimizer} has one kernel: leave adamw_kernel at auto")
+
+
+def build_optimizer(optimizer: str, groups: list[dict], lr: float, betas: tuple[float, float], eps: float,
+                    kernel_args: dict[str, bool]) -> torch.optim.Optimizer:
+    """The optimizer over `groups`; `kernel_args` (from :func:`adamw_kernel_args`) only for torch's."""
+    extra = kernel_args if optimizer == "adamw" else {}
+    return OPTIMIZERS[optimizer](groups, lr=lr, betas=betas, eps=eps, **extra)
 
 
 def adamw_kernel_args(kernel: str, device_type: str, amp: bool = False, grad_scaler: bool = False,
