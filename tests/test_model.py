@@ -277,3 +277,25 @@ def test_attention_state_round_trip():
     assert fresh.check_attention_logits() == model.check_attention_logits()
     with pytest.raises(ConfigError, match="exact_attention_above must be positive"):
         GPTConfig(**TINY, exact_attention_above=0)
+
+
+def test_a_one_element_slope_promotes_fp16_as_the_released_one_does():
+    """Under fp16 autocast the released (1, 1, 1) slope runs x·slope and its gradient in fp32; a 0-dim
+    slope would stay in fp16, where the slope's gradient (a sum over every negative input) overflows."""
+    from actsweep.model.activations import LeakyReLU
+
+    x = torch.full((4, 128, 64), -100.0, dtype=torch.float16)
+    released_slope = torch.nn.Parameter(torch.full((1, 1, 1), 0.01))
+    ours = LeakyReLU(torch.nn.Parameter(torch.tensor(0.01)))
+    with torch.autocast("cpu", dtype=torch.float16):
+        expected = torch.where(x > 0, x, x * released_slope)  # the released formula's promotion
+        out = ours(x)
+    expected.sum().backward()
+    out.sum().backward()
+    assert out.dtype == expected.dtype == torch.float32 and torch.equal(out, expected)
+    assert ours.slope.grad.item() == released_slope.grad.item() == -100.0 * x.numel()  # -3.3e6: finite
+    zero_dim = torch.nn.Parameter(torch.tensor(0.01))  # what a 0-dim slope used as it is leaves in fp16
+    with torch.autocast("cpu", dtype=torch.float16):
+        kept = torch.where(x > 0, x, x * zero_dim)
+    kept.float().sum().backward()
+    assert kept.dtype == torch.float16 and not torch.isfinite(zero_dim.grad)

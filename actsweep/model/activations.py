@@ -25,7 +25,11 @@ class LeakyReLU(nn.Module):
         self.slope = slope  # an nn.Parameter registers itself; a plain tensor is a fixed slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x > 0, x, x * self.slope)
+        # A one-element slope takes x's rank, as ReLU's Revival's (1, 1, 1) slope (model_utils.py:356,360):
+        # a 0-dim fp32 tensor would not promote an fp16 x, and the slope's gradient (a sum over every
+        # negative input) would overflow fp16; a dimensioned one runs x·slope and its gradient in fp32.
+        slope = self.slope.reshape([1] * x.dim()) if self.slope.dim() == 0 else self.slope
+        return torch.where(x > 0, x, x * slope)
 
 
 class ReLUSquared(nn.Module):
