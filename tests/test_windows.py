@@ -139,3 +139,25 @@ def test_every_validation_window():
     assert val_window_starts(None, 35, 9).dtype == np.int64
     chunks = np.array([0, 10, 20, 30, 40])
     assert val_window_starts(None, 999, 9, chunks).tolist() == chunks.tolist()
+
+
+def test_uniform_sampling_is_nanogpts_get_batch():
+    """`sampling: uniform`: every start from 0 to n_tokens - (block_size + 1) equally likely, with
+    replacement (nanoGPT: `torch.randint(len(data) - block_size, (B,))`), a pure function of
+    (seed, step, rank), sharded like the other modes."""
+    block, n_tokens = 9, 13  # windows of 10 tokens: starts 0..3
+    draws = np.concatenate([random_window_starts(5, s, n_tokens, block, 16, sampling="uniform") for s in range(500)])
+    assert set(draws.tolist()) == {0, 1, 2, 3}
+    assert np.bincount(draws).min() > 0.9 * len(draws) / 4  # uniform (each ~2000 of 8000)
+    one_step = random_window_starts(5, 7, n_tokens, block, 16, sampling="uniform")
+    assert len(set(one_step.tolist())) < 16  # with replacement: repeats within a step
+    assert one_step.tolist() == random_window_starts(5, 7, n_tokens, block, 16, sampling="uniform").tolist()
+    assert one_step.tolist() != random_window_starts(5, 8, n_tokens, block, 16, sampling="uniform").tolist()
+    shards = [random_window_starts(5, 7, n_tokens, block, 8, rank, 2, sampling="uniform") for rank in (0, 1)]
+    assert np.stack(shards, axis=1).ravel().tolist() == one_step.tolist()
+    assert random_window_starts(1, 0, 10, block, 4, sampling="uniform").tolist() == [0, 0, 0, 0]  # exactly one fits
+    chunks = np.array([0, 10, 20])
+    assert set(np.concatenate([document_window_starts(2, s, chunks, 8, sampling="uniform") for s in range(50)]).tolist()) \
+        == {0, 10, 20}
+    with pytest.raises(ConfigError, match="no training window fits"):
+        random_window_starts(1, 0, 9, block, 4, sampling="uniform")

@@ -50,7 +50,9 @@ class TextDataModule(L.LightningDataModule):
         sampling: ``step`` — each step draws its windows afresh (with replacement across steps);
             ``epoch`` — every window once per epoch, in a permuted order drawn from the seed (one
             epoch over shuffled chunks, as ReLU's Revival's Trainer); ``random`` windows then sit on
-            a fixed non-overlapping grid. Both are pure functions of (seed, step, rank).
+            a fixed non-overlapping grid; ``uniform`` — nanoGPT's ``get_batch``: every start (or
+            chunk) equally likely, with replacement, so windows may overlap within a step (the blog's
+            code). All are pure functions of (seed, step, rank).
         text_column: column of .jsonl/.parquet/hub sources (default ``text`` / the dataset's own).
         separator: string ending each document in .txt files.
         val_source: source of the validation documents (default: split off ``source``).

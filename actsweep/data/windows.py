@@ -14,7 +14,7 @@ import numpy as np
 from actsweep.errors import ConfigError
 
 EOT_SCAN_BLOCK = 1 << 26  # tokens compared with eot at a time: bounds the scan's memory (64 MB of bools)
-SAMPLINGS = ("step", "epoch")
+SAMPLINGS = ("step", "epoch", "uniform")
 EPOCH_STREAM = 1  # keeps epoch permutations apart from the per-step generators
 
 
@@ -55,6 +55,15 @@ def rank_rows(rng: np.random.Generator, n: int, batch_size: int, rank: int, worl
     return rng.choice(n, size=batch_size * world_size, replace=False)[rank::world_size]
 
 
+def uniform_rows(seed: int, step: int, n: int, batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Rows ``rank::world_size`` of ``batch_size * world_size`` indices drawn uniformly from ``[0, n)``
+    *with* replacement, as nanoGPT's ``get_batch`` (``torch.randint(len(data) - block_size, (B,))``):
+    windows may overlap or repeat within a step. The same global batch on every rank."""
+    if n < 1:
+        raise ConfigError("no training window fits: the training split is shorter than block_size + 1 tokens")
+    return step_rng(seed, step).integers(0, n, size=batch_size * world_size)[rank::world_size]
+
+
 @functools.lru_cache(maxsize=2)
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     """The order in which epoch ``epoch`` visits ``n`` windows: a permutation drawn from (seed, epoch)
@@ -81,10 +90,13 @@ def random_window_starts(seed: int, step: int, n_tokens: int, block_size: int, b
     """Starts of rank ``rank``'s training windows (``block_size + 1`` tokens each) at ``step``, anywhere
     in a stream of ``n_tokens``. ``step`` sampling: one shift in ``[0, block_size]``, then distinct
     non-overlapping chunks after it, so no two windows of a step overlap. ``epoch``: the
-    non-overlapping chunks from offset 0, each once per epoch (:func:`epoch_rows`)."""
+    non-overlapping chunks from offset 0, each once per epoch (:func:`epoch_rows`). ``uniform``: any
+    start, with replacement (:func:`uniform_rows`, nanoGPT's sampling)."""
     window = block_size + 1
     if sampling == "epoch":
         return epoch_rows(seed, step, n_tokens // window, batch_size, rank, world_size).astype(np.int64) * window
+    if sampling == "uniform":
+        return uniform_rows(seed, step, n_tokens - window + 1, batch_size, rank, world_size)
     rng = step_rng(seed, step)
     shift = int(rng.integers(0, window))
     return shift + rank_rows(rng, (n_tokens - shift) // window, batch_size, rank, world_size) * window
@@ -96,6 +108,8 @@ def document_window_starts(seed: int, step: int, chunk_starts: np.ndarray, batch
     afresh each step (``step``: with replacement across steps) or each once per epoch (``epoch``)."""
     if sampling == "epoch":
         return chunk_starts[epoch_rows(seed, step, len(chunk_starts), batch_size, rank, world_size)]
+    if sampling == "uniform":
+        return chunk_starts[uniform_rows(seed, step, len(chunk_starts), batch_size, rank, world_size)]
     rng = step_rng(seed, step)
     return chunk_starts[rank_rows(rng, len(chunk_starts), batch_size, rank, world_size)]
 
