@@ -108,3 +108,36 @@ def test_codeparrot_validation_documents_come_from_its_validation_split(monkeypa
         assert calls == [("huggingface-course/codeparrot-ds-train", "train"),
                          ("huggingface-course/codeparrot-ds-valid", "validation")]
     assert hub.documents_split("roneneldan/TinyStories") == "train"
+
+
+def released_chunks(documents: list[list[int]], context: int) -> list[list[int]]:
+    """run_clm.py:59-75 (the HF course's `tokenize`): each document's overflowing chunks of `context`
+    tokens, only the full ones kept."""
+    return [ids[i:i + context] for ids in documents for i in range(0, len(ids), context) if len(ids[i:i + context]) == context]
+
+
+def test_block_size_127_document_windows_are_the_released_128_token_chunks_and_loss():
+    """revival.yaml's block_size 127: our (127 + 1)-token document windows are the released 128-token
+    chunks, and the loss on them (127 predictions, labels shifted inside the chunk as HF GPT-2 does)
+    is the released loss: causal attention makes the chunk's last input position irrelevant."""
+    import torch
+    import torch.nn.functional as F
+
+    from actsweep.model.gpt import GPT, GPTConfig
+
+    rng = np.random.default_rng(0)
+    eot = 99
+    documents = [rng.integers(0, 99, size=n).tolist() for n in (300, 127, 128, 129, 50, 400)]
+    stream = np.array([t for ids in documents for t in (*ids, eot)])
+    starts = windows.document_chunk_starts(stream, eot, 127 + 1)
+    ours = [stream[s:s + 128].tolist() for s in starts]
+    assert ours == released_chunks(documents, 128) and len(ours) == 2 + 0 + 1 + 1 + 0 + 3
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=100, block_size=128, n_layer=2, n_head=2, n_embd=32, sdpa_backend="math")).eval()
+    chunks = torch.tensor(ours)
+    hf_logits = model(chunks)[:, :-1]  # GPT2LMHeadModel(labels=input_ids): shift inside the chunk
+    hf_loss = F.cross_entropy(hf_logits.reshape(-1, 100), chunks[:, 1:].reshape(-1))
+    x, y = chunks[:, :127], chunks[:, 1:]  # ours: a 127-token input and its 127 targets
+    our_loss = F.cross_entropy(model(x).reshape(-1, 100), y.reshape(-1))
+    assert our_loss.item() == pytest.approx(hf_loss.item(), rel=1e-6)
