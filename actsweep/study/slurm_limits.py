@@ -76,7 +76,7 @@ def partition_limits(fields: dict[str, str], nodes: list[str]) -> Partition:
     """From the partition's `scontrol -o show partition` fields and its nodes' `sinfo` lines
     ("CPUs|memory MB|GRES"): the largest node bounds what one task can get."""
     cpus, mems, gpus = zip(*(node.split("|", 2) for node in nodes)) if nodes else ((), (), ())
-    largest = "its largest node"
+    largest = "largest node"
     return Partition(
         name=fields["PartitionName"],
         max_minutes=parse_minutes(fields.get("MaxTime", "UNLIMITED")),
@@ -112,8 +112,9 @@ def refusal(settings: SlurmSettings, threads: int, partition: Partition) -> str 
         return (f"--mem {settings.mem} exceeds the {math.floor(limit)}M of partition {name}'s {source}; "
                 f"ask for --mem {math.floor(limit)}M or less, {other}")
     if settings.gpus > partition.max_gpus:
-        return (f"--gpus {settings.gpus} exceeds the {partition.max_gpus} GPUs (GRES gpu) of partition {name}'s "
-                f"largest node; ask for --gpus {partition.max_gpus} or less, {other}")
+        most = partition.max_gpus
+        return (f"--gpus {settings.gpus} exceeds the {most} GPUs (GRES gpu) of partition {name}'s largest node; "
+                f"ask for --gpus {most}{' or less' if most else ''}, {other}")
     return None
 
 
