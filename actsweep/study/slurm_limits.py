@@ -37,6 +37,11 @@ def parse_minutes(text: str) -> float:
     return int(days or 0) * 24 * 60 + hours * 60 + minutes + seconds / 60
 
 
+def parse_count(text: str) -> float:
+    """A SLURM count limit (`MaxCPUsPerNode`): "16"; "UNLIMITED" is infinite."""
+    return math.inf if text.strip().upper() in UNLIMITED else int(text)
+
+
 def parse_megabytes(text: str) -> float:
     """A SLURM memory size in MB: "4000" and "4000M" are MB, "500K", "21G", "1T"; "UNLIMITED" is infinite."""
     text = text.strip().upper()
@@ -80,7 +85,7 @@ def partition_limits(fields: dict[str, str], nodes: list[str]) -> Partition:
     return Partition(
         name=fields["PartitionName"],
         max_minutes=parse_minutes(fields.get("MaxTime", "UNLIMITED")),
-        max_cpus=tightest((parse_megabytes(fields.get("MaxCPUsPerNode", "UNLIMITED")), "MaxCPUsPerNode"),
+        max_cpus=tightest((parse_count(fields.get("MaxCPUsPerNode", "UNLIMITED")), "MaxCPUsPerNode"),
                           (max(map(int, cpus), default=math.inf), largest)),
         max_mem_mb=tightest((parse_megabytes(fields.get("MaxMemPerNode", "UNLIMITED")), "MaxMemPerNode"),
                             (max(map(parse_megabytes, mems), default=math.inf), largest)),
