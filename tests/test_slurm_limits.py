@@ -9,8 +9,9 @@ import math
 import pytest
 
 from actsweep.study.slurm import Pending
+from actsweep.study import slurm_limits
 from actsweep.study.slurm_limits import (choose, gpu_count, key_values, parse_megabytes, parse_minutes,
-                                         partition_limits, refusal)
+                                         partition_limits, partition_refusal, refusal)
 from actsweep.study.slurm_settings import SlurmSettings
 
 
@@ -92,6 +93,25 @@ def test_the_partition_is_the_one_asked_for_or_the_default():
     assert choose(records, None)["PartitionName"] == "debug" and choose(records, "gpu")["PartitionName"] == "gpu"
     assert choose(records, "gpus") == "--partition gpus: no such partition on this cluster; partitions: debug, gpu"
     assert choose(records[1:], None).startswith("the cluster has no default partition; choose one with --partition")
+
+
+def two_partitions(name: str | None):
+    """`read_partition` on a cluster of partitions debug (the default) and gpu."""
+    record = choose([key_values(DEBUG), key_values(GPU)], name)
+    if isinstance(record, str):
+        return record
+    return partition_limits(record, GPU_NODES if record["PartitionName"] == "gpu" else NODES)
+
+
+def test_a_task_is_refused_only_when_none_of_its_partitions_can_run_it(monkeypatch):
+    monkeypatch.setattr(slurm_limits, "read_partition", two_partitions)
+    assert partition_refusal(SlurmSettings(partition="debug,gpu"), 1) is None  # gpu's MaxTime is a day
+    assert partition_refusal(SlurmSettings(), 1).startswith("--time 60 exceeds partition debug's MaxTime")
+    assert partition_refusal(SlurmSettings(partition="debug,gpu", time=2000), 1).startswith(
+        "--time 2000 exceeds partition debug's MaxTime of 30 minutes")
+    assert partition_refusal(SlurmSettings(partition="gpus"), 1).startswith("--partition gpus: no such partition")
+    monkeypatch.setattr(slurm_limits, "read_partition", lambda name: None)  # no scontrol: sbatch decides
+    assert partition_refusal(SlurmSettings(partition="debug"), 1) is None
 
 
 def test_pending_reasons_are_shown_once_per_change_with_how_long():

@@ -28,7 +28,7 @@ from actsweep.status import read_status, write_status
 from actsweep.resources import Slot, usable_cpus, visible_accelerators
 from actsweep.study.launchers import PendingTooLong, Progress, child_env, clock
 from actsweep.study.plan import FITS, execute, fit_command, plan, run_dir_of
-from actsweep.study.slurm_limits import read_partition, refusal
+from actsweep.study.slurm_limits import partition_refusal
 from actsweep.study.slurm_settings import SlurmSettings
 from actsweep.study.sweep import Run, Sweep
 
@@ -135,10 +135,7 @@ def check_submission(settings: SlurmSettings, sweep: Sweep) -> None:
     if shutil.which("sbatch") is None:
         raise ConfigError("--launcher slurm needs SLURM's sbatch on this machine (a login node of the cluster); "
                           "or use --dry-run to print the fit commands")
-    partition = read_partition(settings.partition)
-    if isinstance(partition, str):
-        raise ConfigError(partition)
-    why = partition and refusal(settings, sweep.threads, partition)
+    why = partition_refusal(settings, sweep.threads)
     if why:
         raise ConfigError(why)
 

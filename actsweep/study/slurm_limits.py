@@ -158,3 +158,15 @@ def read_partition(wanted: str | None) -> Partition | str | None:
         return partition_limits(record, (nodes or "").splitlines())
     except ValueError:  # text this parser does not know: sbatch judges the request instead
         return None
+
+
+def partition_refusal(settings: SlurmSettings, threads: int) -> str | None:
+    """Why a task of `settings` can start on none of the partitions it names (`--partition a,b`: any
+    of them; none: the default one), or None when one fits or the cluster cannot be asked."""
+    reasons = []
+    for name in settings.partition.split(",") if settings.partition else [None]:
+        partition = read_partition(name)
+        if partition is None:
+            return None
+        reasons.append(partition if isinstance(partition, str) else refusal(settings, threads, partition))
+    return None if None in reasons else reasons[0]
