@@ -8,7 +8,8 @@
 # Env knobs:
 #   SLURM_CONF_DIR     (default /etc/slurm)
 #   SLURM_CLUSTER      (default localcluster)
-#   SLURM_PARTITION    (default debug)
+#   SLURM_PARTITION    (default debug) the default partition; two more are always there:
+#                      `short` (MaxTime=30 minutes) and `closed` (State=DOWN: jobs pend)
 #   SLURM_CPUS         (default `nproc`)
 #   SLURM_MEM_MB       (default: MemTotal minus max(10%, 1 GiB), rounded to 256 MB)
 #   SLURM_WITH_DBD=1   also install+start mariadb + slurmdbd so `sacct` works
@@ -152,6 +153,10 @@ PreemptType=preempt/none
 $GRES_LINE
 NodeName=$HOST NodeAddr=127.0.0.1 NodeHostname=$HOST CPUs=$CPUS RealMemory=$SLURM_MEM_MB$NODE_GRES State=UNKNOWN
 PartitionName=$PARTITION Nodes=$HOST Default=YES MaxTime=INFINITE DefaultTime=60 State=UP OverSubscribe=NO
+# for tests of what a sweep says about limits and waiting: a MaxTime below the default --time 60 (refused
+# before submitting), and a partition that is down (tasks pend with reason PartitionDown)
+PartitionName=short Nodes=$HOST MaxTime=30 DefaultTime=10 State=UP OverSubscribe=NO
+PartitionName=closed Nodes=$HOST MaxTime=INFINITE DefaultTime=60 State=DOWN OverSubscribe=NO
 EOF
 )
 

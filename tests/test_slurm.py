@@ -49,10 +49,10 @@ def task_env(folder: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{folder}:{REPO}", "OMP_NUM_THREADS": "1"}
 
 
-def sweep(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def sweep(*args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
     env = task_env(cwd)
     return subprocess.run([sys.executable, "-m", "actsweep.cli", "sweep", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,48 @@ def test_rerun_submits_nothing(grid_sweep, folder):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "submitted" not in result.stdout and "4 runs (0 run now): 4 finished" in result.stdout
     assert (grid_sweep[1] / "slurm" / "jobs.json").read_text() == jobs
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+ONE_RUN = "activation=relu,seed=0"
+
+
+def one_run_sweep(folder: Path, **launcher) -> Path:
+    """A sweep of the single run `ONE_RUN` in `folder`; returns `folder`."""
+    write_sweep(folder / "one.yaml", write_tiny_base(folder), [{"model.activation": ["relu"]}], [0], launcher=launcher)
+    return folder
+
+
+def test_a_task_over_the_partitions_time_limit_is_refused_in_seconds_writing_nothing(tmp_path):
+    """Partition `short` has MaxTime=30 (`.ci/slurm_up.sh`): the default --time 60 could never start
+    (it would pend as PartitionTimeLimit for ever), so nothing is submitted and nothing written."""
+    folder = one_run_sweep(tmp_path)
+    before, t0 = tree(folder), time.monotonic()
+    result = sweep("one.yaml", "--launcher", "slurm", "--partition", "short", "--root", "runs", cwd=folder, timeout=60)
+    assert result.returncode == 2 and time.monotonic() - t0 < 30, result.stdout + result.stderr
+    assert result.stderr.splitlines() == ["actsweep: error: --time 60 exceeds partition short's MaxTime of 30 minutes; "
+                                          "ask for --time 30 or less, or choose another --partition"]
+    assert tree(folder) == before
+
+
+def test_pending_reason_is_shown_once_and_max_pending_cancels_the_array(tmp_path):
+    """Partition `closed` is down: the task pends (PartitionDown), the sweep says so once, and after
+    --max-pending seconds cancels it and exits 1 with one line."""
+    folder = one_run_sweep(tmp_path, partition="closed")
+    result = sweep("one.yaml", "--launcher", "slurm", "--max-pending", "6", "--root", "runs", cwd=folder, timeout=120)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.count("      pending: 1 run for ") == 1, result.stdout
+    assert "(PartitionDown: the partition is down; the tasks start once it is up)" in result.stdout
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("actsweep: stopped waiting: 1 run pending with none running for ")
+    assert "over --max-pending 6 (PartitionDown); cancelled 1 task of SLURM job array" in line
+    job = json.loads((folder / "runs" / "tiny" / "slurm" / "jobs.json").read_text())[ONE_RUN]
+    state = subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job, "--format", "%T"],
+                           capture_output=True, text=True).stdout.split()
+    assert state in ([], ["CANCELLED"])
 
 
 SLOW = '''

@@ -189,10 +189,10 @@ def test_slurm_dry_run_shows_the_array_with_file_settings_and_overrides(tmp_path
     sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), threads=2,
                              launcher={"partition": "gpu", "time": 120, "mem": "8G", "sbatch": {"constraint": "a100"}})
     args = [str(sweep_file), "--root", str(tmp_path / "runs"), "--launcher", "slurm", "--dry-run"]
-    assert runner.main(args + ["--time", "30", "--parallel", "2", "--sbatch", "exclude=node3"]) == 0
+    assert runner.main(args + ["--time", "30", "--parallel", "2", "--sbatch", "exclude=node3", "--cpus", "4"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "would submit 6 runs as one SLURM job array" in lines[0]
-    assert lines[1].split()[1:] == ["sbatch", "--partition=gpu", "--time=30", "--cpus-per-task=2", "--mem=8G",
+    assert lines[1].split()[1:] == ["sbatch", "--partition=gpu", "--time=30", "--cpus-per-task=4", "--mem=8G",
                                     "--array=0-5%2", "--signal=USR2@90", "--constraint=a100", "--exclude=node3"]
     assert len(lines) == 2 + 6 and all(shlex.split(line)[:2] == ["actsweep", "fit"] for line in lines[2:])
     assert not (tmp_path / "runs").exists()
@@ -203,6 +203,8 @@ def test_slurm_dry_run_shows_the_array_with_file_settings_and_overrides(tmp_path
     ({"mem": "lots"}, [], "launcher setting 'mem' is a size like 8G"),
     ({}, ["--time", "0"], "launcher setting 'time' is a whole number ≥ 1, got 0"),
     ({}, ["--sbatch", "constraint"], "--sbatch takes KEY=VALUE"),
+    ({"max_pending": 0}, [], "launcher setting 'max_pending' is a whole number ≥ 1, got 0"),
+    ({}, ["--max-pending", "soon"], "argument --max-pending: invalid int value: 'soon'"),
 ])
 def test_bad_launcher_settings_fail_before_anything(tmp_path, capsys, launcher, args, message):
     sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), launcher=launcher)

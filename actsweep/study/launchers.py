@@ -22,6 +22,10 @@ def clock(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+class PendingTooLong(Exception):
+    """A launcher's tasks waited `--max-pending` seconds with none running, and were cancelled."""
+
+
 class Progress:
     """'[3/8] running <run> | elapsed 2m10s | ETA 4m' lines, ETA from the mean run time so far."""
 

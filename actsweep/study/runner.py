@@ -13,7 +13,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from actsweep.errors import ConfigError
-from actsweep.study.launchers import run_local, slots_for
+from actsweep.study.launchers import PendingTooLong, run_local, slots_for
 from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
 from actsweep.study.slurm_settings import SlurmSettings
@@ -58,7 +58,7 @@ def add_launcher_options(parser: argparse.ArgumentParser) -> None:
             group.add_argument("--sbatch", action="append", metavar="KEY=VALUE", help=item.metadata["help"])
         else:
             group.add_argument(f"--{item.name.replace('_', '-')}", dest=f"slurm_{item.name}", default=None,
-                               type=int if item.type == "int" else str, help=item.metadata["help"])
+                               type=int if item.type.startswith("int") else str, help=item.metadata["help"])
 
 
 def launcher_settings(sweep: Sweep, args: argparse.Namespace) -> SlurmSettings:
@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             sweep, args.root = smoke(sweep, args.root, args.dry_run)
         args.root = args.root or Path("lightning_logs/sweeps")
         stale = check_runs(sweep, args.root, args.restart_stale)
+        if args.launcher == "slurm" and not args.dry_run:
+            from actsweep.study.slurm import check_submission
+
+            check_submission(settings, sweep)
         if not args.dry_run:
             restart(sweep, args.root, stale)
     except ConfigError as err:
@@ -148,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             results.update(run_slurm(sweep, args.root, todo, settings))
         else:
             results.update(run_local(sweep, args.root, todo, args.jobs))
+    except PendingTooLong as err:  # the runs are not done: exit 1, as for crashed ones
+        print(f"actsweep: stopped waiting: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume"
               + (" (submitted SLURM jobs go on; a rerun waits for them)" if args.launcher == "slurm" else ""),

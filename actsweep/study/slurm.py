@@ -22,12 +22,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from actsweep.errors import ActSweepError
+from actsweep.errors import ActSweepError, ConfigError
 from actsweep.io import RunBusy, lock_run, write_atomic
 from actsweep.status import read_status, write_status
 from actsweep.resources import Slot, usable_cpus, visible_accelerators
-from actsweep.study.launchers import Progress, child_env
+from actsweep.study.launchers import PendingTooLong, Progress, child_env, clock
 from actsweep.study.plan import FITS, execute, fit_command, plan, run_dir_of
+from actsweep.study.slurm_limits import partition_refusal
 from actsweep.study.slurm_settings import SlurmSettings
 from actsweep.study.sweep import Run, Sweep
 
@@ -106,18 +107,18 @@ def job_name(sweep: Sweep) -> str:
     return f"actsweep-{sweep.name}"
 
 
-def queued(name: str) -> dict[str, str] | None:
-    """State by job id (`123_4`) of this user's jobs named `name` that SLURM still holds, requeued ones
-    included (the name guards against job ids reused after the controller's state was wiped).
-    None when squeue cannot answer (the controller is busy: ask again)."""
+def queued(name: str) -> dict[str, tuple[str, str]] | None:
+    """(state, pending reason) by job id (`123_4`) of this user's jobs named `name` that SLURM still
+    holds, requeued ones included (the name guards against job ids reused after the controller's state
+    was wiped). None when squeue cannot answer (the controller is busy: ask again)."""
     command = ["squeue", "--noheader", "--array", "--states=all", "--user", getpass.getuser(), "--name", name,
-               "--format", "%i|%T"]
+               "--format", "%i|%T|%r"]
     try:
         out = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
     except (subprocess.SubprocessError, OSError):
         return None
-    states = dict(line.split("|", 1) for line in out.split() if "|" in line)
-    return {job: state for job, state in states.items() if state not in ENDED}
+    tasks = [line.split("|", 2) for line in out.splitlines() if line.count("|") == 2]
+    return {job: (state, reason) for job, state, reason in tasks if state not in ENDED}
 
 
 def executor(settings: SlurmSettings, folder: Path, sweep: Sweep):
@@ -128,11 +129,20 @@ def executor(settings: SlurmSettings, folder: Path, sweep: Sweep):
     return ex
 
 
-def submit_array(settings: SlurmSettings, folder: Path, sweep: Sweep, root: Path, runs: list[Run]) -> list:
-    """One submitit job per run, as one array; a cluster that refuses it is the user's to fix."""
+def check_submission(settings: SlurmSettings, sweep: Sweep) -> None:
+    """Before anything is written: sbatch is here, and a task fits its partition's limits (a task over
+    one would pend forever, or be refused after the sweep folder was made)."""
     if shutil.which("sbatch") is None:
-        raise ActSweepError("--launcher slurm needs SLURM's sbatch on this machine (a login node of the cluster); "
-                            "or use --dry-run to print the fit commands")
+        raise ConfigError("--launcher slurm needs SLURM's sbatch on this machine (a login node of the cluster); "
+                          "or use --dry-run to print the fit commands")
+    why = partition_refusal(settings, sweep.threads)
+    if why:
+        raise ConfigError(why)
+
+
+def submit_array(settings: SlurmSettings, folder: Path, sweep: Sweep, root: Path, runs: list[Run]) -> list:
+    """One submitit job per run, as one array (`check_submission` first); a cluster that refuses it is
+    the user's to fix."""
     from submitit.core.utils import FailedJobError
 
     try:
@@ -190,17 +200,20 @@ def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings
         write_jobs(folder, {**read_jobs(folder), **held})
         print(f"submitted {len(submit)} runs as SLURM job array {jobs[0].job_id.split('_')[0]} "
               f"(at most {settings.parallel} at once); logs in {folder}", flush=True)
-    return {**results, **wait(sweep, root, held, min(settings.parallel, max(1, len(held))), poll)}
+    parallel = min(settings.parallel, max(1, len(held)))
+    return {**results, **wait(sweep, root, held, parallel, poll, settings.max_pending)}
 
 
-def wait(sweep: Sweep, root: Path, jobs: dict[str, str], parallel: int, poll: float) -> dict[str, dict]:
-    """Follow `jobs` (run name -> job id) in squeue until SLURM holds none of them."""
+def wait(sweep: Sweep, root: Path, jobs: dict[str, str], parallel: int, poll: float,
+         max_pending: int | None = None) -> dict[str, dict]:
+    """Follow `jobs` (run name -> job id) in squeue until SLURM holds none of them, saying why tasks
+    pend; past `max_pending` seconds with none running, cancel them and raise `PendingTooLong`."""
     progress, started, results = Progress(len(jobs), parallel), {}, {}
-    waiting = dict(jobs)
+    waiting, pending = dict(jobs), Pending(max_pending, time.monotonic())
     while waiting:
-        states = queued(job_name(sweep))
-        for name, job in list(waiting.items()) if states is not None else []:
-            state = states.get(job)
+        tasks = queued(job_name(sweep))
+        for name, job in list(waiting.items()) if tasks is not None else []:
+            state = tasks.get(job, (None, ""))[0]
             if state == "RUNNING" and name not in started:
                 started[name] = time.monotonic()
                 progress.start(name, f"running (job {job})")
@@ -208,9 +221,97 @@ def wait(sweep: Sweep, root: Path, jobs: dict[str, str], parallel: int, poll: fl
                 results[name] = settle(root / sweep.name / name, job)
                 progress.done(name, results[name], time.monotonic() - started.get(name, time.monotonic()))
                 del waiting[name]
+        if tasks is not None and waiting:
+            watch(pending, {job: tasks[job] for job in waiting.values() if job in tasks})
         if waiting:
             time.sleep(poll)
     return results
+
+
+# What the pending reasons a sweep meets most mean (squeue's %r; `man squeue` lists them all).
+REASONS = {
+    "PartitionDown": "the partition is down; the tasks start once it is up",
+    "PartitionTimeLimit": "--time is over the partition's MaxTime",
+    "Resources": "waiting for free CPUs, memory or GPUs",
+    "Priority": "other jobs go first",
+    "JobArrayTaskLimit": "--parallel tasks of the array run already",
+    "QOSMaxJobsPerUserLimit": "the QOS's limit of jobs at once per user is reached",
+    "ReqNodeNotAvail": "a node it needs is down, drained or reserved",
+    "BeginTime": "its start time has not come (a requeued task waits a few seconds)",
+    "Dependency": "waiting for another job",
+    "JobHeldUser": "held: `scontrol release <job>` lets it go",
+    "JobHeldAdmin": "held by an administrator",
+}
+
+
+def explain(reason: str) -> str:
+    """"Resources" -> "Resources: waiting for free ..."; reasons with details ("ReqNodeNotAvail,_Unavail...") too."""
+    hint = REASONS.get(reason.split(",", 1)[0])
+    return f"{reason}: {hint}" if hint else reason
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
+class Pending:
+    """What the waiting side says of tasks not yet started: their pending reasons, once per change,
+    with how long each has pended; and whether the sweep has waited with no task running for longer
+    than `max_pending` seconds (tasks pending behind running ones are not stuck)."""
+
+    def __init__(self, max_pending: int | None, now: float) -> None:
+        self.max_pending, self.idle_since = max_pending, now
+        self.since: dict[str, float] = {}  # pending job -> when it was first seen pending
+        self.shown: tuple[str, ...] = ()  # the reasons of the last line printed
+
+    def update(self, tasks: dict[str, tuple[str, str]], now: float) -> str | None:
+        """`tasks`: (state, reason) by job id of the jobs waited for; the line to print when the
+        reasons changed."""
+        pending = {job: reason for job, (state, reason) in tasks.items() if state == "PENDING"}
+        if len(pending) < len(tasks):  # a task runs (or is starting, completing): not stuck
+            self.idle_since = now
+        self.since = {job: self.since.get(job, now) for job in pending}
+        by_reason: dict[str, list[str]] = {}
+        for job, reason in pending.items():
+            if reason != "None":  # "None": the scheduler has not looked at the task yet
+                by_reason.setdefault(reason, []).append(job)
+        reasons = tuple(sorted(by_reason))
+        if reasons == self.shown:
+            return None
+        self.shown = reasons
+        parts = [f"{plural(len(jobs), 'run')} for {clock(now - min(self.since[j] for j in jobs))} ({explain(reason)})"
+                 for reason, jobs in sorted(by_reason.items())]
+        return f"      pending: {'; '.join(parts)}" if parts else None
+
+    def overdue(self, now: float) -> str | None:
+        """Why the sweep stops waiting, or None while it may go on."""
+        idle = now - self.idle_since
+        if self.max_pending is None or not self.since or idle <= self.max_pending:
+            return None
+        return (f"{plural(len(self.since), 'run')} pending with none running for {clock(idle)}, over --max-pending "
+                f"{self.max_pending} ({', '.join(self.shown) or 'no reason given yet'})")
+
+
+def watch(pending: Pending, tasks: dict[str, tuple[str, str]]) -> None:
+    """Print what changed in why `tasks` pend; past --max-pending, cancel them and give up."""
+    now = time.monotonic()
+    line = pending.update(tasks, now)
+    if line:
+        print(line, flush=True)
+    overdue = pending.overdue(now)
+    if overdue:
+        raise PendingTooLong(f"{overdue}; {cancel(list(tasks))}; rerun the same command to submit them again")
+
+
+def cancel(jobs: list[str]) -> str:
+    """`scancel` the jobs; what was done, in words."""
+    arrays = ", ".join(dict.fromkeys(job.split("_")[0] for job in jobs))
+    try:
+        subprocess.run(["scancel", *jobs], capture_output=True, text=True, timeout=60, check=True)
+    except (subprocess.SubprocessError, OSError) as err:
+        said = " ".join(str(getattr(err, "stderr", "") or err).split())
+        return f"could not cancel them ({said}): scancel {' '.join(jobs)}"
+    return f"cancelled {plural(len(jobs), 'task')} of SLURM job array {arrays}"
 
 
 def settle(run_dir: Path, job: str) -> dict:

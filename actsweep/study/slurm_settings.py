@@ -28,15 +28,17 @@ class SlurmSettings:
     parallel: int = setting(256, "tasks of the array running at once (--array=...%%N)")
     signal_delay: int = setting(90, "seconds before the time limit at which SLURM warns the task (USR2): "
                                     "it saves last.ckpt and is requeued")
+    max_pending: int | None = setting(None, "seconds to wait while no task runs and some pend (e.g. PartitionDown, "
+                                            "Resources); then the sweep cancels its jobs and exits; default: no bound")
     sbatch: dict[str, Any] = setting(None, "other sbatch options, e.g. {constraint: a100, exclude: node3}; "
                                            "on the command line KEY=VALUE, repeatable")
 
     def __post_init__(self) -> None:
         if self.sbatch is None:
             self.sbatch = {}
-        for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("parallel", 1), ("signal_delay", 0)):
+        for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("parallel", 1), ("signal_delay", 0), ("max_pending", 1)):
             value = getattr(self, name)
-            if name == "cpus" and value is None:
+            if name in ("cpus", "max_pending") and value is None:  # None: the default (the sweep's threads, no bound)
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"launcher setting {name!r} is a whole number ≥ {low}, got {value!r}")
