@@ -8,14 +8,13 @@ is GPT-2.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from actsweep.model.attention import ATTENTION, logit_bound
 from actsweep.model.activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
 from actsweep.model.hooks import HookPoint
 from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyRegularizer,
@@ -23,22 +22,6 @@ from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRE
 from actsweep.model.init import INITS
 from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale
 from actsweep.errors import ConfigError
-
-# Kernels `scaled_dot_product_attention` may choose from. Fused kernels (flash, memory-efficient)
-# recompute the scores in their backward pass; once attention logits reach ~1e7, which LayerNorm-free
-# models can, the recomputed softmax differs from the forward one by exp(ulp) and their gradients
-# are garbage (seen on CPU: 1e19 instead of 1e-4). "math" keeps the forward's probabilities.
-# "adaptive" starts as "auto" and moves to "math" for good once `GPT.check_attention_logits` sees a
-# logit bound past `GPTConfig.exact_attention_above`.
-FUSED_FIRST = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-SDPA_BACKENDS = {
-    "adaptive": FUSED_FIRST,
-    "auto": FUSED_FIRST,
-    "flash": [SDPBackend.FLASH_ATTENTION],
-    "efficient": [SDPBackend.EFFICIENT_ATTENTION],
-    "cudnn": [SDPBackend.CUDNN_ATTENTION],
-    "math": [SDPBackend.MATH],
-}
 
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
 # its norms (HF GPT-2's LayerNorms) keep theirs.
@@ -110,7 +93,7 @@ class GPTConfig:
     lm_head_bias: bool = False
     """Give the LM head a bias (the blog's code: an untied nn.Linear with one)."""
     sdpa_backend: str = "adaptive"
-    """Attention kernels: adaptive (auto until logits grow large, then math) | auto | flash | efficient | cudnn | math (exact at huge logits)."""
+    """Attention kernels: adaptive (auto until logits grow large, then math) | auto | flash | efficient | cudnn | math (exact at huge logits) | eager (scores in the activation dtype, as HF GPT-2 and ReLU's Revival: fp16 overflows)."""
     exact_attention_above: float = 1e4
     """adaptive: switch to math for good once a bound on |attention logits| passes this (fused gradients break near 1e6)."""
     entropy_reg: bool = False
@@ -167,7 +150,7 @@ class GPTConfig:
             ("dropout_sites", self.dropout_sites, DROPOUT_SITES),
             ("init", self.init, INITS),
             ("slope_scope", self.slope_scope, SLOPE_SCOPES),
-            ("sdpa_backend", self.sdpa_backend, SDPA_BACKENDS),
+            ("sdpa_backend", self.sdpa_backend, ATTENTION),
             ("qk_norm", self.qk_norm, QK_NORMS),
             ("entropy_reg_thresholds", self.entropy_reg_thresholds, THRESHOLD_SCOPES),
             ("entropy_reg_max", self.entropy_reg_max, ENTROPY_MAXIMA),
@@ -206,21 +189,6 @@ def make_norm(kind: str, cfg: GPTConfig, site: str) -> nn.Module:
     return NORMS[kind](cfg, site, "norm" in cfg.sites)
 
 
-def kernels(backend: str, dtype: torch.dtype) -> list[SDPBackend]:
-    """The SDPA kernels a `sdpa_backend` may use for `dtype`: no fused kernel has float64 (an
-    exactness check, not a speed run), so float64 always takes `math`."""
-    return [SDPBackend.MATH] if dtype == torch.float64 else SDPA_BACKENDS[backend]
-
-
-def logit_bound(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Upper bound on |q·k|/sqrt(d) over a batch (B, H, T, d), by Cauchy–Schwarz: the largest over
-    heads of max‖q‖ · max‖k‖ / sqrt(d). Two norms of q and k, in fp32 or wider: no (T, T) scores."""
-    wide = torch.promote_types(q.dtype, torch.float32)  # fp16 norms overflow; float64 stays float64
-    q_norm = torch.linalg.vector_norm(q.detach(), dim=-1, dtype=wide).amax(dim=(0, 2))
-    k_norm = torch.linalg.vector_norm(k.detach(), dim=-1, dtype=wide).amax(dim=(0, 2))
-    return (q_norm * k_norm).amax() / math.sqrt(q.shape[-1])
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head causal attention on `scaled_dot_product_attention`; q and k pass hook points so
     that statistics can recompute attention probabilities without taking training off SDPA."""
@@ -256,8 +224,7 @@ class CausalSelfAttention(nn.Module):
         if self.keeps_probs and torch.is_grad_enabled():
             y, self.probs = attention_with_probs(q, k, v, drop)
         else:
-            with sdpa_kernel(kernels(self.sdpa_backend, q.dtype)):
-                y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            y = ATTENTION[self.sdpa_backend](q, k, v, drop)
         return self.resid_drop(self.out(y.transpose(1, 2).reshape(B, T, C)))
 
 

@@ -7,6 +7,13 @@ weights are checked too). Lightning moves checkpoint callbacks to the end of the
 callback's hooks run before their saves; on divergence it sets `trainer.should_stop` and takes the
 checkpoint callbacks out of `trainer.callbacks`, so the last checkpoint on disk stays the last good
 one. It also owns the run's `status.json` (see `status.py`).
+
+`nonfinite="skip"` is the Hugging Face Trainer's behaviour under a GradScaler instead (ReLU's Revival's
+LN-free fp16 runs produced NaNs and went on): a step whose gradients are not all finite is skipped
+(every gradient dropped before the optimizer sees it: no update, no decay, no optimizer state
+change; a GradScaler still lowers its scale), counted per block as `nonfinite/skipped_steps` and
+`nonfinite/skipped/layer_i` (cumulative, logged at each skip), and training goes on; a non-finite
+loss no longer stops the run, non-finite weights still do. It costs one host read per step.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from actsweep.stats.common import all_reduce_, is_logging_step, logger_step
+from actsweep.errors import ConfigError
+from actsweep.stats.common import all_reduce_, is_logging_step, logger_step, publish
+from actsweep.stats.gradients import parameter_groups
 from actsweep.stats.metrics import all_finite, first_bad_step
 from actsweep.status import write_status
 
 _NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across processes finds the first
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def checkpoint_due(trainer: L.Trainer) -> bool:
@@ -50,10 +60,17 @@ class DivergenceGuard(Callback):
 
     Args:
         val_metric: the logged metric recorded as `val_loss` (the latest finite value).
+        nonfinite: ``stop`` (at the first non-finite loss) or ``skip`` (skip steps with non-finite
+            gradients and go on, counted per layer, as the HF Trainer under a GradScaler).
     """
 
-    def __init__(self, val_metric: str = "val/loss") -> None:
-        self.val_metric = val_metric
+    def __init__(self, val_metric: str = "val/loss", nonfinite: str = "stop") -> None:
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ConfigError(f"unknown nonfinite policy {nonfinite!r}; choose one of {', '.join(NONFINITE_POLICIES)}")
+        self.val_metric, self.nonfinite = val_metric, nonfinite
+        self.skipped = 0  # optimizer steps skipped (nonfinite="skip")
+        self.skipped_by_layer: dict[int, int] = {}
+        self._blocks: dict[int, list[torch.nn.Parameter]] = {}
         self.diverged_at: int | None = None
         self.checks = 0  # host reads of the flag
         self.held_checkpoints: list[Checkpoint] = []  # checkpoint callbacks taken out on divergence
@@ -64,6 +81,9 @@ class DivergenceGuard(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._log_dir = trainer.log_dir  # a collective under DDP: every process asks here
+        if stage == "fit" and self.nonfinite == "skip":
+            groups = parameter_groups(pl_module.model)
+            self._blocks = {int(k.removeprefix("block_")): v for k, v in groups.items() if k.startswith("block_")}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning restored a checkpoint, so a resumed run records the step it resumed at.
@@ -73,7 +93,7 @@ class DivergenceGuard(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, torch.Tensor):
+        if isinstance(loss, torch.Tensor) and self.nonfinite == "stop":
             self._first_bad = first_bad_step(self._first_bad, loss, logger_step(trainer))
         due = checkpoint_due(trainer)
         if due or is_logging_step(trainer):
@@ -85,10 +105,36 @@ class DivergenceGuard(Callback):
         value = trainer.callback_metrics.get(self.val_metric)
         if value is not None and math.isfinite(float(value)):
             self._val_loss = float(value)
-        elif value is not None and self.diverged_at is None:  # the same on every process: a reduced metric
+        elif value is not None and self.diverged_at is None and self.nonfinite == "stop":  # the same on every process: a reduced metric
             step = logger_step(trainer)
             self._diverge(trainer, step, f"non-finite {self.val_metric} at step {step}")
         self._check(trainer, pl_module, weights=True)
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
+        """`skip`: drop every gradient of a step whose gradients are not all finite (after unscaling;
+        the same on every process, as the gradients are reduced), and count it per block."""
+        if self.nonfinite != "skip":
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if bool(all_finite(p.grad for p in params)):  # the one host read per step
+            return
+        broken = [layer for layer, block in self._blocks.items()
+                  if not bool(all_finite(p.grad for p in block if p.grad is not None))]
+        for p in params:
+            p.grad = None
+        self.skipped += 1
+        for layer in broken:
+            self.skipped_by_layer[layer] = self.skipped_by_layer.get(layer, 0) + 1
+        counts = {f"nonfinite/skipped/layer_{layer}": torch.tensor(float(self.skipped_by_layer.get(layer, 0)))
+                  for layer in self._blocks}
+        publish(trainer, {"nonfinite/skipped_steps": torch.tensor(float(self.skipped)), **counts})
+
+    def state_dict(self) -> dict:
+        return {"skipped": self.skipped, "skipped_by_layer": dict(self.skipped_by_layer)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.skipped = state_dict.get("skipped", 0)
+        self.skipped_by_layer = {int(k): v for k, v in state_dict.get("skipped_by_layer", {}).items()}
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer, pl_module, weights=True)
