@@ -48,3 +48,30 @@ def test_sizes_are_linked_from_data_to_model():
     assert result.returncode == 0, result.stderr
     assert "block_size: 64" in result.stdout
     assert "model:\n" in result.stdout and "vocab_size" not in result.stdout.split("data:")[0].split("model:")[1]
+
+
+def test_train_seed_changes_the_training_randomness_not_the_initial_weights(tmp_path):
+    """`--train_seed` (ReLU's Revival: the model from 1337, training from the HF Trainer's 42): the
+    same initial weights as without it (frozen here by lr 1e-30), other windows, recorded in
+    config.yaml; `--train_seed` equal to the seed is the plain run, bit for bit."""
+    import torch
+    import yaml
+
+    from actsweep import cli
+    from actsweep.study.logs import read_scalars
+    from helpers import write_config
+
+    config = write_config(tmp_path, trainer={"max_steps": 3, "val_check_interval": 3}, model={"lr": 1e-30})
+    runs = {}
+    for version, extra in (("plain", []), ("same", ["--train_seed", "7"]), ("other", ["--train_seed", "42"])):
+        cli.main(["fit", "--config", str(config), "--trainer.logger.init_args.version", version, *extra])
+        run = tmp_path / "logs" / "tiny" / version
+        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        losses = read_scalars(run)["train/loss"].tolist()
+        runs[version] = (state, losses, yaml.safe_load((run / "config.yaml").read_text()))
+    plain, same, other = runs["plain"], runs["same"], runs["other"]
+    # one initialisation (lr 1e-30 moves only the zero biases, by ~1e-30)
+    assert all(torch.allclose(plain[0][k], other[0][k], rtol=0, atol=1e-20) for k in plain[0])
+    assert other[1] != plain[1] and same[1] == plain[1]  # other windows (and dropout) under seed 42
+    assert all(torch.equal(plain[0][k], same[0][k]) for k in plain[0])
+    assert other[2]["train_seed"] == 42 and plain[2]["train_seed"] is None  # config.yaml says which

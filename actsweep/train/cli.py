@@ -53,7 +53,12 @@ class ActSweepCLI(LightningCLI):
         parser.link_arguments("data.block_size", "model.block_size")
         parser.link_arguments("data", "model.vocab_size", compute_fn=TextDataModule.model_vocab_size,
                               apply_on="instantiate")
-        parser.link_arguments("seed_everything", "data.seed")
+        parser.add_argument(
+            "--train_seed", type=Optional[int], default=None,
+            help="seed of the training randomness (window order, dropout), applied after the model is "
+                 "built; default: seed_everything, which then seeds everything. ReLU's Revival built "
+                 "its model from 1337 and trained from the HF Trainer's 42 (configs/revival.yaml)")
+        parser.link_arguments(("seed_everything", "train_seed"), "data.seed", compute_fn=training_seed)
         parser.add_argument(
             "--threads", type=Optional[int], default=None,
             help="torch CPU threads (default: torch's own choice). Floating-point reductions depend on "
@@ -127,12 +132,19 @@ class ActSweepCLI(LightningCLI):
         folder = run_folder(config.trainer.logger)
         if folder is not None and rank_zero_only.rank == 0:
             hold_run(folder)
+        if config.get("train_seed") is not None:
+            torch.manual_seed(config.train_seed)  # dropout's stream from here on, on every device
         wanted = config.get("global_batch_size")
         if wanted is not None:
             processes = trainer.num_devices * trainer.num_nodes
             trainer.accumulate_grad_batches = accumulation_for(wanted, self.datamodule.batch_size, processes)
         if self.run_info and trainer.log_dir:
             write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
+
+
+def training_seed(seed_everything: Any, train_seed: int | None) -> Any:
+    """The seed of the training windows: `train_seed` when given, else `seed_everything`."""
+    return seed_everything if train_seed is None else train_seed
 
 
 def run_folder(logger: Any) -> Path | None:
