@@ -29,6 +29,7 @@ ALPHA = 0.05
 POWER = 0.8
 # statsmodels' names of the corrections a report offers
 METHODS = {"holm": "holm", "bh": "fdr_bh", "bonferroni": "bonferroni"}
+METHOD_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "bonferroni": "Bonferroni"}
 # A run is an outlier of its arm when its statistic lies outside the 99.9 % prediction interval that
 # the arm's other seeds give for one more seed. Why not |x − median| > 5 MAD: an arm has ~5 seeds,
 # and where three of them happen to lie close their MAD is near zero, so ordinary spread reads as
@@ -46,7 +47,8 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 def testable(differences: Sequence[float]) -> bool:
     """A t-test needs two values and some spread (five identical differences have no standard error)."""
     x = _finite(differences)
-    return len(x) >= 2 and float(x.std(ddof=1)) > 0
+    # a spread at rounding level (equal values minus their float mean) is no spread
+    return len(x) >= 2 and float(x.std(ddof=1)) > 1e-12 * max(1.0, float(np.abs(x).max()))
 
 
 def t_test_p(differences: Sequence[float]) -> float:

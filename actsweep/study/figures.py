@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
+from actsweep.study.claims import METHOD_NAMES  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
 
 BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
@@ -154,7 +155,8 @@ def per_seed_values(text: str) -> list[float]:
 def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
     """Every primary comparison as a row: the mean difference, its raw 95 % interval (thin) and its
     adjusted interval (thick), the per-seed differences (dots); one panel per metric, zero marked.
-    Rows whose adjusted claim resolves are drawn dark, the others grey; sensitivity rows are hollow."""
+    Rows whose adjusted claim resolves are drawn dark, the others grey; sensitivity rows (the same
+    comparison without an outlier seed) are hollow."""
     rows = forest_rows(claims)
     if rows.empty:
         return False
@@ -166,7 +168,7 @@ def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
         here = rows[rows.metric == metric].reset_index(drop=True)
         y = np.arange(len(here))[::-1]
         for yi, r in zip(y, here.itertuples()):
-            resolved = r.kind == "comparison" and r.claim not in ("unresolved", "untestable")
+            resolved = r.claim not in ("unresolved", "untestable")
             colour = "#1b4f8a" if resolved else "#7a7a7a"
             ax.plot([r.low, r.high], [yi, yi], color=colour, lw=1, alpha=0.8)
             ax.plot([r.adj_low, r.adj_high], [yi, yi], color=colour, lw=3.5, alpha=0.45, solid_capstyle="butt")
@@ -182,12 +184,12 @@ def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
         ax.set_xlabel(f"mean paired difference a − b of {metric}", fontsize=8)
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    method = rows.method.iloc[0]
+    method = METHOD_NAMES[rows.method.iloc[0]]
     handles = [plt.Line2D([], [], color="#7a7a7a", lw=1, label="95 % interval (raw)"),
                plt.Line2D([], [], color="#7a7a7a", lw=3.5, alpha=0.45, label=f"adjusted interval ({method})"),
                plt.Line2D([], [], color="#1b4f8a", marker="D", ls="", label="mean: claim survives adjustment"),
                plt.Line2D([], [], color="#7a7a7a", marker="D", ls="", label="mean: unresolved"),
-               plt.Line2D([], [], color="#7a7a7a", marker="o", mfc="white", ls="", label="without an outlier seed"),
+               plt.Line2D([], [], color="#7a7a7a", marker="o", mfc="white", ls="", label="mean without an outlier seed"),
                plt.Line2D([], [], color="#c0392b", marker="o", ms=3, ls="", label="per-seed differences")]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=7, frameon=False)  # above the panels
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))

@@ -12,7 +12,7 @@ can and cannot say, and each row that a flagged outlier run feeds shown again wi
 - **Outliers.** A finished run whose val loss, act mean or grad norm lies outside the 99.9 %
   prediction interval of its arm's other seeds (the arm: the same configuration; `claims.outliers`
   says why this rule and not a MAD one) is flagged; every row it feeds gets a sensitivity row
-  without that seed, at the same level.
+  without that seed, adjusted within its family as if every flagged seed had been left out.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from typing import Any
 import pandas as pd
 
 from actsweep.study.claims import (
-    ALPHA, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers, testable, tost_p,
+    ALPHA, METHOD_NAMES, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers, testable, tost_p,
 )
 from actsweep.study.intervals import Interval, direction, t_interval
-from actsweep.study.paired import FINISHED, HIDDEN, comparison_text, difference_row, setting_text
+from actsweep.study.paired import FINISHED, comparison_text, difference_row, setting_text
 from actsweep.study.sweep import short_keys
 
 OUTLIER_STATISTICS = ("val_loss", "act_mean", "grad_norm")
-METHOD_NAMES = {"holm": "Holm", "bh": "Benjamini–Hochberg", "bonferroni": "Bonferroni"}
 
 
 def family_of(comparison: dict[str, Any], index: int) -> str:
@@ -60,64 +59,73 @@ def outlier_runs(runs: pd.DataFrame, grid_keys: list[str], outlier_p: float = OU
     return {name: "; ".join(why) for name, why in reasons.items()}
 
 
-def _judged(row: dict[str, Any], differences: dict[int, float], level: float, a: str, b: str) -> dict[str, Any]:
-    """The interval of `differences` at the adjusted level and the direction it allows."""
-    adjusted = t_interval(list(differences.values()), 1 - level) if math.isfinite(level) else Interval(
-        math.nan, math.nan, math.nan, 0)
-    return {**row, "level": level, "adj_low": adjusted.low, "adj_high": adjusted.high,
-            "adj_direction": direction(adjusted, a, b) if math.isfinite(level) else "unresolved"}
+def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, power: float,
+            bound: float | None) -> dict[str, Any]:
+    """A row with its interval at its adjusted `level`, its claim (a direction only where the
+    adjusted p < α) and, when unresolved, its MDE and TOST at that level."""
+    values, level = list(differences.values()), row["level"]
+    adjusted = t_interval(values, 1 - level) if math.isfinite(level) else Interval(math.nan, math.nan, math.nan, 0)
+    survives = math.isfinite(row["p_adj"]) and row["p_adj"] < alpha
+    # Holm: a row whose interval clears zero may still not be rejected (a smaller p was not)
+    claim = direction(adjusted, row["side_a"], row["side_b"]) if survives else (
+        "unresolved" if testable(values) else "untestable")
+    judged = {**row, "adj_low": adjusted.low, "adj_high": adjusted.high, "claim": claim}
+    if claim == "unresolved":
+        mde = minimum_detectable_effect(row["n"], row["sd"], level, power)
+        delta, source = (float(bound), "declared") if bound else (mde, "MDE")
+        p = tost_p(values, delta)
+        verdict = "" if math.isnan(p) else (f"equivalent within ±{delta:.3g}" if p < level else "inconclusive")
+        judged.update({"mde": mde, "equivalence_bound": delta, "bound_from": source, "p_tost": p,
+                       "equivalence": verdict})
+    return judged
 
 
-def _null_reading(row: dict[str, Any], differences: dict[int, float], bound: float | None,
-                  power: float) -> dict[str, Any]:
-    """MDE and TOST of an unresolved row, at its adjusted level."""
-    mde = minimum_detectable_effect(row["n"], row["sd"], row["level"], power)
-    delta, source = (float(bound), "declared") if bound else (mde, "MDE")
-    p = tost_p(list(differences.values()), delta)
-    verdict = "" if math.isnan(p) else (f"equivalent within ±{delta:.3g}" if p < row["level"] else "inconclusive")
-    return {"mde": mde, "equivalence_bound": delta, "bound_from": source, "p_tost": p, "equivalence": verdict}
+def _dropped(pairing_runs: dict[int, tuple[str, ...]], flagged: dict[str, str]) -> dict[int, list[str]]:
+    """The seeds of a row whose difference used a flagged run, with those runs."""
+    dropped = {seed: sorted(set(names) & set(flagged)) for seed, names in pairing_runs.items()}
+    return {seed: names for seed, names in dropped.items() if names}
 
 
 def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: pd.DataFrame,
                  grid_keys: list[str], method: str = "holm", alpha: float = ALPHA, power: float = POWER,
                  outlier_p: float = OUTLIER_P) -> pd.DataFrame:
     """The paired table judged per family (see the module's rules), one row per comparison and
-    setting, each followed by its sensitivity row where a flagged run feeds it."""
+    setting, each followed by its sensitivity row where a flagged run feeds it. The sensitivity rows
+    are the same analysis with every flagged seed left out: each family is adjusted again with
+    their p-values in place of their rows' (the other rows unchanged)."""
     if paired.empty:
         return pd.DataFrame()
-    table = paired.copy()
-    table["family"] = [family_of(comparisons[i], i) for i in table.declared]
-    table["primary"] = [bool(comparisons[i].get("primary")) for i in table.declared]
-    table["p_adj"], table["level"], table["m"] = math.nan, math.nan, 0
-    for _, rows in table.groupby("family", sort=False):
-        table.loc[rows.index, "p_adj"] = adjust(rows.p, method)
-        table.loc[rows.index, "level"] = adjusted_levels(rows.p, method, alpha)
-        table.loc[rows.index, "m"] = int(rows.p.notna().sum())
     flagged = outlier_runs(runs, grid_keys, outlier_p)
+    base = paired.drop(columns=["differences", "runs"]).to_dict("records")
+    rows, sensitivity = [], []
+    for record, differences, pairing_runs in zip(base, paired.differences, paired.runs):
+        comparison = comparisons[record["declared"]]
+        record.update({"family": family_of(comparison, record["declared"]), "primary": bool(comparison.get("primary")),
+                       "method": method, "kind": "comparison", "without": ""})
+        rows.append((record, differences))
+        dropped = _dropped(pairing_runs, flagged)
+        kept = {s: d for s, d in differences.items() if s not in dropped}
+        without = "; ".join(f"seed {s}: {', '.join(names)}" for s, names in dropped.items())
+        sensitivity.append(({**record, **difference_row(kept, record["side_a"], record["side_b"]),
+                             "kind": "without outliers", "without": without}, kept) if dropped else None)
+    families: dict[str, list[int]] = {}
+    for i, (record, _) in enumerate(rows):
+        families.setdefault(record["family"], []).append(i)
+    for members in families.values():
+        p = [rows[i][0]["p"] for i in members]
+        p_without = [sensitivity[i][0]["p"] if sensitivity[i] else rows[i][0]["p"] for i in members]
+        m = sum(math.isfinite(v) for v in p)
+        for i, p_adj, level, p_adj_w, level_w in zip(members, adjust(p, method), adjusted_levels(p, method, alpha),
+                                                     adjust(p_without, method), adjusted_levels(p_without, method, alpha)):
+            rows[i][0].update({"m": m, "p_adj": p_adj, "level": level})
+            if sensitivity[i]:
+                sensitivity[i][0].update({"m": m, "p_adj": p_adj_w, "level": level_w})
     out = []
-    for _, row in table.iterrows():
-        a, b = row["side_a"], row["side_b"]
-        differences, bound = row["differences"], comparisons[row["declared"]].get("equivalence")
-        judged = _judged({**row.drop(list(HIDDEN)).to_dict(), "method": method, "kind": "comparison",
-                          "without": ""}, differences, row["level"], a, b)
-        survives = math.isfinite(judged["p_adj"]) and judged["p_adj"] < alpha
-        # Holm: a row whose interval clears zero may still not be rejected (a smaller p was not)
-        judged["claim"] = judged["adj_direction"] if survives else (
-            "unresolved" if testable(list(differences.values())) else "untestable")
-        if judged["claim"] == "unresolved":
-            judged.update(_null_reading(judged, differences, bound, power))
-        out.append(judged)
-        dropped = {seed: sorted(set(names) & set(flagged)) for seed, names in row["runs"].items()}
-        dropped = {seed: names for seed, names in dropped.items() if names}
-        if dropped:
-            kept = {s: d for s, d in differences.items() if s not in dropped}
-            sensitivity = _judged({**judged, **difference_row(kept, a, b), "kind": "without outliers",
-                                   "without": "; ".join(f"seed {s}: {', '.join(n)}" for s, n in dropped.items()),
-                                   "p_adj": math.nan}, kept, row["level"], a, b)
-            sensitivity["claim"] = f"{sensitivity['adj_direction']} (at the row's level)"
-            if sensitivity["adj_direction"] == "unresolved" and testable(list(kept.values())):
-                sensitivity.update(_null_reading(sensitivity, kept, bound, power))
-            out.append(sensitivity)
+    for i, (record, differences) in enumerate(rows):
+        bound = comparisons[record["declared"]].get("equivalence")
+        out.append(_judged(record, differences, alpha, power, bound))
+        if sensitivity[i]:
+            out.append(_judged(*sensitivity[i], alpha, power, bound))
     columns = ["family", "primary", "method", "m", "kind", "without", "comparison", "key", "metric", "at", "n",
                "mean", "sd", "low", "high", "p", "p_signflip", "p_adj", "level", "adj_low", "adj_high", "direction",
                "claim", "mde", "equivalence_bound", "bound_from", "p_tost", "equivalence", "per_seed"]
@@ -164,6 +172,7 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
     if flagged:
         lines += [f"Outlier runs (a val loss, act mean or grad norm outside the {1 - outlier_p:.1%} prediction "
                   "interval of its arm's other seeds: |x − mean| > t(k − 1) · SD · √(1 + 1/k) over the k other "
-                  "seeds); each row they feed is shown again without that seed, at the row's adjusted level:", ""]
+                  "seeds). Each row they feed is shown again without that seed (`… without`), its family adjusted "
+                  "again with every flagged seed left out:", ""]
         lines += [f"- `{name}`: {why}" for name, why in flagged.items()] + [""]
     return lines
