@@ -15,7 +15,7 @@ from statsmodels.stats.weightstats import ttost_paired
 
 from actsweep.study import claims, report
 from actsweep.study.intervals import t_interval
-from actsweep.study.paired import paired_table
+from actsweep.study.paired import difference_row, paired_table
 from actsweep.study.review import claims_table, outlier_runs
 from actsweep.study.sweep import SweepError, load_comparisons
 
@@ -98,7 +98,7 @@ def test_minimum_detectable_effect_has_the_power_asked():
 
 
 def test_tost_by_hand_and_against_statsmodels():
-    d = np.array([0.01, -0.02, 0.015, 0.0, -0.005])
+    d = np.array([0.03, 0.01, 0.025, 0.02, 0.005])
     bound = 0.05
     n, mean, se = len(d), d.mean(), d.std(ddof=1) / math.sqrt(len(d))
     by_hand = max(scipy.stats.t.sf((mean + bound) / se, n - 1), scipy.stats.t.cdf((mean - bound) / se, n - 1))
@@ -106,7 +106,7 @@ def test_tost_by_hand_and_against_statsmodels():
     b = np.array([2.2, 2.3, 2.25, 2.4, 2.1])
     assert claims.tost_p(d, bound) == pytest.approx(ttost_paired(b + d, b, -bound, bound)[0])
     # equivalence at α exactly where the 1 − 2α interval lies inside ±bound
-    for delta in (0.01, 0.02, 0.03, 0.05):
+    for delta in (0.02, 0.03, 0.04, 0.05):
         inside = t_interval(list(d), 0.9)
         assert (claims.tost_p(d, delta) < 0.05) == (-delta < inside.low and inside.high < delta)
 
@@ -197,6 +197,24 @@ def test_claims_table_adjusts_per_family_and_reads_nulls():
     assert without.iloc[0]["mean"] == pytest.approx(-0.05, abs=0.005) and without.iloc[0].claim == "relu lower"
 
 
+def test_holm_claims_nothing_when_its_first_step_fails():
+    """p = 0.03 and 0.04 in a family of two: Holm's first step (0.03 < 0.05/2) fails, so neither is
+    claimed, although the second row's interval at its own level (95 %) clears zero."""
+    spread = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    se = spread.std(ddof=1) / math.sqrt(5)
+    rows = []
+    for i, p in enumerate((0.03, 0.04)):
+        d = dict(enumerate(spread + scipy.stats.t.ppf(1 - p / 2, 4) * se))
+        rows.append({"comparison": "a − b", "key": "k", "metric": "val_loss", "at": f"x={i}", "declared": 0,
+                     **difference_row(d, "a", "b"), "differences": d, "runs": {s: (f"r{i}{s}",) for s in d},
+                     "side_a": "a", "side_b": "b"})
+    runs = pd.DataFrame({"run": ["r00"], "seed": [0], "status": ["Stable"], "val_loss": [1.0]})
+    table = claims_table(pd.DataFrame(rows), [{"key": "k", "a": "a", "b": "b", "primary": True}], runs, ["k"])
+    assert list(table.p) == pytest.approx([0.03, 0.04]) and list(table.p_adj) == pytest.approx([0.06, 0.06])
+    assert table.adj_low.iloc[1] > 0  # clears zero at 1 − 0.05/1 ...
+    assert list(table.claim) == ["unresolved", "unresolved"]  # ... but Holm stopped at the first step
+
+
 def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
     path = report.report_from_csv("docs/results/cpu_study/results.csv", "configs/sweeps/cpu_study.yaml", tmp_path)
     assert path.name == "claims.md" and (tmp_path / "forest.png").stat().st_size > 10_000
@@ -207,7 +225,9 @@ def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
     assert lr3["mean"] == pytest.approx(-0.03424892, abs=1e-7) and lr3.p == pytest.approx(0.00024, abs=1e-5)
     interaction = main[main.comparison == "(relu − gelu) at lr 1e-2 − at 3e-3"].iloc[0]
     assert (round(interaction["mean"], 3), round(interaction.low, 3), round(interaction.high, 3)) == (0.037, -0.121, 0.195)
-    # under Holm over the primary family, one claim stands
+    assert len(main) == 18 and (main[main.primary].m == 14).all()  # the hybrids' list values were read back
+    # under Holm over the primary family, one claim stands; BH's q beside it
+    assert list(main[main.primary].p_bh) == pytest.approx(multipletests(main[main.primary].p, method="fdr_bh")[1])
     resolved = main[main.primary & ~main.claim.isin(["unresolved", "untestable"])]
     assert list(resolved["at"]) == ["norm=layernorm, lr=1e-3"]
     assert "activation=relu,norm=none,seed=0" in (tmp_path / "claims.md").read_text()

@@ -115,11 +115,13 @@ def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: 
         p = [rows[i][0]["p"] for i in members]
         p_without = [sensitivity[i][0]["p"] if sensitivity[i] else rows[i][0]["p"] for i in members]
         m = sum(math.isfinite(v) for v in p)
-        for i, p_adj, level, p_adj_w, level_w in zip(members, adjust(p, method), adjusted_levels(p, method, alpha),
-                                                     adjust(p_without, method), adjusted_levels(p_without, method, alpha)):
-            rows[i][0].update({"m": m, "p_adj": p_adj, "level": level})
-            if sensitivity[i]:
-                sensitivity[i][0].update({"m": m, "p_adj": p_adj_w, "level": level_w})
+        for values, targets in ((p, [rows[i][0] for i in members]),
+                                (p_without, [sensitivity[i][0] if sensitivity[i] else {} for i in members])):
+            # the chosen method decides the claim; Holm's and BH's p stand beside it either way
+            for target, p_adj, level, p_holm, p_bh in zip(targets, adjust(values, method),
+                                                          adjusted_levels(values, method, alpha),
+                                                          adjust(values, "holm"), adjust(values, "bh")):
+                target.update({"m": m, "p_adj": p_adj, "level": level, "p_holm": p_holm, "p_bh": p_bh})
     out = []
     for i, (record, differences) in enumerate(rows):
         bound = comparisons[record["declared"]].get("equivalence")
@@ -127,7 +129,7 @@ def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: 
         if sensitivity[i]:
             out.append(_judged(*sensitivity[i], alpha, power, bound))
     columns = ["family", "primary", "method", "m", "kind", "without", "comparison", "key", "metric", "at", "n",
-               "mean", "sd", "low", "high", "p", "p_signflip", "p_adj", "level", "adj_low", "adj_high", "direction",
+               "mean", "sd", "low", "high", "p", "p_signflip", "p_adj", "p_holm", "p_bh", "level", "adj_low", "adj_high", "direction",
                "claim", "mde", "equivalence_bound", "bound_from", "p_tost", "equivalence", "per_seed"]
     return pd.DataFrame(out).reindex(columns=columns)
 
@@ -144,10 +146,10 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
     method = METHOD_NAMES[table.method.iloc[0]]
     lines = ["## Adjusted for multiple comparisons", ""]
     header = ("| comparison | at | metric | n | mean [95 % CI] | adjusted CI (level) | p (t / sign-flip) | "
-              f"p adjusted ({method}) | claim | MDE ({power:.0%} power) | equivalence (TOST) |")
+              f"p adjusted ({method}) | Holm / BH | claim | MDE ({power:.0%} power) | equivalence (TOST) |")
     for family, rows in table.groupby("family", sort=False):
         m = int(rows.m.iloc[0])
-        lines += [f"### Family `{family}`: {m} comparison{'s' * (m != 1)}", "", header, "|" + "---|" * 11]
+        lines += [f"### Family `{family}`: {m} comparison{'s' * (m != 1)}", "", header, "|" + "---|" * 12]
         for r in rows.itertuples():
             raw = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
             adjusted = (Interval(r.mean, r.adj_low, r.adj_high, r.n).text(3, signed=True) +
@@ -157,7 +159,7 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
             equivalence = f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)} {r.bound_from})" \
                 if isinstance(r.equivalence, str) and r.equivalence else ""
             lines.append(f"| {name} | {r.at} | {r.metric} | {r.n} | {raw} | {adjusted} | {_number(r.p, 2)} / "
-                         f"{_number(r.p_signflip, 2)} | {_number(r.p_adj, 2)} | {r.claim} | {_number(r.mde)} | "
+                         f"{_number(r.p_signflip, 2)} | {_number(r.p_adj, 2)} | {_number(r.p_holm, 2)} / {_number(r.p_bh, 2)} | {r.claim} | {_number(r.mde)} | "
                          f"{equivalence} |")
         lines.append("")
     lines += [
