@@ -162,7 +162,9 @@ def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
         return False
     metrics = list(dict.fromkeys(rows.metric))
     heights = [max((rows.metric == m).sum(), 1) for m in metrics]
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(9, 0.34 * sum(heights) + 1.2 + 0.5 * len(metrics)),
+    longest = max(len(f"{r.comparison} | {r.at}") for r in rows.itertuples())
+    width = 5.5 + 0.065 * longest  # room for the row labels, and ~5.5 inches left for the data
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 0.34 * sum(heights) + 1.2 + 0.5 * len(metrics)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, metric in zip(axes[:, 0], metrics):
         here = rows[rows.metric == metric].reset_index(drop=True)
