@@ -67,10 +67,16 @@ def test_paired_differences_in_the_report(finished_sweep):
     assert row.n == 2 and row["mean"] == pytest.approx(np.mean(diffs), rel=1e-9)
     assert (row.low, row.high) == pytest.approx((low, high), rel=1e-9)
     assert "## Paired differences" in (finished_sweep / "report.md").read_text()
+    # the adjusted table of a sweep that names no comparison: each default comparison its own family
+    claims = pd.read_csv(finished_sweep / "claims.csv")
+    judged = claims[(claims.comparison == "gelu − relu") & (claims.kind == "comparison")].iloc[0]
+    assert judged.p == pytest.approx(scipy.stats.ttest_1samp(diffs, 0).pvalue) and judged.m == 1
+    assert judged.p_adj == pytest.approx(judged.p) and judged.claim in ("unresolved", "untestable")
+    assert "## Adjusted for multiple comparisons" in (finished_sweep / "report.md").read_text()
 
 
 def test_figures_written(finished_sweep):
-    for name in ("val_loss.png", "entropy_bands.png", "head_entropy.png"):
+    for name in ("val_loss.png", "entropy_bands.png", "head_entropy.png", "forest.png"):
         assert (finished_sweep / name).stat().st_size > 1000
         assert f"]({name})" in (finished_sweep / "report.md").read_text()
 

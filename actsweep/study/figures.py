@@ -15,6 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
+from actsweep.study.claims import METHOD_NAMES  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
 
 BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
@@ -132,3 +133,68 @@ FIGURES = {
     "head_entropy.png": ("Per-head attention entropy (last probe)", plot_heatmaps),
     "slopes.png": ("Learnable slopes", plot_slopes),
 }
+
+
+# -- the forest plot of the adjusted table ----------------------------------------------------------
+
+
+def forest_rows(claims: pd.DataFrame) -> pd.DataFrame:
+    """The rows a forest plot shows: the primary comparisons (all rows where none is primary), each
+    followed by its sensitivity row."""
+    if claims.empty:
+        return claims
+    primary = claims[claims.primary.astype(bool)] if claims.primary.astype(bool).any() else claims
+    return primary[primary.p.notna() | (primary.kind != "comparison")]
+
+
+def per_seed_values(text: str) -> list[float]:
+    """The values of a `per_seed` cell, `0: +0.088, 1: -0.113`."""
+    return [float(part.split(":")[1]) for part in text.split(",") if ":" in part] if isinstance(text, str) else []
+
+
+def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
+    """Every primary comparison as a row: the mean difference, its raw 95 % interval (thin) and its
+    adjusted interval (thick), the per-seed differences (dots); one panel per metric, zero marked.
+    Rows whose adjusted claim resolves are drawn dark, the others grey; sensitivity rows (the same
+    comparison without an outlier seed) are hollow."""
+    rows = forest_rows(claims)
+    if rows.empty:
+        return False
+    metrics = list(dict.fromkeys(rows.metric))
+    heights = [max((rows.metric == m).sum(), 1) for m in metrics]
+    longest = max(len(f"{r.comparison} | {r.at}") for r in rows.itertuples())
+    width = 5.5 + 0.065 * longest  # room for the row labels, and ~5.5 inches left for the data
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(width, 0.34 * sum(heights) + 1.2 + 0.5 * len(metrics)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        here = rows[rows.metric == metric].reset_index(drop=True)
+        y = np.arange(len(here))[::-1]
+        for yi, r in zip(y, here.itertuples()):
+            resolved = r.claim not in ("unresolved", "untestable")
+            colour = "#1b4f8a" if resolved else "#7a7a7a"
+            ax.plot([r.low, r.high], [yi, yi], color=colour, lw=1, alpha=0.8)
+            ax.plot([r.adj_low, r.adj_high], [yi, yi], color=colour, lw=3.5, alpha=0.45, solid_capstyle="butt")
+            ax.scatter(per_seed_values(r.per_seed), [yi - 0.22] * len(per_seed_values(r.per_seed)), s=9,
+                       color="#c0392b", zorder=3, linewidths=0)
+            ax.scatter([r.mean], [yi], s=30, zorder=4, color=colour if r.kind == "comparison" else "white",
+                       edgecolors=colour, marker="D" if r.kind == "comparison" else "o")
+        labels = [f"{r.comparison} | {r.at}" if r.kind == "comparison" else f"   … without {r.without.split(':')[0]}"
+                  for r in here.itertuples()]
+        ax.set_yticks(y, labels, fontsize=6.5)
+        ax.axvline(0, color="black", lw=0.7)
+        ax.set_ylim(-0.7, len(here) - 0.4)
+        ax.set_xlabel(f"mean paired difference a − b of {metric}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", alpha=0.3)
+    method = METHOD_NAMES[rows.method.iloc[0]]
+    handles = [plt.Line2D([], [], color="#7a7a7a", lw=1, label="95 % interval (raw)"),
+               plt.Line2D([], [], color="#7a7a7a", lw=3.5, alpha=0.45, label=f"adjusted interval ({method})"),
+               plt.Line2D([], [], color="#1b4f8a", marker="D", ls="", label="mean: claim survives adjustment"),
+               plt.Line2D([], [], color="#7a7a7a", marker="D", ls="", label="mean: unresolved"),
+               plt.Line2D([], [], color="#7a7a7a", marker="o", mfc="white", ls="", label="mean without an outlier seed"),
+               plt.Line2D([], [], color="#c0392b", marker="o", ms=3, ls="", label="per-seed differences")]
+    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=7, frameon=False)  # above the panels
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

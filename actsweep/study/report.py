@@ -3,11 +3,17 @@
 Reads each run folder of DIR (`run.json` from the sweep runner, `status.json`, the TensorBoard event
 files) and writes `report.md`, `results.csv` (one row per run) and PNG figures into DIR.
 `load_runs(DIR)` gives the same per-run table to a notebook.
+
+`actsweep report --from-csv DIR/results.csv --sweep SWEEP.yaml` recomputes the paired and adjusted
+tables (`paired.csv`, `claims.csv`, `claims.md`, `forest.png`) from a committed results.csv, with
+the sweep file's comparisons, without the run folders: a finished study can be re-read without
+retraining.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import sys
 from pathlib import Path
@@ -19,10 +25,12 @@ import pandas as pd
 from actsweep.board import band_tag
 from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import Interval, t_interval
-from actsweep.study.paired import paired_markdown, paired_table
+from actsweep.study.claims import ALPHA, METHODS
+from actsweep.study.paired import HIDDEN, paired_markdown, paired_table
 from actsweep.study.published import published_for
-from actsweep.study.sweep import default_comparisons, short, short_keys
-from actsweep.study.figures import FIGURES, by_config
+from actsweep.study.review import claims_markdown, claims_table, outlier_runs
+from actsweep.study.sweep import SweepError, default_comparisons, load_sweep, short, short_keys
+from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
     MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, precision_flag, run_outcome,
@@ -157,8 +165,62 @@ def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, A
                                 for k in grid_keys})
 
 
+def write_claims(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_keys: list[str], out_dir: Path,
+                 method: str = "holm", alpha: float = ALPHA) -> list[str]:
+    """Write `paired.csv` (raw paired differences), `claims.csv` (judged per family, with MDE, TOST and
+    sensitivity rows) and `forest.png` into `out_dir`; returns the report's markdown of them."""
+    paired = paired_table(runs, comparisons, grid_keys)
+    paired.drop(columns=[c for c in (*HIDDEN, "declared") if c in paired]).to_csv(out_dir / "paired.csv", index=False)
+    if paired.empty:
+        return []
+    claims = claims_table(paired, comparisons, runs, grid_keys, method, alpha)
+    claims.to_csv(out_dir / "claims.csv", index=False)
+    lines = ["## Paired differences", "", paired_markdown(paired), ""]
+    lines += claims_markdown(claims, outlier_runs(runs, grid_keys), alpha)
+    if plot_forest(claims, out_dir / "forest.png"):
+        lines += ["## Primary comparisons", "", "![Primary comparisons](forest.png)", ""]
+    return lines
+
+
+def grid_cell(value: Any) -> Any:
+    """A grid value as results.csv wrote it, back as the run had it: `['relu', 'gelu']` is a list."""
+    if isinstance(value, str) and value.startswith("["):
+        return ast.literal_eval(value)
+    return value
+
+
+def runs_from_csv(path: str | Path, grid_keys: list[str]) -> pd.DataFrame:
+    """results.csv as `runs_table` made it. Only empty cells are missing: `none` or `null` are values."""
+    runs = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for key in (k for k in grid_keys if k in runs):
+        runs[key] = runs[key].map(grid_cell)
+    return runs
+
+
+def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path | None = None,
+                    method: str = "holm", alpha: float = ALPHA) -> Path:
+    """The paired and adjusted tables, the forest plot and `claims.md` of a committed results.csv,
+    with the comparisons of `sweep_file` (its grid gives the keys); written beside the CSV unless
+    `out_dir` is given. Returns claims.md's path."""
+    csv = Path(csv)
+    out_dir = Path(out_dir) if out_dir else csv.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sweep = load_sweep(sweep_file)
+    grid_keys = list(dict.fromkeys(k for part in sweep.grid for k in part))
+    runs = runs_from_csv(csv, grid_keys)
+    comparisons = sweep.comparisons or default_comparisons(
+        {k: [v for v in runs[k] if isinstance(v, list) or not pd.isna(v)] for k in grid_keys if k in runs})
+    command = f"actsweep report --from-csv {csv} --sweep {sweep_file}" + (f" --adjust {method}" if method != "holm" else "")
+    lines = [f"# Sweep `{sweep.name}`: paired and adjusted comparisons", "",
+             f"Recomputed from `{csv.name}` ({len(runs)} runs) with the comparisons of `{sweep_file}`:", "",
+             f"```bash\n{command}\n```", ""]
+    lines += write_claims(runs, comparisons, grid_keys, out_dir, method, alpha)
+    (out_dir / "claims.md").write_text("\n".join(lines))
+    return out_dir / "claims.md"
+
+
 def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE,
-                 comparisons: list[dict[str, Any]] | None = None) -> Path:
+                 comparisons: list[dict[str, Any]] | None = None, method: str = "holm") -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path.
     `comparisons` (the sweep file's, when `actsweep sweep` reports) win over those the runs recorded,
     so that a comparison added to a finished sweep needs no rerun."""
@@ -173,10 +235,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
              "", markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
-    paired = paired_table(runs, comparisons or comparisons_of(logs, grid_keys), grid_keys)
-    paired.to_csv(sweep_dir / "paired.csv", index=False)
-    if not paired.empty:
-        lines += ["## Paired differences", "", paired_markdown(paired), ""]
+    lines += write_claims(runs, comparisons or comparisons_of(logs, grid_keys), grid_keys, sweep_dir, method)
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
     lines += published_section(logs, summary)
@@ -198,13 +257,27 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="actsweep report", description=__doc__)
-    parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    parser.add_argument("sweep_dir", type=Path, nargs="?", help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    parser.add_argument("--from-csv", type=Path, metavar="CSV",
+                        help="recompute the paired and adjusted tables from a results.csv (no run folders needed)")
+    parser.add_argument("--sweep", type=Path, metavar="SWEEP", help="with --from-csv: the sweep file")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="with --from-csv: where to write (default: the CSV's folder)")
+    parser.add_argument("--adjust", choices=list(METHODS), default="holm",
+                        help="correction within each family of comparisons (default holm; bh: Benjamini–Hochberg)")
     parser.add_argument("--max-skipped-share", type=float, default=MAX_SKIPPED_SHARE, metavar="SHARE",
                         help="flag fp16 runs whose GradScaler skipped more than this share of optimizer "
                              f"steps (default {MAX_SKIPPED_SHARE})")
     args = parser.parse_args(argv)
+    if (args.from_csv is None) == (args.sweep_dir is None) or (args.from_csv is not None) != (args.sweep is not None):
+        parser.error("give a sweep folder, or --from-csv CSV with --sweep SWEEP")
     try:
-        print(write_report(args.sweep_dir, args.max_skipped_share))
+        if args.from_csv:
+            print(report_from_csv(args.from_csv, args.sweep, args.out, args.adjust))
+        else:
+            print(write_report(args.sweep_dir, args.max_skipped_share, method=args.adjust))
+    except SweepError as err:
+        print(f"actsweep report: error: {err}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"actsweep report: error: {err}", file=sys.stderr)
         return 2

@@ -15,6 +15,9 @@ A sweep file (YAML)::
       SM+LN+G: {model.norm: layernorm, model.activation: gelu}
     comparisons:                     # optional: paired differences a − b of the report (default: for
       - {key: model.activation, a: relu, b: gelu}   # each grid key, every value against the first)
+      # options: metric, primary: true (adjusted together with the other primary ones), family: NAME,
+      # equivalence: δ (TOST bound), label, and across: {key, a, b} for an interaction, e.g.
+      # (relu − gelu at lr 1e-2) − (relu − gelu at the base's lr): across: {key: model.lr, a: 1.0e-2, b: ~}
     threads: 1                       # optional: torch threads per run (recorded in the run's config)
     devices_per_run: 1               # optional: accelerators per run (default 1 where any is visible)
     launcher: {partition: gpu, time: 120, gpus: 1}   # optional: SLURM settings (`slurm_settings`)
@@ -135,13 +138,44 @@ def short_keys(keys: list[str]) -> dict[str, str]:
     return {k: s if last.count(s) == 1 else k for k, s in zip(keys, last)}
 
 
+# What a comparison may say besides {key, a, b}, and the check of each value.
+COMPARISON_OPTIONS = {
+    "metric": ("a results.csv column", lambda v: isinstance(v, str)),
+    "primary": ("true or false: one of the primary comparisons, adjusted together", lambda v: isinstance(v, bool)),
+    "family": ("a name: the comparisons adjusted together", lambda v: isinstance(v, str) and v != ""),
+    "equivalence": ("a positive number: the bound of its TOST", lambda v: isinstance(v, (int, float))
+                    and not isinstance(v, bool) and v > 0),
+    "across": ("{key: <grid key>, a: <value>, b: <value>}: an interaction",
+               lambda v: isinstance(v, dict) and set(v) == {"key", "a", "b"}),
+    "label": ("text shown instead of `a − b`", lambda v: isinstance(v, str)),
+}
+
+
 def load_comparisons(path: Path, spec: Any) -> list[dict[str, Any]]:
-    """The sweep file's `comparisons`: each `{key, a, b}` (and optionally `metric`, default val_loss)."""
+    """The sweep file's `comparisons`: each `{key, a, b}` and optionally `metric` (default val_loss),
+    `primary`, `family`, `equivalence`, `across` (an interaction) and `label` (see `COMPARISON_OPTIONS`)."""
     if spec is None:
         return []
     if not isinstance(spec, list) or not all(isinstance(c, dict) and {"key", "a", "b"} <= set(c) for c in spec):
         raise SweepError(f"{path}: 'comparisons' is a list of {{key: <grid key>, a: <value>, b: <value>}}, got {spec!r}")
-    return [{"metric": "val_loss", **c, "a": number_or_text(c["a"]), "b": number_or_text(c["b"])} for c in spec]
+    for comparison in spec:
+        for option, value in comparison.items():
+            if option in ("key", "a", "b"):
+                continue
+            if option not in COMPARISON_OPTIONS:
+                raise SweepError(f"{path}: comparison {comparison!r} has unknown key {option!r}; "
+                                 f"allowed: key, a, b, {', '.join(COMPARISON_OPTIONS)}")
+            what, check = COMPARISON_OPTIONS[option]
+            if not check(value):
+                raise SweepError(f"{path}: comparison {comparison!r}: {option!r} is {what}, got {value!r}")
+    loaded = []
+    for c in spec:
+        comparison = {"metric": "val_loss", **c, "a": number_or_text(c["a"]), "b": number_or_text(c["b"])}
+        if "across" in c:
+            comparison["across"] = {**c["across"], "a": number_or_text(c["across"]["a"]),
+                                    "b": number_or_text(c["across"]["b"])}
+        loaded.append(comparison)
+    return loaded
 
 
 def default_comparisons(values: dict[str, list[Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,181 @@
+"""The adjusted table: each paired comparison judged within its family, with what an unresolved row
+can and cannot say, and each row that a flagged outlier run feeds shown again without it.
+
+- **Families.** A comparison the sweep file marks `primary: true` belongs to the family `primary`
+  (all primary comparisons together); one with `family: NAME` to that family; any other is a family
+  of its own (its rows: one per setting). Within a family the t-test p-values are adjusted (Holm by
+  default, `bh` for Benjamini–Hochberg, `bonferroni`), and a direction is claimed only where the
+  adjusted p < α, which is also where the interval at the row's adjusted level excludes zero.
+- **Unresolved rows** carry their minimum detectable effect (80 % power, paired t at the row's
+  adjusted level, the observed paired SD) and a paired TOST against the comparison's declared
+  `equivalence` bound, else against the MDE: "equivalent within ±δ" where shown, else "inconclusive".
+- **Outliers.** A finished run whose val loss, act mean or grad norm lies outside the 99.9 %
+  prediction interval of its arm's other seeds (the arm: the same configuration; `claims.outliers`
+  says why this rule and not a MAD one) is flagged; every row it feeds gets a sensitivity row
+  without that seed, adjusted within its family as if every flagged seed had been left out.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from actsweep.study.claims import (
+    ALPHA, METHOD_NAMES, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers, testable, tost_p,
+)
+from actsweep.study.intervals import Interval, direction, t_interval
+from actsweep.study.paired import FINISHED, comparison_text, difference_row, setting_text
+from actsweep.study.sweep import short_keys
+
+OUTLIER_STATISTICS = ("val_loss", "act_mean", "grad_norm")
+
+
+def family_of(comparison: dict[str, Any], index: int) -> str:
+    if comparison.get("family"):
+        return str(comparison["family"])
+    if comparison.get("primary"):
+        return "primary"
+    return f"#{index + 1}: {comparison_text(comparison)} ({comparison.get('metric', 'val_loss')})"
+
+
+def outlier_runs(runs: pd.DataFrame, grid_keys: list[str], outlier_p: float = OUTLIER_P) -> dict[str, str]:
+    """Flagged finished runs, by run name, with why: `val_loss 2.568 (other seeds 2.221, 2.256, …)`."""
+    finished = runs[runs.status.isin(FINISHED)]
+    if "config" in finished:
+        arms = finished["config"]
+    else:
+        names = short_keys(grid_keys)
+        arms = finished.apply(lambda r: setting_text(r, [k for k in grid_keys if k in r], names), axis=1)
+    names_of = finished["run"] if "run" in finished else finished.index.astype(str)
+    reasons: dict[str, list[str]] = {}
+    for _, arm in finished.groupby(arms, sort=False):
+        for statistic in (s for s in OUTLIER_STATISTICS if s in arm):
+            values = dict(zip(names_of[arm.index], arm[statistic].astype(float)))
+            for name in outliers(values, outlier_p):
+                others = ", ".join(f"{v:.3f}" for k, v in values.items() if k != name)
+                reasons.setdefault(name, []).append(f"{statistic} {values[name]:.3f} (other seeds {others})")
+    return {name: "; ".join(why) for name, why in reasons.items()}
+
+
+def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, power: float,
+            bound: float | None) -> dict[str, Any]:
+    """A row with its interval at its adjusted `level`, its claim (a direction only where the
+    adjusted p < α) and, when unresolved, its MDE and TOST at that level."""
+    values, level = list(differences.values()), row["level"]
+    adjusted = t_interval(values, 1 - level) if math.isfinite(level) else Interval(math.nan, math.nan, math.nan, 0)
+    survives = math.isfinite(row["p_adj"]) and row["p_adj"] < alpha
+    # Holm: a row whose interval clears zero may still not be rejected (a smaller p was not)
+    claim = direction(adjusted, row["side_a"], row["side_b"]) if survives else (
+        "unresolved" if testable(values) else "untestable")
+    judged = {**row, "adj_low": adjusted.low, "adj_high": adjusted.high, "claim": claim}
+    if claim == "unresolved":
+        mde = minimum_detectable_effect(row["n"], row["sd"], level, power)
+        delta, source = (float(bound), "declared") if bound else (mde, "MDE")
+        p = tost_p(values, delta)
+        verdict = "" if math.isnan(p) else (f"equivalent within ±{delta:.3g}" if p < level else "inconclusive")
+        judged.update({"mde": mde, "equivalence_bound": delta, "bound_from": source, "p_tost": p,
+                       "equivalence": verdict})
+    return judged
+
+
+def _dropped(pairing_runs: dict[int, tuple[str, ...]], flagged: dict[str, str]) -> dict[int, list[str]]:
+    """The seeds of a row whose difference used a flagged run, with those runs."""
+    dropped = {seed: sorted(set(names) & set(flagged)) for seed, names in pairing_runs.items()}
+    return {seed: names for seed, names in dropped.items() if names}
+
+
+def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: pd.DataFrame,
+                 grid_keys: list[str], method: str = "holm", alpha: float = ALPHA, power: float = POWER,
+                 outlier_p: float = OUTLIER_P) -> pd.DataFrame:
+    """The paired table judged per family (see the module's rules), one row per comparison and
+    setting, each followed by its sensitivity row where a flagged run feeds it. The sensitivity rows
+    are the same analysis with every flagged seed left out: each family is adjusted again with
+    their p-values in place of their rows' (the other rows unchanged)."""
+    if paired.empty:
+        return pd.DataFrame()
+    flagged = outlier_runs(runs, grid_keys, outlier_p)
+    base = paired.drop(columns=["differences", "runs"]).to_dict("records")
+    rows, sensitivity = [], []
+    for record, differences, pairing_runs in zip(base, paired.differences, paired.runs):
+        comparison = comparisons[record["declared"]]
+        record.update({"family": family_of(comparison, record["declared"]), "primary": bool(comparison.get("primary")),
+                       "method": method, "kind": "comparison", "without": ""})
+        rows.append((record, differences))
+        dropped = _dropped(pairing_runs, flagged)
+        kept = {s: d for s, d in differences.items() if s not in dropped}
+        without = "; ".join(f"seed {s}: {', '.join(names)}" for s, names in dropped.items())
+        sensitivity.append(({**record, **difference_row(kept, record["side_a"], record["side_b"]),
+                             "kind": "without outliers", "without": without}, kept) if dropped else None)
+    families: dict[str, list[int]] = {}
+    for i, (record, _) in enumerate(rows):
+        families.setdefault(record["family"], []).append(i)
+    for members in families.values():
+        p = [rows[i][0]["p"] for i in members]
+        p_without = [sensitivity[i][0]["p"] if sensitivity[i] else rows[i][0]["p"] for i in members]
+        m = sum(math.isfinite(v) for v in p)
+        for values, targets in ((p, [rows[i][0] for i in members]),
+                                (p_without, [sensitivity[i][0] if sensitivity[i] else {} for i in members])):
+            # the chosen method decides the claim; Holm's and BH's p stand beside it either way
+            for target, p_adj, level, p_holm, p_bh in zip(targets, adjust(values, method),
+                                                          adjusted_levels(values, method, alpha),
+                                                          adjust(values, "holm"), adjust(values, "bh")):
+                target.update({"m": m, "p_adj": p_adj, "level": level, "p_holm": p_holm, "p_bh": p_bh})
+    out = []
+    for i, (record, differences) in enumerate(rows):
+        bound = comparisons[record["declared"]].get("equivalence")
+        out.append(_judged(record, differences, alpha, power, bound))
+        if sensitivity[i]:
+            out.append(_judged(*sensitivity[i], alpha, power, bound))
+    columns = ["family", "primary", "method", "m", "kind", "without", "comparison", "key", "metric", "at", "n",
+               "mean", "sd", "low", "high", "p", "p_signflip", "p_adj", "p_holm", "p_bh", "level", "adj_low", "adj_high", "direction",
+               "claim", "mde", "equivalence_bound", "bound_from", "p_tost", "equivalence", "per_seed"]
+    return pd.DataFrame(out).reindex(columns=columns)
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
+
+
+def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float = ALPHA, power: float = POWER,
+                    outlier_p: float = OUTLIER_P) -> list[str]:
+    """The adjusted table, one section per family, then the outliers and the rules."""
+    if table.empty:
+        return []
+    method = METHOD_NAMES[table.method.iloc[0]]
+    other = "bh" if table.method.iloc[0] != "bh" else "holm"  # the other correction's p, for comparison
+    lines = ["## Adjusted for multiple comparisons", ""]
+    header = ("| comparison | at | metric | n | mean [95 % CI] | adjusted CI (level) | p (t / sign-flip) | "
+              f"p adjusted ({method}) | {'BH q' if other == 'bh' else 'Holm p'} | claim | MDE ({power:.0%} power) | equivalence (TOST) |")
+    for family, rows in table.groupby("family", sort=False):
+        m = int(rows.m.iloc[0])
+        lines += [f"### Family `{family}`: {m} comparison{'s' * (m != 1)}", "", header, "|" + "---|" * 12]
+        for r in rows.itertuples():
+            raw = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
+            adjusted = (Interval(r.mean, r.adj_low, r.adj_high, r.n).text(3, signed=True) +
+                        f" ({1 - r.level:.4g})") if math.isfinite(r.level) else ""
+            name = r.comparison if r.kind == "comparison" else "… without " + ", ".join(
+                part.split(":")[0] for part in r.without.split("; "))
+            equivalence = f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)} {r.bound_from})" \
+                if isinstance(r.equivalence, str) and r.equivalence else ""
+            lines.append(f"| {name} | {r.at} | {r.metric} | {r.n} | {raw} | {adjusted} | {_number(r.p, 2)} / "
+                         f"{_number(r.p_signflip, 2)} | {_number(r.p_adj, 2)} | {_number(getattr(r, 'p_' + other), 2)} | {r.claim} | {_number(r.mde)} | "
+                         f"{equivalence} |")
+        lines.append("")
+    lines += [
+        f"Each family's t-test p-values are adjusted by {method} (α = {alpha}); a direction is claimed only where "
+        "the adjusted p < α, which is also where the interval at the row's adjusted level (in brackets: "
+        "Holm's step-down level 1 − α/(m − rank + 1), Bonferroni's 1 − α/m, or BH's false-coverage level "
+        "1 − Rα/m) excludes zero. The sign-flip p is exact (all 2^n sign patterns of the per-seed "
+        "differences); with 5 seeds it cannot go below 2/32 = 0.0625. An unresolved row is not a null "
+        f"result: its MDE is the smallest true difference it had a {power:.0%} chance to resolve at its "
+        "level, and the TOST shows equivalence within the declared bound (else within the MDE) only where "
+        "both one-sided tests pass at that level; otherwise the row is inconclusive.", ""]
+    if flagged:
+        lines += [f"Outlier runs (a val loss, act mean or grad norm outside the {1 - outlier_p:.1%} prediction "
+                  "interval of its arm's other seeds: |x − mean| > t(k − 1) · SD · √(1 + 1/k) over the k other "
+                  "seeds). Each row they feed is shown again without that seed (`… without`), its family adjusted "
+                  "again with every flagged seed left out:", ""]
+        lines += [f"- `{name}`: {why}" for name, why in flagged.items()] + [""]
+    return lines

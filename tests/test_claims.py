@@ -1,0 +1,249 @@
+"""Claims that survive review: corrections, adjusted intervals, sign-flip test, MDE, TOST, outliers,
+interactions and the tables built from them, against statsmodels, scipy and hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import ttost_paired
+
+from actsweep.study import claims, report
+from actsweep.study.intervals import t_interval
+from actsweep.study.paired import difference_row, paired_table
+from actsweep.study.review import claims_table, outlier_runs
+from actsweep.study.sweep import SweepError, load_comparisons
+
+HAND_P = [0.01, 0.04, 0.03]
+
+
+@pytest.mark.parametrize("method, name", [("holm", "holm"), ("bh", "fdr_bh"), ("bonferroni", "bonferroni")])
+def test_adjusted_p_values_are_statsmodels(method, name):
+    p = np.random.default_rng(3).uniform(0, 0.2, size=9)
+    assert claims.adjust(p, method) == pytest.approx(multipletests(p, method=name)[1])
+    with_nan = np.insert(p, 2, math.nan)  # an untestable row is not part of the family
+    adjusted = claims.adjust(with_nan, method)
+    assert math.isnan(adjusted[2]) and np.delete(adjusted, 2) == pytest.approx(multipletests(p, method=name)[1])
+
+
+def test_adjusted_p_values_by_hand():
+    # Holm: sorted 0.01·3, 0.03·2, 0.04·1, then the running maximum
+    assert claims.adjust(HAND_P, "holm") == pytest.approx([0.03, 0.06, 0.06])
+    # BH: sorted 0.01·3/1, 0.03·3/2, 0.04·3/3, then the running minimum from the top
+    assert claims.adjust(HAND_P, "bh") == pytest.approx([0.03, 0.04, 0.04])
+
+
+def test_adjusted_levels_by_hand():
+    alpha = 0.05
+    assert claims.adjusted_levels(HAND_P, "holm") == pytest.approx([alpha / 3, alpha / 1, alpha / 2])
+    assert claims.adjusted_levels(HAND_P, "bonferroni") == pytest.approx([alpha / 3] * 3)
+    assert claims.adjusted_levels(HAND_P, "bh") == pytest.approx([3 * alpha / 3] * 3)  # BH rejects all three
+    assert claims.adjusted_levels([0.5, 0.9], "bh") == pytest.approx([alpha / 2] * 2)  # none: R taken as 1
+
+
+@pytest.mark.parametrize("method", ["holm", "bh", "bonferroni"])
+def test_a_claim_only_where_the_adjusted_interval_excludes_zero(method):
+    rng = np.random.default_rng(7)
+    family = [rng.normal(shift, 0.05, size=5) for shift in (0.0, 0.01, 0.03, 0.05, 0.08, 0.2, -0.1, 0.002)]
+    p = [claims.t_test_p(d) for d in family]
+    rejected = multipletests(p, alpha=0.05, method=claims.METHODS[method])[0]
+    for d, p_raw, level, reject in zip(family, p, claims.adjusted_levels(p, method), rejected):
+        interval = t_interval(list(d), 1 - level)
+        clears_zero = interval.low > 0 or interval.high < 0
+        assert clears_zero == (p_raw < level)  # the interval and the raw p agree at the row's level
+        if reject:
+            assert clears_zero
+        if method != "holm":  # Holm may keep a row that clears zero when a smaller p was kept
+            assert reject == clears_zero
+    assert rejected.any() and not rejected.all()  # the family tests something
+
+
+def test_t_test_p_is_the_paired_t_test():
+    a, b = np.array([2.1, 2.3, 2.2, 2.6, 2.4]), np.array([2.0, 2.25, 2.3, 2.4, 2.3])
+    assert claims.t_test_p(a - b) == pytest.approx(scipy.stats.ttest_rel(a, b).pvalue)
+    assert math.isnan(claims.t_test_p([0.1])) and math.isnan(claims.t_test_p([0.2, 0.2, 0.2]))
+
+
+def test_sign_flip_p_by_hand():
+    # sums of ±1 ±2 ±3: 6, 0, 2, −4, 4, −2, 0, −6; |sum| ≥ 6 in 2 of 8 patterns
+    assert claims.sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)
+    # sums of ±1 ±3 ±2: 6, 2, 0, −4, 4, 0, −2, −6; observed 1 + 3 − 2 = 2; |sum| ≥ 2 in 6 of 8
+    assert claims.sign_flip_p([1.0, 3.0, -2.0]) == pytest.approx(6 / 8)
+    assert claims.sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(2 / 32)  # its floor at 5 seeds
+    assert claims.sign_flip_p([0.0, 0.0]) == 1.0
+
+
+def test_sign_flip_p_is_scipys_exact_randomization_test():
+    d = np.array([0.088, -0.113, -0.151, 0.028, -0.002, 0.07, -0.04])
+    exact = scipy.stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=10**6)
+    assert claims.sign_flip_p(d) == pytest.approx(exact.pvalue)
+
+
+def test_minimum_detectable_effect_has_the_power_asked():
+    n, sd, alpha = 5, 0.148, 0.05 / 3
+    mde = claims.minimum_detectable_effect(n, sd, alpha)
+    # by hand: power of the two-sided paired t-test from the noncentral t
+    df, noncentrality = n - 1, mde / sd * math.sqrt(n)
+    critical = scipy.stats.t.ppf(1 - alpha / 2, df)
+    power = scipy.stats.nct.sf(critical, df, noncentrality) + scipy.stats.nct.cdf(-critical, df, noncentrality)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    assert TTestPower().power(mde / sd, n, alpha) == pytest.approx(0.8, abs=1e-6)
+    assert claims.minimum_detectable_effect(10, sd, alpha) < mde  # more seeds detect less
+    assert math.isnan(claims.minimum_detectable_effect(1, sd)) and math.isnan(claims.minimum_detectable_effect(5, 0.0))
+
+
+def test_tost_by_hand_and_against_statsmodels():
+    d = np.array([0.03, 0.01, 0.025, 0.02, 0.005])
+    bound = 0.05
+    n, mean, se = len(d), d.mean(), d.std(ddof=1) / math.sqrt(len(d))
+    by_hand = max(scipy.stats.t.sf((mean + bound) / se, n - 1), scipy.stats.t.cdf((mean - bound) / se, n - 1))
+    assert claims.tost_p(d, bound) == pytest.approx(by_hand)
+    b = np.array([2.2, 2.3, 2.25, 2.4, 2.1])
+    assert claims.tost_p(d, bound) == pytest.approx(ttost_paired(b + d, b, -bound, bound)[0])
+    # equivalence at α exactly where the 1 − 2α interval lies inside ±bound
+    for delta in (0.02, 0.03, 0.04, 0.05):
+        inside = t_interval(list(d), 0.9)
+        assert (claims.tost_p(d, delta) < 0.05) == (-delta < inside.low and inside.high < delta)
+
+
+def test_outliers_are_runs_outside_their_arms_prediction_interval():
+    # the CPU study's LN-free ReLU arm: seed 0's val loss
+    arm = {"s0": 2.568, "s1": 2.221, "s2": 2.256, "s3": 2.231, "s4": 2.220}
+    assert claims.outliers(arm) == ["s0"]
+    others = np.array([2.221, 2.256, 2.231, 2.220])
+    by_hand = (2.568 - others.mean()) / (others.std(ddof=1) * math.sqrt(1 + 1 / 4))
+    assert claims.leave_one_out_t(2.568, others) == pytest.approx(by_hand)
+    assert abs(by_hand) > scipy.stats.t.ppf(1 - 0.001 / 2, 3)
+    # three close values make a MAD near zero; this rule does not call the other two outliers
+    assert claims.outliers({"a": 0.129, "b": 0.0697, "c": 0.0928, "d": 0.0915, "e": 0.0927}) == []
+    assert claims.outliers({"a": 9.0, "b": 1.0, "c": 1.1}) == []  # too few seeds to say
+
+
+def synthetic_runs() -> pd.DataFrame:
+    """relu/gelu × layernorm/none × lr (base, 1e-2), 5 seeds: relu − gelu is −0.05 at the base lr and
+    +0.03 at 1e-2 for every seed (plus a little noise), and the LN-free relu seed 0 is far off."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for lr in (math.nan, 1e-2):
+        for norm in ("layernorm", "none"):
+            if norm == "none" and lr == 1e-2:
+                continue
+            for seed in range(5):
+                start = 2.0 + 0.02 * seed + (0.5 if lr == 1e-2 else 0)
+                gap = 0.03 if lr == 1e-2 else -0.05
+                if norm == "none":
+                    start += 0.1 + rng.normal(0, 0.01)
+                for act, value in (("relu", start + gap + rng.normal(0, 0.002)), ("gelu", start)):
+                    if (act, norm, seed) == ("relu", "none", 0):
+                        value += 1.0
+                    config = f"activation={act},norm={norm}" + ("" if math.isnan(lr) else ",lr=0.01")
+                    rows.append({"run": f"{config},seed={seed}", "config": config, "model.activation": act,
+                                 "model.norm": norm, "model.lr": lr, "seed": seed, "val_loss": value,
+                                 "act_mean": 0.01, "grad_norm": 0.5, "status": "Stable"})
+    return pd.DataFrame(rows)
+
+
+GRID = ["model.activation", "model.norm", "model.lr"]
+COMPARISONS = [
+    {"key": "model.activation", "a": "relu", "b": "gelu", "metric": "val_loss", "primary": True, "equivalence": 0.2},
+    {"key": "model.norm", "a": "none", "b": "layernorm", "metric": "val_loss"},
+    {"key": "model.activation", "a": "relu", "b": "gelu", "metric": "val_loss", "primary": True,
+     "across": {"key": "model.lr", "a": 1e-2, "b": None}},
+]
+
+
+def test_an_interaction_is_a_difference_of_paired_differences():
+    table = paired_table(synthetic_runs(), COMPARISONS, GRID)
+    interaction = table[table.comparison == "(relu − gelu) at lr=0.01 − at lr=base"]
+    assert list(interaction["at"]) == ["norm=layernorm"]  # the base lr's LN-free runs have no 1e-2 partner
+    row = interaction.iloc[0]
+    runs = synthetic_runs()
+    by_hand = []
+    for seed in range(5):
+        cell = lambda act, lr: runs[(runs["model.activation"] == act) & (runs["model.norm"] == "layernorm")  # noqa: E731
+                                    & (runs["model.lr"].fillna(0) == lr) & (runs.seed == seed)].val_loss.item()
+        by_hand.append((cell("relu", 1e-2) - cell("gelu", 1e-2)) - (cell("relu", 0) - cell("gelu", 0)))
+    assert row.n == 5 and row["mean"] == pytest.approx(np.mean(by_hand)) and row["mean"] == pytest.approx(0.08, abs=0.01)
+    assert row.p == pytest.approx(scipy.stats.ttest_1samp(by_hand, 0).pvalue)
+    assert len(row.runs[0]) == 4  # each difference used four runs
+
+
+def test_claims_table_adjusts_per_family_and_reads_nulls():
+    runs = synthetic_runs()
+    paired = paired_table(runs, COMPARISONS, GRID)
+    table = claims_table(paired, COMPARISONS, runs, GRID)
+    main = table[table.kind == "comparison"]
+    primary = main[main.family == "primary"]
+    assert len(primary) == 4 and (primary.m == 4).all()  # 3 relu − gelu settings + 1 interaction
+    assert list(primary.p_adj) == pytest.approx(multipletests(list(primary.p), method="holm")[1])
+    assert set(main.family) == {"primary", "#2: none − layernorm (val_loss)"}
+    for r in main.itertuples():
+        assert (r.claim not in ("unresolved", "untestable")) == (r.p_adj < 0.05)
+        if r.claim == "unresolved":
+            assert r.mde > 0 and (r.equivalence == "inconclusive" or r.equivalence.startswith("equivalent within"))
+        else:
+            assert math.isnan(r.mde) and (r.adj_low > 0 or r.adj_high < 0)
+    ln_free = main[(main.comparison == "relu − gelu") & (main["at"] == "norm=none")].iloc[0]
+    assert ln_free.claim == "unresolved" and ln_free.bound_from == "declared" and ln_free.equivalence_bound == 0.2
+    # the far-off seed is flagged, and each row it feeds is shown again without it
+    assert list(outlier_runs(runs, GRID)) == ["activation=relu,norm=none,seed=0"]
+    without = table[table.kind == "without outliers"]
+    assert list(without["at"]) == ["norm=none", "activation=relu"] and (without.n == 4).all()
+    assert without.iloc[0]["mean"] == pytest.approx(-0.05, abs=0.005) and without.iloc[0].claim == "relu lower"
+
+
+def test_holm_claims_nothing_when_its_first_step_fails():
+    """p = 0.03 and 0.04 in a family of two: Holm's first step (0.03 < 0.05/2) fails, so neither is
+    claimed, although the second row's interval at its own level (95 %) clears zero."""
+    spread = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
+    se = spread.std(ddof=1) / math.sqrt(5)
+    rows = []
+    for i, p in enumerate((0.03, 0.04)):
+        d = dict(enumerate(spread + scipy.stats.t.ppf(1 - p / 2, 4) * se))
+        rows.append({"comparison": "a − b", "key": "k", "metric": "val_loss", "at": f"x={i}", "declared": 0,
+                     **difference_row(d, "a", "b"), "differences": d, "runs": {s: (f"r{i}{s}",) for s in d},
+                     "side_a": "a", "side_b": "b"})
+    runs = pd.DataFrame({"run": ["r00"], "seed": [0], "status": ["Stable"], "val_loss": [1.0]})
+    table = claims_table(pd.DataFrame(rows), [{"key": "k", "a": "a", "b": "b", "primary": True}], runs, ["k"])
+    assert list(table.p) == pytest.approx([0.03, 0.04]) and list(table.p_adj) == pytest.approx([0.06, 0.06])
+    assert table.adj_low.iloc[1] > 0  # clears zero at 1 − 0.05/1 ...
+    assert list(table.claim) == ["unresolved", "unresolved"]  # ... but Holm stopped at the first step
+
+
+def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
+    path = report.report_from_csv("docs/results/cpu_study/results.csv", "configs/sweeps/cpu_study.yaml", tmp_path)
+    assert path.name == "claims.md" and (tmp_path / "forest.png").stat().st_size > 10_000
+    table = pd.read_csv(tmp_path / "claims.csv")
+    main = table[table.kind == "comparison"]
+    # the numbers the README cited before adjustment (independently recomputed in issue 24)
+    lr3 = main[(main.comparison == "relu − gelu") & (main["at"] == "norm=layernorm, lr=1e-3")].iloc[0]
+    assert lr3["mean"] == pytest.approx(-0.03424892, abs=1e-7) and lr3.p == pytest.approx(0.00024, abs=1e-5)
+    interaction = main[main.comparison == "(relu − gelu) at lr 1e-2 − at 3e-3"].iloc[0]
+    assert (round(interaction["mean"], 3), round(interaction.low, 3), round(interaction.high, 3)) == (0.037, -0.121, 0.195)
+    assert len(main) == 18 and (main[main.primary].m == 14).all()  # the hybrids' list values were read back
+    # under Holm over the primary family, one claim stands; BH's q beside it
+    assert list(main[main.primary].p_bh) == pytest.approx(multipletests(main[main.primary].p, method="fdr_bh")[1])
+    resolved = main[main.primary & ~main.claim.isin(["unresolved", "untestable"])]
+    assert list(resolved["at"]) == ["norm=layernorm, lr=1e-3"]
+    assert "activation=relu,norm=none,seed=0" in (tmp_path / "claims.md").read_text()
+
+
+def test_report_from_csv_on_the_command_line(tmp_path, capsys):
+    assert report.main(["--from-csv", "docs/results/normfree/results.csv", "--sweep", "configs/sweeps/normfree.yaml",
+                        "--out", str(tmp_path), "--adjust", "bh"]) == 0
+    table = pd.read_csv(tmp_path / "claims.csv")
+    assert set(table.method) == {"bh"} and (tmp_path / "paired.csv").is_file()
+    with pytest.raises(SystemExit):
+        report.main(["--from-csv", "docs/results/normfree/results.csv"])  # no sweep file
+
+
+@pytest.mark.parametrize("option, value", [("primary", "yes"), ("equivalence", -1), ("across", {"key": "model.lr"}),
+                                           ("famly", "x")])
+def test_a_comparison_with_a_bad_option_is_refused(tmp_path, option, value):
+    with pytest.raises(SweepError, match=option):
+        load_comparisons(tmp_path / "s.yaml", [{"key": "model.activation", "a": "relu", "b": "gelu", option: value}])
