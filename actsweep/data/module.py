@@ -295,6 +295,13 @@ class TextDataModule(L.LightningDataModule):
         rows = self._gather(tokens, starts, window)
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
+    def train_windows(self) -> int:
+        """How many distinct training windows one epoch visits (`sampling: epoch`): whole-document
+        chunks, or the non-overlapping ``block_size + 1``-token grid of the stream."""
+        if self.windows == "document":
+            return len(self._chunk_starts("train"))
+        return len(self._tokens("train")) // (self.block_size + 1)
+
     def val_starts(self, split: str = "val") -> np.ndarray:
         """Start offsets of all validation (or test) windows: evenly spread, non-overlapping, fixed.
 
