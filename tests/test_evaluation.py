@@ -89,3 +89,34 @@ def test_report_counts_a_non_finite_validation_as_diverged_even_when_later_ones_
     log = RunLog(tmp_path, {}, {"status": "finished"}, scalars)
     assert run_outcome(log)[0] == "Diverged"
     assert run_outcome(RunLog(tmp_path, {}, {"status": "finished"}, {"val/loss": pd.Series({10: 3.0})}))[0] == "Stable"
+
+
+def test_fresh_validation_windows_change_with_the_step_and_not_with_the_process(tmp_path):
+    from actsweep.data.module import TextDataModule
+    from helpers import DATA, write_corpus
+
+    data = TextDataModule(**{**DATA, "source": str(write_corpus(tmp_path)), "cache_dir": str(tmp_path / "c"),
+                             "val_windows": 10, "val_batch_size": 4, "val_sampling": "fresh"})
+    data.prepare_data()
+    data.setup("fit")
+    starts = data.fresh_val_starts(100)
+    assert len(starts) == 10 and starts.max() <= len(data._tokens("val")) - DATA["block_size"] - 1
+    assert starts.tolist() != data.fresh_val_starts(200).tolist()
+    batches = data.val_batches(starts=starts)
+    assert [len(x) for x, _ in batches] == [4, 4, 2]
+    tokens = data._tokens("val")
+    assert batches[0][1][0].tolist() == tokens[starts[0] + 1:starts[0] + DATA["block_size"] + 1].tolist()
+    loader = data.val_dataloader()
+    assert len(loader) == 3 and sum(len(x) for x, _ in loader) == 10
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"val_sampling": "random"}, "unknown val_sampling 'random'; valid values: fixed, fresh"),
+    ({"val_sampling": "fresh", "val_windows": None}, "val_sampling fresh draws val_windows windows"),
+])
+def test_bad_val_sampling_is_refused(options, message):
+    from actsweep.data.module import TextDataModule
+    from actsweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        TextDataModule(tokenizer="char", **options)

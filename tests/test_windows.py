@@ -161,3 +161,16 @@ def test_uniform_sampling_is_nanogpts_get_batch():
         == {0, 10, 20}
     with pytest.raises(ConfigError, match="no training window fits"):
         random_window_starts(1, 0, 9, block, 4, sampling="uniform")
+
+
+def test_fresh_validation_draws_anew_at_each_evaluation_step():
+    """`val_sampling: fresh`: any start, with replacement, drawn from (seed, step) apart from the
+    training stream; the same on every rank, sharded as the training windows."""
+    draws = np.concatenate([windows.fresh_val_rows(3, s, 4, 16) for s in range(300)])
+    assert set(draws.tolist()) == {0, 1, 2, 3} and np.bincount(draws).min() > 0.9 * len(draws) / 4
+    at_100 = windows.fresh_val_rows(3, 100, 1000, 64)
+    assert at_100.tolist() == windows.fresh_val_rows(3, 100, 1000, 64).tolist()  # a resumed run's draw
+    assert at_100.tolist() != windows.fresh_val_rows(3, 200, 1000, 64).tolist()
+    assert at_100.tolist() != windows.uniform_rows(3, 100, 1000, 64).tolist()  # not the training draw
+    shards = [windows.fresh_val_rows(3, 100, 1000, 64, rank, 2) for rank in (0, 1)]
+    assert np.stack(shards, axis=1).ravel().tolist() == at_100.tolist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 
 import lightning as L
 import numpy as np
@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from actsweep.data import cache, windows
-from actsweep.data.windows import SAMPLINGS
+from actsweep.data.loaders import Batch, FixedBatches, FreshBatches, TrainWindows
+from actsweep.data.windows import SAMPLINGS, VAL_SAMPLINGS
 from actsweep.data.sources import SPLITS, STDLIB, Corpus
 from actsweep.data.tokenizers import HF_PREFIX, Tokenizer, check_tokenizer, get_tokenizer
 from actsweep.errors import ConfigError
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 WINDOWS = ("random", "document")
 
 
@@ -65,6 +65,10 @@ class TextDataModule(L.LightningDataModule):
         test_source: source of the test documents instead (a hub dataset's ``test`` split, or files).
         cache_dir: token cache directory (default ``$ACTSWEEP_CACHE_DIR`` or ``~/.cache/actsweep``).
         pin_memory: pin host batches (only where CUDA is available).
+        val_sampling: ``fixed`` — every validation evaluates the same ``val_windows`` windows, evenly
+            spread (paired across runs and steps, no sampling noise between evaluations); ``fresh`` —
+            each validation draws ``val_windows`` windows anew, uniformly with replacement, as nanoGPT's
+            ``estimate_loss`` (the blog's code: 20 fresh batches of 32), from (seed, step).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class TextDataModule(L.LightningDataModule):
         test_source: str | None = None,
         cache_dir: str | None = None,
         pin_memory: bool = True,
+        val_sampling: str = "fixed",
     ) -> None:
         super().__init__()
         check_tokenizer(tokenizer)  # before anything is read
@@ -99,6 +104,10 @@ class TextDataModule(L.LightningDataModule):
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if windows not in WINDOWS:
             raise ConfigError(f"unknown windows {windows!r}; valid values: {', '.join(WINDOWS)}")
+        if val_sampling not in VAL_SAMPLINGS:
+            raise ConfigError(f"unknown val_sampling {val_sampling!r}; valid values: {', '.join(VAL_SAMPLINGS)}")
+        if val_sampling == "fresh" and val_windows is None:
+            raise ConfigError("val_sampling fresh draws val_windows windows at each validation; give a number, not null")
         if sampling not in SAMPLINGS:
             raise ConfigError(f"unknown sampling {sampling!r}; valid values: {', '.join(SAMPLINGS)}")
         self.save_hyperparameters()
@@ -115,6 +124,7 @@ class TextDataModule(L.LightningDataModule):
         self.seed = seed
         self.windows = windows
         self.sampling = sampling
+        self.val_sampling = val_sampling
         self.cache_dir = cache_dir
         self.pin_memory = pin_memory
         self._arrays: dict[str, cache.TokenArray] | None = None
@@ -310,9 +320,20 @@ class TextDataModule(L.LightningDataModule):
         chunks = self._chunk_starts(split) if self.windows == "document" else None
         return windows.val_window_starts(self.val_windows, len(self._tokens(split)), self.block_size, chunks)
 
-    def val_batches(self, rank: int = 0, world_size: int = 1, split: str = "val") -> list[Batch]:
-        """Validation (or test) batches of process ``rank`` (windows ``rank::world_size``, no padding)."""
-        starts = self.val_starts(split)[rank::world_size]
+    def fresh_val_starts(self, step: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Process ``rank``'s share of the validation windows drawn for the evaluation at ``step``
+        (``val_sampling: fresh``): any start of the val split, or any of its document chunks."""
+        if self.windows == "document":
+            chunks = self._chunk_starts("val")
+            return chunks[windows.fresh_val_rows(self.seed, step, len(chunks), self.val_windows, rank, world_size)]
+        n = len(self._tokens("val")) - self.block_size
+        return windows.fresh_val_rows(self.seed, step, n, self.val_windows, rank, world_size)
+
+    def val_batches(self, rank: int = 0, world_size: int = 1, split: str = "val",
+                    starts: np.ndarray | None = None) -> list[Batch]:
+        """Validation (or test) batches of process ``rank`` (windows ``rank::world_size``, no padding),
+        or of the given ``starts`` (this process's share already)."""
+        starts = self.val_starts(split)[rank::world_size] if starts is None else starts
         rows = self._gather(self._tokens(split), starts, self.block_size + 1)
         return [(b[:, :-1].contiguous(), b[:, 1:].contiguous()) for b in rows.split(self.val_batch_size)]
 
@@ -327,12 +348,15 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_size=None, pin_memory=self.pin_memory and torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(_TrainWindows(self))
+        return self._loader(TrainWindows(self))
 
     def val_dataloader(self) -> DataLoader:
-        """This process' share of the fixed validation windows, gathered once per fit."""
+        """This process' share of the fixed validation windows, gathered once per fit; with
+        ``val_sampling: fresh``, windows drawn anew at each validation from its step."""
         _, rank, world_size = self._position()
-        return self._loader(_FixedBatches(self.val_batches(rank, world_size)))
+        if self.val_sampling == "fresh":
+            return self._loader(FreshBatches(self))
+        return self._loader(FixedBatches(self.val_batches(rank, world_size)))
 
     def test_dataloader(self) -> DataLoader:
         """This process' share of the test windows: as many as validation has, from the test split."""
@@ -345,7 +369,7 @@ class TextDataModule(L.LightningDataModule):
                               "windows may have been trained on; test with the data options it was trained with "
                               "(its config.yaml), e.g. the same --data.test_fraction")
         _, rank, world_size = self._position()
-        return self._loader(_FixedBatches(self.val_batches(rank, world_size, split="test")))
+        return self._loader(FixedBatches(self.val_batches(rank, world_size, split="test")))
 
     def state_dict(self) -> dict[str, str]:
         """Saved in checkpoints: which documents were trained on, so a test can refuse to overlap them."""
@@ -353,30 +377,3 @@ class TextDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, str]) -> None:
         self._trained_on = state_dict.get("training_corpus")
-
-
-class _TrainWindows(IterableDataset):
-    """Infinite training batches starting at the trainer's current step (read when iteration starts)."""
-
-    def __init__(self, data: TextDataModule) -> None:
-        self.data = data
-
-    def __iter__(self) -> Iterator[Batch]:
-        step, rank, world_size = self.data._position()
-        while True:
-            yield self.data.train_batch(step, rank, world_size)
-            step += 1
-
-
-class _FixedBatches(IterableDataset):
-    """Batches gathered once. Iterable, so Lightning never wraps them in a DistributedSampler: they
-    are this process' shard already."""
-
-    def __init__(self, batches: Sequence[Batch]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[Batch]:
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)

@@ -16,6 +16,8 @@ from actsweep.errors import ConfigError
 EOT_SCAN_BLOCK = 1 << 26  # tokens compared with eot at a time: bounds the scan's memory (64 MB of bools)
 SAMPLINGS = ("step", "epoch", "uniform")
 EPOCH_STREAM = 1  # keeps epoch permutations apart from the per-step generators
+VAL_STREAM = 2  # keeps fresh validation draws apart from the training windows of the same step
+VAL_SAMPLINGS = ("fixed", "fresh")
 
 
 def document_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> np.ndarray:
@@ -112,6 +114,16 @@ def document_window_starts(seed: int, step: int, chunk_starts: np.ndarray, batch
         return chunk_starts[uniform_rows(seed, step, len(chunk_starts), batch_size, rank, world_size)]
     rng = step_rng(seed, step)
     return chunk_starts[rank_rows(rng, len(chunk_starts), batch_size, rank, world_size)]
+
+
+def fresh_val_rows(seed: int, step: int, n: int, count: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Rows ``rank::world_size`` of ``count`` indices drawn uniformly from ``[0, n)`` with replacement
+    for the evaluation at ``step`` (``val_sampling: fresh``: nanoGPT's ``estimate_loss``, which averages
+    fresh ``get_batch`` draws at each evaluation); the same draw on every rank, a pure function of
+    (seed, step), so a resumed run evaluates the same windows."""
+    if n < 1:
+        raise ConfigError("no validation window fits: the val split is shorter than block_size + 1 tokens")
+    return np.random.Generator(np.random.PCG64([seed, VAL_STREAM, step])).integers(0, n, size=count)[rank::world_size]
 
 
 def val_window_starts(n_windows: int | None, n_tokens: int, block_size: int,
