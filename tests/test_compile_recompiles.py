@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from actsweep.stats import AttentionEntropy, FFNStats, GradNorms, SlopeMonitor
+from actsweep.stats import AttentionEntropy, FFNStats, GradNorms, NormStats, SlopeMonitor
 from helpers import ScalarLogger, tiny_modules, tiny_trainer
 
 
@@ -20,12 +20,12 @@ def aot_eager(monkeypatch) -> None:
     monkeypatch.setattr(torch.nn.Module, "compile", functools.partialmethod(torch.nn.Module.compile, backend="aot_eager"))
 
 
-def compiled_fit(folder, callbacks: list) -> tuple[int, ScalarLogger]:
+def compiled_fit(folder, callbacks: list, **model) -> tuple[int, ScalarLogger]:
     """Graphs Dynamo compiled (its own counter) in a 6-step fit validating twice, and the scalars logged."""
     torch._dynamo.reset()
     counters.clear()
     L.seed_everything(7)
-    module, data = tiny_modules(folder, activation="learnable_leaky_relu", compile=True)
+    module, data = tiny_modules(folder, **{"activation": "learnable_leaky_relu", **model}, compile=True)
     logger = ScalarLogger()
     trainer = tiny_trainer(folder, callbacks, logger=logger, max_steps=6, log_every_n_steps=3,
                            limit_val_batches=None, val_check_interval=3)
@@ -40,3 +40,14 @@ def test_statistics_add_no_recompiles(tmp_path, aot_eager):
     assert plain >= 1 and stats <= plain
     for tag in ("ffn/act_mean", "ffn/dead_units", "attn/entropy", "grad/norm", "slope/layer_0"):
         assert len(logger.scalars[tag]) == 2, tag  # every statistic was still measured, twice
+
+
+def test_norm_statistics_add_no_recompiles(tmp_path, aot_eager):
+    """NormStats (armed through ArmedHooks like the others since) on a compiled DyT fit: no graph more
+    than the plain compiled fit, and the saturation measured at both logging steps. Measured: this
+    held before the change too (its hooks' bool flag did not recompile), so it guards, not proves, it."""
+    plain, _ = compiled_fit(tmp_path / "plain", [], norm="dyt")
+    stats, logger = compiled_fit(tmp_path / "stats", [NormStats(), FFNStats()], norm="dyt")
+    assert plain >= 1 and stats <= plain
+    saturated = [tag for tag in logger.scalars if tag.startswith("norm/saturated/")]
+    assert saturated and all(len(logger.scalars[tag]) == 2 for tag in saturated)

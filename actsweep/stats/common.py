@@ -142,6 +142,15 @@ class ArmedHooks:
         for name, point in select(model, pattern).items():
             self._handles.append(point.register_forward_hook(self._body(fn, layer_index(name))))
 
+    def register_input(self, module: nn.Module, fn: Callable[[nn.Module, torch.Tensor], None]) -> None:
+        """Call `fn(module, input.detach())` on every forward of `module` while armed (statistics
+        of what enters a layer, e.g. a dynamic norm's saturation)."""
+        def hook(mod: nn.Module, inputs: tuple, _output: torch.Tensor) -> None:
+            if self._armed:
+                fn(mod, inputs[0].detach())
+
+        self._handles.append(module.register_forward_hook(hook))
+
     def _body(self, fn: Callable[[torch.Tensor, int], None], layer: int):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if self._armed:

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from actsweep.model.norms import DynamicNorm
-from actsweep.stats.common import is_logging_step, publish, reduce_sums
+from actsweep.stats.common import ArmedHooks, is_logging_step, publish, reduce_sums
 from actsweep.stats.metrics import saturation_counts
 
 
@@ -50,37 +50,33 @@ class NormStats(Callback):
     def __init__(self, threshold: float = 0.1) -> None:
         self.threshold = threshold
         self.computations = 0
-        self._armed = self._active = False
+        self._active = False
         self._counts: dict[str, torch.Tensor] = {}
-        self._handles: list = []
+        self._hooks = ArmedHooks()  # arming flips the compiler to eager, as for every statistic
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._active = bool(norm_scalars(pl_module.model))
-        if self._handles:
+        if self._hooks.registered:
             return
         for tag, norm in dynamic_norms(pl_module.model).items():
-            self._handles.append(norm.register_forward_hook(self._hook(tag)))
+            self._hooks.register_input(norm, lambda mod, x, tag=tag: self._count(tag, mod, x))
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._hooks.remove()
 
-    def _hook(self, tag: str):
-        def hook(norm: DynamicNorm, inputs: tuple, _output: torch.Tensor) -> None:
-            if self._armed and torch.is_grad_enabled():  # the training forward, not a no-grad probe
-                with torch.no_grad():
-                    self._counts[tag] = saturation_counts(norm.unit_slope(inputs[0]), self.threshold)
-
-        return hook
+    def _count(self, tag: str, norm: DynamicNorm, x: torch.Tensor) -> None:
+        if torch.is_grad_enabled():  # the training forward, not a no-grad probe
+            with torch.no_grad():
+                self._counts[tag] = saturation_counts(norm.unit_slope(x), self.threshold)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self._armed = self._active and is_logging_step(trainer)
+        if self._active and is_logging_step(trainer):
+            self._hooks.armed = "train"
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if not self._armed:
+        if self._hooks.armed != "train":
             return
-        self._armed = False
+        self._hooks.armed = None
         self.computations += 1
         saturated = {}
         if self._counts:
