@@ -29,7 +29,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from actsweep.errors import ConfigError
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step, publish
-from actsweep.stats.gradients import parameter_groups
+from actsweep.stats.gradients import block_parameters
 from actsweep.stats.metrics import all_finite, first_bad_step
 from actsweep.status import write_status
 
@@ -82,8 +82,7 @@ class DivergenceGuard(Callback):
         if stage == "fit":
             self._log_dir = trainer.log_dir  # a collective under DDP: every process asks here
         if stage == "fit" and self.nonfinite == "skip":
-            groups = parameter_groups(pl_module.model)
-            self._blocks = {int(k.removeprefix("block_")): v for k, v in groups.items() if k.startswith("block_")}
+            self._blocks = block_parameters(pl_module.model)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After Lightning restored a checkpoint, so a resumed run records the step it resumed at.

@@ -33,6 +33,11 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
+def block_parameters(model: nn.Module) -> dict[int, list[nn.Parameter]]:
+    """The parameters of each transformer block, by layer index."""
+    return {int(k.removeprefix("block_")): v for k, v in parameter_groups(model).items() if k.startswith("block_")}
+
+
 class GradNorms(Callback):
     """Logs `grad/norm` (total) and `grad/norm/{block_i,embeddings,head,slopes}` on logging steps."""
 

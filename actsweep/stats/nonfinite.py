@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from actsweep.stats.common import ArmedHooks, is_logging_step, publish, reduce_sums
-from actsweep.stats.gradients import parameter_groups
+from actsweep.stats.gradients import block_parameters
 
 # Forward sites, in the order a value passes through a block (the report's order for "first").
 SITES = {"q": "blocks.*.attn.hook_q", "k": "blocks.*.attn.hook_k", "act": "blocks.*.mlp.hook_act",
@@ -46,8 +46,7 @@ class NonFiniteCounts(Callback):
             return
         for site, pattern in SITES.items():
             self._hooks.register(pl_module.model, pattern, lambda x, layer, site=site: self._count(site, layer, x))
-        groups = parameter_groups(pl_module.model)
-        self._blocks = {int(k.removeprefix("block_")): v for k, v in groups.items() if k.startswith("block_")}
+        self._blocks = block_parameters(pl_module.model)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._hooks.remove()
