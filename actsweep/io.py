@@ -1,4 +1,5 @@
-"""Files that stay whole and folders that one process owns: atomic writes, checksums, per-run locks."""
+"""Files that stay whole and folders that one process owns: atomic writes, checksums, per-run locks;
+YAML files read strictly (a repeated key is an error, not a silent replacement)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,49 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
-from actsweep.errors import ActSweepError
+import yaml
+
+from actsweep.errors import ActSweepError, ConfigError
 
 HASH_BLOCK = 1 << 24
+
+
+def repeated_key(node: yaml.Node | None) -> tuple[str, int, int] | None:
+    """(key, first line, second line) of the first key some mapping under `node` repeats, or None."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in first:
+                    return key.value, first[key.value], key.start_mark.line + 1
+                first[key.value] = key.start_mark.line + 1
+            found = repeated_key(value)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        return next(filter(None, map(repeated_key, node.value)), None)
+    return None
+
+
+def check_unique_keys(path: str | os.PathLike, text: str) -> None:
+    """Refuse YAML that repeats a key: PyYAML keeps the last one, so a second `model:` section would
+    silently replace the first (and every setting it held would fall back to its default)."""
+    try:
+        found = repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return  # a syntax error: the reader that follows says where
+    if found:
+        key, first, second = found
+        raise ConfigError(f"{path} repeats the key {key!r} (lines {first} and {second}); keep one and merge them")
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML file at `path` (safe types), refused when it repeats a key."""
+    text = Path(path).read_text()
+    check_unique_keys(path, text)
+    return yaml.safe_load(text)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
