@@ -20,6 +20,11 @@ def usable_cpus() -> list[int]:
     return cpus[: int(slurm)] if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
+def host_memory() -> int:
+    """Bytes of physical memory on this machine (a model is built there before it moves to a device)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def visible_accelerators() -> list[str]:
     """Ids of the CUDA devices this process may use (as `CUDA_VISIBLE_DEVICES` would name them)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -91,9 +91,9 @@ class TextDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_tokenizer(tokenizer)  # before anything is read
-        for name, value in (("block_size", block_size), ("batch_size", batch_size),
-                            ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows or 1)):
-            if value < 1:
+        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("val_batch_size", val_batch_size),
+                            ("val_windows", val_windows), ("probe_windows", probe_windows)):
+            if value is not None and value < 1:  # None: the default that the docstring names
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if windows not in WINDOWS:
             raise ConfigError(f"unknown windows {windows!r}; valid values: {', '.join(WINDOWS)}")
@@ -327,16 +327,20 @@ class TextDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         """This process' share of the test windows: as many as validation has, from the test split."""
-        if not self.corpus.has_test:
-            raise ConfigError("no test split: `actsweep test` never evaluates training or validation windows; "
-                              "train with --data.test_fraction (held out of the training documents) or give "
-                              "--data.test_source")
+        self.check_test_split()
         if self._trained_on is not None and self._trained_on != self.corpus.training_identity():
             raise ConfigError("the checkpoint was trained on a different split of the corpus, so these test "
                               "windows may have been trained on; test with the data options it was trained with "
                               "(its config.yaml), e.g. the same --data.test_fraction")
         _, rank, world_size = self._position()
         return self._loader(_FixedBatches(self.val_batches(rank, world_size, split="test")))
+
+    def check_test_split(self) -> None:
+        """Refuse to test without a test split (the CLI asks before it loads any weights)."""
+        if not self.corpus.has_test:
+            raise ConfigError("no test split: `actsweep test` never evaluates training or validation windows; "
+                              "train with --data.test_fraction (held out of the training documents) or give "
+                              "--data.test_source")
 
     def state_dict(self) -> dict[str, str]:
         """Saved in checkpoints: which documents were trained on, so a test can refuse to overlap them."""
