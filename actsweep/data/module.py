@@ -136,13 +136,15 @@ class TextDataModule(L.LightningDataModule):
         return self.tokenizer.n_vocab
 
     def model_vocab_size(self) -> int:
-        """`vocab_size`, once the context is known to fit the corpus: the CLI builds the model from it,
-        so an absurd `block_size` (1e8: a 12.8 GB position table) is refused before that allocation."""
+        """`vocab_size`, once the windows are known to fit the corpus: the CLI builds the model from it
+        before the trainer, so an absurd `block_size` (1e8: a 12.8 GB position table) is refused before
+        that allocation, and every size error before Lightning says anything."""
         vocab_size = self.vocab_size  # a char vocabulary reads the corpus: its own errors come first
         most = self.corpus.max_tokens()
         if most is not None and self.block_size + 1 > most:
             raise ConfigError(f"block_size {self.block_size} is longer than the whole corpus {self.corpus.source!r} "
                               f"(at most {most} tokens); lower --data.block_size or use a larger corpus")
+        self.prepare_data()  # one process' windows; Lightning checks again with the trainer's processes
         return vocab_size
 
     def _cache_name(self, split: str) -> str:

@@ -208,7 +208,7 @@ class GPTConfig:
         if weights > memory:
             raise ConfigError(
                 f"a model of about {self.approx_parameters():.3g} parameters (n_layer={self.n_layer}, "
-                f"n_embd={self.n_embd}, mlp_hidden={self.mlp_hidden}, vocab={self.padded_vocab_size}) needs "
+                f"n_embd={self.n_embd}, mlp_hidden={self.mlp_hidden}) needs "
                 f"{weights / 2**30:.3g} GiB for its float32 weights alone, more than this machine's "
                 f"{memory / 2**30:.3g} GiB; lower --model.mlp_hidden, --model.n_embd or --model.n_layer")
 

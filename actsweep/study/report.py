@@ -7,9 +7,7 @@ files) and writes `report.md`, `results.csv` (one row per run) and PNG figures i
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from actsweep.board import band_tag
+from actsweep.errors import ConfigError, MissingPathError, OneLineParser
 from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import Interval, t_interval
 from actsweep.study.paired import paired_markdown, paired_table
@@ -165,7 +164,8 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     sweep_dir = Path(sweep_dir)
     logs = read_runs(sweep_dir)
     if not logs:
-        raise FileNotFoundError(f"{sweep_dir} has no run folders (event files or status.json)")
+        raise MissingPathError(f"{sweep_dir} has no run folders (event files or status.json); give a sweep's "
+                               "folder, e.g. lightning_logs/sweeps/quickstart")
     runs = runs_table(logs, max_skipped_share)
     runs.to_csv(sweep_dir / "results.csv", index=False)
     grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
@@ -197,15 +197,17 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actsweep report", description=__doc__)
+    """`actsweep report`; bad input raises an `ActSweepError`, which `actsweep.cli` prints as one line."""
+    parser = OneLineParser(prog="actsweep report", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
     parser.add_argument("--max-skipped-share", type=float, default=MAX_SKIPPED_SHARE, metavar="SHARE",
                         help="flag fp16 runs whose GradScaler skipped more than this share of optimizer "
                              f"steps (default {MAX_SKIPPED_SHARE})")
     args = parser.parse_args(argv)
-    try:
-        print(write_report(args.sweep_dir, args.max_skipped_share))
-    except (FileNotFoundError, NotADirectoryError) as err:
-        print(f"actsweep report: error: {err}", file=sys.stderr)
-        return 2
+    if not args.sweep_dir.is_dir():
+        what = "is not a folder" if args.sweep_dir.exists() else "does not exist"
+        raise MissingPathError(f"{args.sweep_dir} {what}; give a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    if not 0 <= args.max_skipped_share <= 1:
+        raise ConfigError(f"--max-skipped-share is a share in [0, 1], got {args.max_skipped_share}")
+    print(write_report(args.sweep_dir, args.max_skipped_share))
     return 0

@@ -46,17 +46,22 @@ def window_standard_error(n: torch.Tensor, total: torch.Tensor, total_sq: torch.
     return torch.where(n > 1, variance.clamp(min=0).sqrt() / n.sqrt(), torch.nan)
 
 
-def checked_config(settings: Mapping[str, Any]) -> GPTConfig:
-    """The `GPTConfig` of the module's settings (every constructor argument, as in `hparams`), refusing
-    what the module refuses, with no weights built: the CLI and a sweep check each run with it first."""
+def check_training_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse the module's own settings (its constructor's arguments, as in `hparams`) that it would refuse."""
     s = settings
     check_optimizer_settings(s["lr"], s["betas"], s["eps"], s["weight_decay"], s["slope_weight_decay"], s["schedule"],
                              s["warmup"], s["min_lr_ratio"])
     check_optimizer(s["decay_scope"], s["adamw_kernel"])
     if s["matmul_precision"] not in MATMUL_PRECISIONS:
         raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {s['matmul_precision']!r}")
+
+
+def checked_config(settings: Mapping[str, Any]) -> GPTConfig:
+    """The `GPTConfig` of the module's settings (every constructor argument), refusing what the module
+    refuses, with no weights built: the CLI and a sweep check each run with it before anything runs."""
+    check_training_settings(settings)
     own = inspect.signature(ActSweepModule).parameters  # the rest are GPTConfig's fields
-    return GPTConfig(**{key: value for key, value in s.items() if key not in own})
+    return GPTConfig(**{key: value for key, value in settings.items() if key not in own})
 
 
 class ActSweepModule(L.LightningModule):
@@ -102,9 +107,10 @@ class ActSweepModule(L.LightningModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self.config = checked_config(self.hparams)
+        check_training_settings(self.hparams)
         # Process-wide, and the default otherwise depends on who set it last: every run says which.
         torch.set_float32_matmul_precision(matmul_precision)
+        self.config = GPTConfig(**architecture)  # written out: jsonargparse follows it to GPTConfig's fields
         self.model = GPT(self.config)
         # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
         # keeps its tokens, so a diverged evaluation read as a low loss).
