@@ -179,6 +179,9 @@ def check_trainer(trainer: Any, fit: bool) -> None:
     if interval is not None and not interval > 0:
         raise ConfigError(f"val_check_interval must be positive (training steps, or a fraction of an epoch), "
                           f"got {interval}")
+    devices = str(trainer.get("devices"))  # a count (int or text), "auto", or a list of ids
+    if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
+        raise ConfigError(f"devices must be >= 1 (or -1 / auto: every one, or a list of ids), got {devices}")
     for name in ("accumulate_grad_batches", "log_every_n_steps"):
         if trainer.get(name) is not None and trainer[name] < 1:
             raise ConfigError(f"{name} must be >= 1, got {trainer[name]}")
