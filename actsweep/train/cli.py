@@ -28,6 +28,7 @@ from actsweep.io import check_unique_keys, hold_run
 from actsweep.status import read_run_info, read_status, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
 from actsweep.train.module import ActSweepModule, checked_config
+from actsweep.train.optim import adamw_kernel_args
 from actsweep.train.schedules import check_run_length
 from actsweep.train.preemption import SaveOnSignal
 
@@ -161,6 +162,9 @@ def check_settings(config: Any, fit: bool) -> TextDataModule:
     checked_config({**config.model.as_dict(), "vocab_size": 1})
     data = TextDataModule(**config.data.as_dict())
     check_trainer(config.trainer, fit)
+    precision = str(config.trainer.get("precision"))  # Lightning's mixed precisions autocast; 16-mixed scales
+    adamw_kernel_args(config.model.adamw_kernel, "cpu", amp=precision.endswith("mixed"),
+                      grad_scaler=precision == "16-mixed", clipping=bool(config.trainer.get("gradient_clip_val")))
     if config.get("global_batch_size") is not None:  # the processes are known later: a multiple of one batch
         accumulation_for(config.global_batch_size, data.batch_size, 1)
     return data
