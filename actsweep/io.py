@@ -3,6 +3,7 @@ YAML files read strictly (a repeated key is an error, not a silent replacement).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -16,6 +17,17 @@ import yaml
 from actsweep.errors import ActSweepError, ConfigError
 
 HASH_BLOCK = 1 << 24
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise, before anything is written, the OSError that creating `folder` (or files in it) would
+    meet: its nearest existing ancestor is a file, or a folder this process may not write."""
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def repeated_key(node: yaml.Node | None) -> tuple[str, int, int] | None:

@@ -93,6 +93,15 @@ def fit_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return lines[0]
 
 
+def work_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The error of a command that fails during its work (the disk fills): exit status 2 and one
+    `actsweep: error:` line, after whatever progress the work printed."""
+    code, err = run_main(args, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("actsweep: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
 def snapshot(folder: Path) -> dict[str, bytes | None]:
     """Every file (relative path -> bytes) and folder (-> None) under `folder`, to show that a failed
     run changed nothing: not even an empty folder."""

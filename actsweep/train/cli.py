@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ActSweepError, ConfigError
-from actsweep.io import check_unique_keys, hold_run
+from actsweep.io import check_unique_keys, check_writable, hold_run
 from actsweep.status import read_run_info, read_status, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
 from actsweep.train.module import ActSweepModule, checked_config
@@ -165,6 +165,9 @@ def check_settings(config: Any, fit: bool) -> TextDataModule:
     precision = str(config.trainer.get("precision"))  # Lightning's mixed precisions autocast; 16-mixed scales
     adamw_kernel_args(config.model.adamw_kernel, "cpu", amp=precision.endswith("mixed"),
                       grad_scaler=precision == "16-mixed", clipping=bool(config.trainer.get("gradient_clip_val")))
+    for folder in (run_root(config.trainer.logger), data.cache_dir):
+        if folder is not None:
+            check_writable(folder)
     if config.get("global_batch_size") is not None:  # the processes are known later: a multiple of one batch
         accumulation_for(config.global_batch_size, data.batch_size, 1)
     return data
@@ -215,6 +218,12 @@ def config_files(args: list[str]) -> list[str]:
     pairs = zip(args, [*args[1:], None])
     return [value if flag == "--config" else flag.split("=", 1)[1] for flag, value in pairs
             if (flag == "--config" and value) or flag.startswith("--config=")]
+
+
+def run_root(logger: Any) -> Path | None:
+    """The folder a logger's runs go under (its `save_dir`), when it names one."""
+    init = getattr(logger, "init_args", None)
+    return None if init is None or init.get("save_dir") is None else Path(init.save_dir)
 
 
 def run_folder(logger: Any) -> Path | None:
