@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import sys
 from pathlib import Path
 from unittest import mock
@@ -72,15 +73,26 @@ def finished_fit(folder: Path) -> Path:
     return config
 
 
+LIGHTNING_LOGGERS = ("lightning.fabric", "lightning.pytorch")  # each keeps its records to itself
+
+
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """`actsweep ARGS` in this process: (exit status, stderr). A normal return is status 0."""
     capsys.readouterr()
+    # Lightning's INFO lines ("Seed set to", "GPU available") reach this stderr, as on a command line
+    # (under pytest its loggers write to pytest's own streams).
+    lightning_lines = logging.StreamHandler(sys.stderr)
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).addHandler(lightning_lines)
     try:
         with mock.patch.object(sys, "argv", ["actsweep"]):  # not pytest's (LightningCLI warns of both)
             cli.main(args)
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).removeHandler(lightning_lines)
     return code, capsys.readouterr().err
 
 
