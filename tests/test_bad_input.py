@@ -42,6 +42,8 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
                                           "grid: {model.lr: [0.01]}\n")
     # a second `model:` section would replace the first whole (n_embd back to its default, 384)
     (inputs / "two_models.yaml").write_text(f"{config.read_text()}model:\n  activation: relu\n")
+    spec = {"name": "x", "base": str(inputs / "two_models.yaml"), "grid": {"model.lr": [1e-3]}, "seeds": [0]}
+    (inputs / "repeated_base.yaml").write_text(yaml.safe_dump(spec))
     return inputs, config, snapshot(run)
 
 
@@ -100,7 +102,7 @@ FIT_CASES = [
     # issue 23: each a traceback, a half-made run, or a refusal after Lightning's own lines
     (["--trainer.max_steps", "0"], "needs a finite run: set --trainer.max_steps to a positive number, got 0"),
     (["--model.mlp_hidden", "0"], "mlp_hidden must be a positive integer (or null: 4 × n_embd), got 0"),
-    (["--model.mlp_hidden", "10000000000"], "float32 weights alone, more than this machine's"),
+    (["--model.mlp_hidden", "10000000000"], "parameters (n_layer=2, n_embd=32, mlp_hidden=10000000000) in float32 needs"),
     (["--model.mlp_hidden", "1e10"], 'Parser key "model.mlp_hidden"'),
     (["--model.init_std", "-1"], "init_std must be a positive finite number, got -1.0"),
     (["--seed_everything", "100000000000000000000"], "seed_everything must lie in 0..4294967295 (numpy's seed range)"),
@@ -127,7 +129,7 @@ FIT_CASES = [
     (["--data.batch_size", "100000"], "100000 distinct windows of 33 tokens need"),
     (["--data.probe_windows", "0"], "probe_windows must be >= 1, got 0"),
     (["--data.val_fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
-    (["--data.max_documents", "0"], "max_documents must be >= 1 (or null: every document), got 0"),
+    (["--data.max_documents", "0"], "max_documents must be >= 1, got 0"),
     (["--data.tokenizer", "gtp2"], "unknown tokenizer 'gtp2'"),
     (["--trainer.precision", "17"], 'Parser key "trainer.precision"'),
     (["--trainer.accumulate_grad_batches", "0"], "accumulate_grad_batches must be >= 1, got 0"),
@@ -165,6 +167,7 @@ SWEEP_CASES = [
     ("unknown_key.yaml", ["--jobs", "0"], "--jobs must be at least 1"),
     ("unknown_key.yaml", ["--bogus"], "unrecognized arguments: --bogus"),
     ("repeated.yaml", [], "repeated.yaml repeats the key 'grid' (lines 3 and 5); keep one"),
+    ("repeated_base.yaml", [], "two_models.yaml repeats the key 'model' (lines"),
     ("labels_list.yaml", [], "'labels' is a mapping {label: {dotted.key: value}}, got ['relu', 'gelu']"),
     ("fixed_list.yaml", [], "'fixed' is a mapping {dotted.key: value}, got ['trainer.max_steps', 5]"),
     ("base_number.yaml", [], "'base' 42 is not a file"),

@@ -92,7 +92,8 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         check_tokenizer(tokenizer)  # before anything is read
         for name, value in (("block_size", block_size), ("batch_size", batch_size), ("val_batch_size", val_batch_size),
-                            ("val_windows", val_windows), ("probe_windows", probe_windows)):
+                            ("val_windows", val_windows), ("probe_windows", probe_windows),
+                            ("max_documents", max_documents), ("max_val_documents", max_val_documents)):
             if value is not None and value < 1:  # None: the default that the docstring names
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if windows not in WINDOWS:

@@ -291,9 +291,6 @@ class Corpus:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
-        for name in ("max_documents", "max_val_documents"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1 (or null: every document), got {getattr(self, name)}")
         source_kind(self.source)  # fail early on a missing path
         if self.test_source is not None:
             source_kind(self.test_source)

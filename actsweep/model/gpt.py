@@ -23,7 +23,7 @@ from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRE
 from actsweep.model.init import INITS
 from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale
 from actsweep.errors import ConfigError
-from actsweep.resources import host_memory
+from actsweep.resources import check_fits_memory
 
 # Kernels `scaled_dot_product_attention` may choose from. Fused kernels (flash, memory-efficient)
 # recompute the scores in their backward pass; once attention logits reach ~1e7, which LayerNorm-free
@@ -193,24 +193,15 @@ class GPTConfig:
             self.mlp_hidden = 4 * self.n_embd
         if self.mlp_hidden < 1:
             raise ConfigError(f"mlp_hidden must be a positive integer (or null: 4 × n_embd), got {self.mlp_hidden}")
-        self.check_size()
+        check_fits_memory(4 * self.approx_parameters(), f"a model of about {self.approx_parameters():.3g} parameters "
+                          f"(n_layer={self.n_layer}, n_embd={self.n_embd}, mlp_hidden={self.mlp_hidden}) in float32",
+                          "lower --model.mlp_hidden, --model.n_embd or --model.n_layer")
 
     def approx_parameters(self) -> int:
         """Parameters, less biases and norms: token and position tables, the LM head when untied, and
         per block attention's 4·n_embd² and the FFN's 2·n_embd·mlp_hidden."""
         tables = (self.padded_vocab_size * (1 if self.tie_weights else 2) + self.block_size) * self.n_embd
         return tables + self.n_layer * (4 * self.n_embd**2 + 2 * self.n_embd * self.mlp_hidden)
-
-    def check_size(self) -> None:
-        """Refuse a model whose float32 weights alone exceed this machine's memory: building it would
-        end in an allocator error (or the OOM killer) instead of a word about the size."""
-        weights, memory = 4 * self.approx_parameters(), host_memory()
-        if weights > memory:
-            raise ConfigError(
-                f"a model of about {self.approx_parameters():.3g} parameters (n_layer={self.n_layer}, "
-                f"n_embd={self.n_embd}, mlp_hidden={self.mlp_hidden}) needs "
-                f"{weights / 2**30:.3g} GiB for its float32 weights alone, more than this machine's "
-                f"{memory / 2**30:.3g} GiB; lower --model.mlp_hidden, --model.n_embd or --model.n_layer")
 
     @property
     def padded_vocab_size(self) -> int:

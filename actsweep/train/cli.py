@@ -75,9 +75,7 @@ class ActSweepCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         """Parse, then refuse what the settings alone show to be wrong, before Lightning seeds, loads
         a checkpoint or builds anything: a refused command reads no weights and writes nothing."""
-        for path in config_files(sys.argv[1:] if args is None else args):
-            if Path(path).is_file():  # a missing one is the parser's to name
-                check_unique_keys(path, Path(path).read_text())
+        check_config_files(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand is None:
@@ -213,6 +211,13 @@ def refuse_done_folder(folder: Path | None) -> None:
                           "--trainer.logger.version (or name), or delete that folder to run it again")
 
 
+def check_config_files(args: list[str]) -> None:
+    """Refuse a `--config` file named in `args` that repeats a key (a missing one is the parser's to name)."""
+    for path in dict.fromkeys(config_files(args)):
+        if Path(path).is_file():
+            check_unique_keys(path, Path(path).read_text())
+
+
 def config_files(args: list[str]) -> list[str]:
     """The files that `--config` options (`--config F` or `--config=F`) in `args` name."""
     pairs = zip(args, [*args[1:], None])
@@ -298,6 +303,7 @@ def check_fit_args(runs: dict[str, list[str]]) -> None:
         _ParserOnly(**cli_kwargs(), args=[])
     except _Parser as built:
         parser = built.args[0]
+    check_config_files([arg for args in runs.values() for arg in args])
     for name, args in runs.items():
         try:
             check_settings(parser.parse_args(["fit", *args]).fit, fit=True)
