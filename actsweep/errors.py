@@ -4,6 +4,8 @@ The CLI prints these as one line that names the problem and the fix, with no tra
 with status 2. They subclass the built-in error a caller would expect (ValueError, OSError, ...).
 """
 
+import argparse
+
 
 class ActSweepError(Exception):
     """Bad input from the user: a config value, a path, a corpus, a sweep file."""
@@ -15,3 +17,10 @@ class ConfigError(ActSweepError, ValueError):
 
 class MissingPathError(ActSweepError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are bad input too: one line, not a usage dump."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see {self.prog} --help)")

@@ -1,17 +1,69 @@
-"""Files that stay whole and folders that one process owns: atomic writes, checksums, per-run locks."""
+"""Files that stay whole and folders that one process owns: atomic writes, checksums, per-run locks;
+YAML files read strictly (a repeated key is an error, not a silent replacement)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
-from actsweep.errors import ActSweepError
+import yaml
+
+from actsweep.errors import ActSweepError, ConfigError
 
 HASH_BLOCK = 1 << 24
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise, before anything is written, the OSError that creating `folder` (or files in it) would
+    meet: its nearest existing ancestor is a file, or a folder this process may not write."""
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+
+def repeated_key(node: yaml.Node | None) -> tuple[str, int, int] | None:
+    """(key, first line, second line) of the first key some mapping under `node` repeats, or None."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in first:
+                    return key.value, first[key.value], key.start_mark.line + 1
+                first[key.value] = key.start_mark.line + 1
+            found = repeated_key(value)
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        return next(filter(None, map(repeated_key, node.value)), None)
+    return None
+
+
+def check_unique_keys(path: str | os.PathLike, text: str) -> None:
+    """Refuse YAML that repeats a key: PyYAML keeps the last one, so a second `model:` section would
+    silently replace the first (and every setting it held would fall back to its default)."""
+    try:
+        found = repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return  # a syntax error: the reader that follows says where
+    if found:
+        key, first, second = found
+        raise ConfigError(f"{path} repeats the key {key!r} (lines {first} and {second}); keep one and merge them")
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML file at `path` (safe types), refused when it repeats a key."""
+    text = Path(path).read_text()
+    check_unique_keys(path, text)
+    return yaml.safe_load(text)
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -20,6 +20,19 @@ def usable_cpus() -> list[int]:
     return cpus[: int(slurm)] if slurm.isdigit() and int(slurm) > 0 else cpus
 
 
+def host_memory() -> int:
+    """Bytes of physical memory on this machine (a model is built there before it moves to a device)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits_memory(nbytes: int, what: str, fix: str) -> None:
+    """Refuse `what` when its `nbytes` exceed this machine's memory: allocating it would end in an
+    allocator error (or the OOM killer) instead of a word about its size."""
+    memory = host_memory()
+    if nbytes > memory:
+        raise ConfigError(f"{what} needs {nbytes / 2**30:.3g} GiB, more than this machine's {memory / 2**30:.3g} GiB; {fix}")
+
+
 def visible_accelerators() -> list[str]:
     """Ids of the CUDA devices this process may use (as `CUDA_VISIBLE_DEVICES` would name them)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
+import sys
 from pathlib import Path
+from unittest import mock
 from typing import Any
 
 import lightning as L
@@ -70,28 +73,51 @@ def finished_fit(folder: Path) -> Path:
     return config
 
 
+LIGHTNING_LOGGERS = ("lightning.fabric", "lightning.pytorch")  # each keeps its records to itself
+
+
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """`actsweep ARGS` in this process: (exit status, stderr). A normal return is status 0."""
     capsys.readouterr()
+    # Lightning's INFO lines ("Seed set to", "GPU available") reach this stderr, as on a command line
+    # (under pytest its loggers write to pytest's own streams).
+    lightning_lines = logging.StreamHandler(sys.stderr)
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).addHandler(lightning_lines)
     try:
-        cli.main(args)
+        with mock.patch.object(sys, "argv", ["actsweep"]):  # not pytest's (LightningCLI warns of both)
+            cli.main(args)
         code = 0
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).removeHandler(lightning_lines)
     return code, capsys.readouterr().err
 
 
 def fit_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    """The one-line error of a run that must fail as bad input (exit status 2)."""
+    """The error of a command that must fail as bad input: exit status 2 and one `actsweep: error:`
+    line on stderr, with nothing before or after it (no Lightning line, no usage)."""
+    code, err = run_main(args, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("actsweep: error: "), err
+    return lines[0]
+
+
+def work_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The error of a command that fails during its work (the disk fills): exit status 2 and one
+    `actsweep: error:` line, after whatever progress the work printed."""
     code, err = run_main(args, capsys)
     lines = [line for line in err.splitlines() if line.startswith("actsweep: error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
 
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` (relative path -> bytes), to show that a failed run changed nothing."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every file (relative path -> bytes) and folder (-> None) under `folder`, to show that a failed
+    run changed nothing: not even an empty folder."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
 def tiny_modules(folder: Path, batch_size: int = DATA["batch_size"], **model: Any) -> tuple[ActSweepModule, TextDataModule]:

@@ -34,15 +34,31 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
     (inputs / "text.ckpt").write_text("not a checkpoint")
     checkpoint = (run / "logs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt").read_bytes()
     (inputs / "truncated.ckpt").write_bytes(checkpoint[: len(checkpoint) // 2])
-    sweeps = {
-        "unknown_key": {"sweeps": 2}, "empty_grid": {"grid": {}}, "seeds_int": {"seeds": 5},
-        "misspelt_key": {"grid": {"model.activatoin": ["relu"]}}, "wrong_type": {"grid": {"model.n_layer": ["two"]}},
-    }
-    for name, change in sweeps.items():
+    for name, change in SWEEP_FILES.items():
         spec = {"name": "x", "base": str(config), "grid": {"model.lr": [1e-3]}, "seeds": [0], **change}
         (inputs / f"{name}.yaml").write_text(yaml.safe_dump(spec))
     (inputs / "syntax.yaml").write_text(f"name: x\nbase: {config}\ngrid: {{model.lr: [0.001]\nseeds: [0]\n")
+    (inputs / "repeated.yaml").write_text(f"name: x\nbase: {config}\ngrid: {{model.lr: [0.001]}}\nseeds: [0]\n"
+                                          "grid: {model.lr: [0.01]}\n")
+    # a second `model:` section would replace the first whole (n_embd back to its default, 384)
+    (inputs / "two_models.yaml").write_text(f"{config.read_text()}model:\n  activation: relu\n")
+    spec = {"name": "x", "base": str(inputs / "two_models.yaml"), "grid": {"model.lr": [1e-3]}, "seeds": [0]}
+    (inputs / "repeated_base.yaml").write_text(yaml.safe_dump(spec))
     return inputs, config, snapshot(run)
+
+
+SWEEP_FILES = {
+    "unknown_key": {"sweeps": 2}, "empty_grid": {"grid": {}}, "seeds_int": {"seeds": 5},
+    "misspelt_key": {"grid": {"model.activatoin": ["relu"]}}, "wrong_type": {"grid": {"model.n_layer": ["two"]}},
+    "labels_list": {"labels": ["relu", "gelu"]}, "fixed_list": {"fixed": ["trainer.max_steps", 5]},
+    "base_number": {"base": 42}, "seeds_negative": {"seeds": [0, -1]}, "seeds_huge": {"seeds": [2**40]},
+    "seeds_text": {"seeds": ["0", "1"]}, "heads": {"grid": {"model.n_head": [2, 3]}},
+    "steps": {"grid": {"trainer.max_steps": [-5]}}, "empty_values": {"grid": {"model.lr": []}},
+    "lr_negative": {"grid": {"model.lr": [1e-3, -1e-3]}}, "huge_mlp": {"grid": {"model.mlp_hidden": [10**10]}},
+    "fixed_val_windows": {"fixed": {"data.val_windows": 0}},
+    "comparison_key": {"comparisons": [{"key": "model.activation", "a": "relu", "b": "gelu"}]},
+    "comparison_value": {"comparisons": [{"key": "model.lr", "a": 1e-3, "b": 1e-2}]},
+}
 
 
 FIT_CASES = [
@@ -63,7 +79,7 @@ FIT_CASES = [
     (["--model.warmup", "-1"], "warmup must be >= 0, got -1.0"),
     (["--model.min_lr_ratio", "2"], "min_lr_ratio must lie in [0, 1], got 2.0"),
     (["--model.schedule", "wavy"], "unknown schedule 'wavy'; choose one of cosine, linear, constant"),
-    (["--trainer.max_steps", "-5"], "`max_steps` must be a non-negative integer or -1"),
+    (["--trainer.max_steps", "-5"], "needs a finite run: set --trainer.max_steps to a positive number, got -5"),
     (["--data.block_size", "55000"], "fewer than block_size + 1 = 55001; lower --data.block_size"),
     (["--data.block_size", "100000000"], "block_size 100000000 is longer than the whole corpus"),
     (["--data.source", "{inputs}/missing.txt"], "missing.txt' does not exist; accepted: 'python-stdlib', a local"),
@@ -83,6 +99,62 @@ FIT_CASES = [
     # aimed at the finished run's own folder: refused before it is touched
     (["--trainer.logger.version", "version_0", "--model.lr", "-1"], "lr and eps must be positive"),
     (["--trainer.logger.version", "version_0"], "version_0 already holds a finished run; choose another"),
+    # issue 23: each a traceback, a half-made run, or a refusal after Lightning's own lines
+    (["--trainer.max_steps", "0"], "needs a finite run: set --trainer.max_steps to a positive number, got 0"),
+    (["--model.mlp_hidden", "0"], "mlp_hidden must be a positive integer (or null: 4 × n_embd), got 0"),
+    (["--model.mlp_hidden", "10000000000"], "parameters (n_layer=2, n_embd=32, mlp_hidden=10000000000) in float32 needs"),
+    (["--model.mlp_hidden", "1e10"], 'Parser key "model.mlp_hidden"'),
+    (["--model.init_std", "-1"], "init_std must be a positive finite number, got -1.0"),
+    (["--seed_everything", "100000000000000000000"], "seed_everything must lie in 0..4294967295 (numpy's seed range)"),
+    (["--seed_everything", "1e20"], 'Parser key "seed_everything"'),
+    (["--data.val_windows", "0"], "val_windows must be >= 1, got 0"),
+    (["--data.val_batch_size", "0"], "val_batch_size must be >= 1, got 0"),
+    (["--trainer.val_check_interval", "0"], "val_check_interval must be positive (training steps, or a fraction"),
+    (["--ckpt_path", ""], "--ckpt_path is empty; name a checkpoint file"),
+    (["--ckpt_path", "{run}/checkpoints"], "checkpoints is a directory; name a checkpoint file in it, e.g."),
+    (["--run_info", "[1,2]"], "--run_info is a JSON object, e.g. '{{\"seed\": 0}}', got [1,2]"),
+    (["--config", "{inputs}/two_models.yaml"], "two_models.yaml repeats the key 'model' (lines"),
+    # what a tired researcher types
+    (["--model.dropout", "1.5"], "dropout must be in [0, 1), got 1.5"),
+    (["--model.n_layer", "0"], "n_layer must be a positive integer, got 0"),
+    (["--model.n_embd", "0"], "n_embd must be a positive integer, got 0"),
+    (["--model.n_head", "0"], "n_head must be a positive integer, got 0"),
+    (["--model.n_embd", "100000", "--model.n_head", "1"], "a model of about 2.4e+11 parameters"),
+    (["--model.activation", ""], f"unknown activation ''; {VALID_ACTIVATIONS}"),
+    (["--model.norm", "LayerNorm"], "unknown norm 'LayerNorm'"),
+    (["--model.norm_eps", "0"], "norm_eps must be a positive finite number, got 0.0"),
+    (["--model.tie_weights", "false", "--model.embedding_init_std", "-1"], "embedding_init_std must be a positive"),
+    (["--model.matmul_precision", "low"], "matmul_precision must be one of highest, high, medium, got 'low'"),
+    (["--data.batch_size", "-1"], "batch_size must be >= 1, got -1"),
+    (["--data.batch_size", "100000"], "100000 distinct windows of 33 tokens need"),
+    (["--data.probe_windows", "0"], "probe_windows must be >= 1, got 0"),
+    (["--data.val_fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
+    (["--data.max_documents", "0"], "max_documents must be >= 1, got 0"),
+    (["--data.tokenizer", "gtp2"], "unknown tokenizer 'gtp2'"),
+    (["--trainer.precision", "17"], 'Parser key "trainer.precision"'),
+    (["--trainer.accumulate_grad_batches", "0"], "accumulate_grad_batches must be >= 1, got 0"),
+    (["--trainer.log_every_n_steps", "0"], "log_every_n_steps must be >= 1, got 0"),
+    (["--trainer.val_check_interval", "-0.5"], "val_check_interval must be positive"),
+    (["--trainer.gradient_clip_val", "-1"], "gradient_clip_val must be >= 0 (0 or null: no clipping), got -1"),
+    (["--trainer.max_steps", "-1"], "needs a finite run: set --trainer.max_steps to a positive number, got -1"),
+    (["--trainer.max_epochs", "0"], "max_epochs 0 ends the fit before its first step"),
+    (["--trainer.devices", "0"], "devices must be >= 1 (or -1 / auto: every one, or a list of ids), got 0"),
+    (["--seed_everything", "-1"], "seed_everything must lie in 0..4294967295 (numpy's seed range), got -1"),
+    (["--threads", "-1"], "threads must be >= 1, got -1"),
+    (["--global_batch_size", "12"], "global_batch_size 12 is not a whole multiple of data.batch_size × processes"),
+]
+# other commands on the same folder: {config}, {run} (the finished run's folder), {root} (config's folder)
+COMMAND_CASES = [
+    (["test", "--config", "{config}", "--ckpt_path", "{run}/checkpoints/last.ckpt"], "no test split: `actsweep test`"),
+    (["validate", "--config", "{config}", "--data.val_windows", "0", "--ckpt_path", "{run}/checkpoints/last.ckpt"],
+     "val_windows must be >= 1, got 0"),
+    (["validate", "--config", "{config}", "--ckpt_path", "{run}"], "version_0 is a directory; name a checkpoint file"),
+    (["report", "{root}/nowhere"], "nowhere does not exist; give a sweep's folder, e.g. lightning_logs/sweeps/"),
+    (["report", "{root}"], "has no run folders (event files or status.json); give a sweep's folder"),
+    (["report", "{config}"], "tiny.yaml is not a folder; give a sweep's folder"),
+    (["report", "{root}", "--max-skipped-share", "2"], "--max-skipped-share is a share in [0, 1], got 2.0"),
+    (["report", "{root}", "--bogus"], "unrecognized arguments: --bogus (see actsweep report --help)"),
+    (["report"], "the following arguments are required: sweep_dir (see actsweep report --help)"),
 ]
 SWEEP_CASES = [
     ("unknown_key.yaml", [], "unknown key 'sweeps'; allowed keys: name, base, grid, seeds"),
@@ -94,11 +166,29 @@ SWEEP_CASES = [
     ("wrong_type.yaml", [], 'run n_layer=two,seed=0 would not start: Parser key "model.n_layer"'),
     ("unknown_key.yaml", ["--jobs", "0"], "--jobs must be at least 1"),
     ("unknown_key.yaml", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("repeated.yaml", [], "repeated.yaml repeats the key 'grid' (lines 3 and 5); keep one"),
+    ("repeated_base.yaml", [], "two_models.yaml repeats the key 'model' (lines"),
+    ("labels_list.yaml", [], "'labels' is a mapping {label: {dotted.key: value}}, got ['relu', 'gelu']"),
+    ("fixed_list.yaml", [], "'fixed' is a mapping {dotted.key: value}, got ['trainer.max_steps', 5]"),
+    ("base_number.yaml", [], "'base' 42 is not a file"),
+    ("seeds_negative.yaml", [], "run lr=1e-3,seed=-1 would not start: seed_everything must lie in 0..4294967295"),
+    ("seeds_huge.yaml", [], "run lr=1e-3,seed=1099511627776 would not start: seed_everything must lie in"),
+    ("seeds_text.yaml", [], "'seeds' is a list of integers, got ['0', '1']"),
+    ("heads.yaml", [], "run n_head=3,seed=0 would not start: n_embd (32) must be divisible by n_head (3)"),
+    ("steps.yaml", [], "run max_steps=-5,seed=0 would not start: the learning-rate schedule needs a finite run"),
+    ("empty_values.yaml", [], "'grid' maps dotted keys to non-empty lists of values, got {'model.lr': []}"),
+    ("lr_negative.yaml", [], "run lr=-1e-3,seed=0 would not start: lr and eps must be positive"),
+    ("huge_mlp.yaml", [], "run mlp_hidden=10000000000,seed=0 would not start: a model of about 1.28e+12 parameters"),
+    ("fixed_val_windows.yaml", [], "run lr=1e-3,seed=0 would not start: val_windows must be >= 1, got 0"),
+    ("comparison_key.yaml", [], "comparison key 'model.activation' is not a grid key; grid keys: model.lr"),
+    ("comparison_value.yaml", [], "comparison of model.lr names 0.01, not among its grid values [0.001]"),
+    ("unknown_key.yaml", ["--jobs", "-1"], "--jobs must be at least 1, got -1"),
+    ("unknown_key.yaml", ["--jobs", "two"], "argument --jobs: invalid int value: 'two' (see actsweep sweep --help)"),
 ]
 
 
-def test_the_table_holds_thirty_bad_inputs():
-    assert len(FIT_CASES) + len(SWEEP_CASES) >= 30
+def test_the_table_holds_a_hundred_bad_inputs():
+    assert len(FIT_CASES) + len(COMMAND_CASES) + len(SWEEP_CASES) >= 100
 
 
 @pytest.mark.parametrize("args, phrase", FIT_CASES)
@@ -107,6 +197,14 @@ def test_bad_fit_input_is_one_line_and_changes_nothing(earlier, capsys, args, ph
     run = config.parent / "logs" / "tiny" / "version_0"
     line = fit_error(["fit", "--config", str(config), *(a.format(inputs=inputs, run=run) for a in args)], capsys)
     assert phrase.format(inputs=inputs) in line
+    assert snapshot(config.parent) == before
+
+
+@pytest.mark.parametrize("args, phrase", COMMAND_CASES)
+def test_bad_command_is_one_line_and_changes_nothing(earlier, capsys, args, phrase):
+    inputs, config, before = earlier
+    places = {"config": config, "run": config.parent / "logs" / "tiny" / "version_0", "root": config.parent}
+    assert phrase in fit_error([a.format(**places) for a in args], capsys)
     assert snapshot(config.parent) == before
 
 

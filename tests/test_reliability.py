@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from actsweep.data import cache
-from helpers import Recorder, finished_fit, fit_error, run_main, snapshot, tiny_modules, tiny_trainer, write_config
+from helpers import (Recorder, finished_fit, fit_error, run_main, snapshot, tiny_modules, tiny_trainer, work_error,
+                     write_config)
 
 STOP_AT, MAX_STEPS = 5, 10
 
@@ -162,6 +163,6 @@ def test_disk_full_is_one_clear_line_and_keeps_earlier_results(earlier_run, tmp_
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.readlink(f"/proc/self/fd/{fd}"))
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    line = fit_error(["fit", "--config", str(config), "--data.source", str(other)], capsys)
+    line = work_error(["fit", "--config", str(config), "--data.source", str(other)], capsys)  # while tokenizing
     assert "no space left" in line and str(tmp_path / "earlier" / "cache") in line and "free" in line
     assert snapshot(tmp_path / "earlier") == before  # no partial cache, earlier run and caches intact

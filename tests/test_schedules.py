@@ -57,5 +57,5 @@ def test_constant_and_errors():
         build_schedule("step", 10, 0, 0.0)
     message = "the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive number"
     for total in (-1, 0):
-        with pytest.raises(ConfigError, match=f"^{message}$"):
+        with pytest.raises(ConfigError, match=f"^{message}, got {total}$"):
             build_schedule("cosine", total, 0, 0.0)

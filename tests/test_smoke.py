@@ -65,8 +65,10 @@ def test_smoke_never_replaces_a_folder_of_real_runs(tmp_path):
 
 def test_a_failing_smoke_run_fails_the_command_with_its_log(tmp_path, capsys):
     base = write_tiny_base(tmp_path)
-    sweep_file = write_sweep(tmp_path / "s.yaml", base, [{"model.activation": ["swish"]}], [0])
+    # a context longer than the corpus: only the data refutes it, so the run starts and fails
+    sweep_file = write_sweep(tmp_path / "s.yaml", base, [{"data.block_size": [1000000]}], [0])
     code = runner.main([str(sweep_file), "--smoke", "--root", str(tmp_path / "smoke"), "--no-report"])
     captured = capsys.readouterr()
     assert code == 1
-    assert "SMOKE FAILED: activation=swish,seed=0" in captured.err and "swish" in captured.err.split("SMOKE FAILED")[1]
+    failed = captured.err.split("SMOKE FAILED")[1]
+    assert "SMOKE FAILED: block_size=1000000,seed=0" in captured.err and "longer than the whole corpus" in failed

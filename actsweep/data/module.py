@@ -98,9 +98,10 @@ class TextDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         check_tokenizer(tokenizer)  # before anything is read
-        for name, value in (("block_size", block_size), ("batch_size", batch_size),
-                            ("val_batch_size", val_batch_size or 1), ("val_windows", val_windows or 1)):
-            if value < 1:
+        for name, value in (("block_size", block_size), ("batch_size", batch_size), ("val_batch_size", val_batch_size),
+                            ("val_windows", val_windows), ("probe_windows", probe_windows),
+                            ("max_documents", max_documents), ("max_val_documents", max_val_documents)):
+            if value is not None and value < 1:  # None: the default that the docstring names
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if windows not in WINDOWS:
             raise ConfigError(f"unknown windows {windows!r}; valid values: {', '.join(WINDOWS)}")
@@ -148,13 +149,15 @@ class TextDataModule(L.LightningDataModule):
         return self.tokenizer.n_vocab
 
     def model_vocab_size(self) -> int:
-        """`vocab_size`, once the context is known to fit the corpus: the CLI builds the model from it,
-        so an absurd `block_size` (1e8: a 12.8 GB position table) is refused before that allocation."""
+        """`vocab_size`, once the windows are known to fit the corpus: the CLI builds the model from it
+        before the trainer, so an absurd `block_size` (1e8: a 12.8 GB position table) is refused before
+        that allocation, and every size error before Lightning says anything."""
         vocab_size = self.vocab_size  # a char vocabulary reads the corpus: its own errors come first
         most = self.corpus.max_tokens()
         if most is not None and self.block_size + 1 > most:
             raise ConfigError(f"block_size {self.block_size} is longer than the whole corpus {self.corpus.source!r} "
                               f"(at most {most} tokens); lower --data.block_size or use a larger corpus")
+        self.prepare_data()  # one process' windows; Lightning checks again with the trainer's processes
         return vocab_size
 
     def _cache_name(self, split: str) -> str:
@@ -360,16 +363,20 @@ class TextDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         """This process' share of the test windows: as many as validation has, from the test split."""
-        if not self.corpus.has_test:
-            raise ConfigError("no test split: `actsweep test` never evaluates training or validation windows; "
-                              "train with --data.test_fraction (held out of the training documents) or give "
-                              "--data.test_source")
+        self.check_test_split()
         if self._trained_on is not None and self._trained_on != self.corpus.training_identity():
             raise ConfigError("the checkpoint was trained on a different split of the corpus, so these test "
                               "windows may have been trained on; test with the data options it was trained with "
                               "(its config.yaml), e.g. the same --data.test_fraction")
         _, rank, world_size = self._position()
         return self._loader(FixedBatches(self.val_batches(rank, world_size, split="test")))
+
+    def check_test_split(self) -> None:
+        """Refuse to test without a test split (the CLI asks before it loads any weights)."""
+        if not self.corpus.has_test:
+            raise ConfigError("no test split: `actsweep test` never evaluates training or validation windows; "
+                              "train with --data.test_fraction (held out of the training documents) or give "
+                              "--data.test_source")
 
     def state_dict(self) -> dict[str, str]:
         """Saved in checkpoints: which documents were trained on, so a test can refuse to overlap them."""

@@ -22,6 +22,7 @@ from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRE
 from actsweep.model.init import INITS
 from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale
 from actsweep.errors import ConfigError
+from actsweep.resources import check_fits_memory
 
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
 # its norms (HF GPT-2's LayerNorms) keep theirs.
@@ -167,8 +168,23 @@ class GPTConfig:
         if self.tie_weights and self.embedding_init_std is not None:
             raise ConfigError("a tied token table is the LM head's weight and is initialised as one (init_std); "
                               "untie it (--model.tie_weights false) to give the embeddings embedding_init_std")
+        for name in ("init_std", "embedding_init_std", "norm_eps"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < math.inf:
+                raise ConfigError(f"{name} must be a positive finite number, got {value}")
         if self.mlp_hidden is None:
             self.mlp_hidden = 4 * self.n_embd
+        if self.mlp_hidden < 1:
+            raise ConfigError(f"mlp_hidden must be a positive integer (or null: 4 × n_embd), got {self.mlp_hidden}")
+        check_fits_memory(4 * self.approx_parameters(), f"a model of about {self.approx_parameters():.3g} parameters "
+                          f"(n_layer={self.n_layer}, n_embd={self.n_embd}, mlp_hidden={self.mlp_hidden}) in float32",
+                          "lower --model.mlp_hidden, --model.n_embd or --model.n_layer")
+
+    def approx_parameters(self) -> int:
+        """Parameters, less biases and norms: token and position tables, the LM head when untied, and
+        per block attention's 4·n_embd² and the FFN's 2·n_embd·mlp_hidden."""
+        tables = (self.padded_vocab_size * (1 if self.tie_weights else 2) + self.block_size) * self.n_embd
+        return tables + self.n_layer * (4 * self.n_embd**2 + 2 * self.n_embd * self.mlp_hidden)
 
     @property
     def padded_vocab_size(self) -> int:

@@ -12,10 +12,8 @@ retraining.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import math
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from actsweep.board import band_tag
+from actsweep.errors import ConfigError, MissingPathError, OneLineParser
 from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import Interval, t_interval
 from actsweep.study.claims import ALPHA, METHODS
@@ -204,8 +203,8 @@ def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path
     `out_dir` is given. Returns claims.md's path."""
     csv = Path(csv)
     out_dir = Path(out_dir) if out_dir else csv.parent
+    sweep = load_sweep(sweep_file)  # refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    sweep = load_sweep(sweep_file)
     grid_keys = list(dict.fromkeys(k for part in sweep.grid for k in part))
     runs = runs_from_csv(csv, grid_keys)
     comparisons = sweep.comparisons or default_comparisons(
@@ -227,7 +226,8 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     sweep_dir = Path(sweep_dir)
     logs = read_runs(sweep_dir)
     if not logs:
-        raise FileNotFoundError(f"{sweep_dir} has no run folders (event files or status.json)")
+        raise MissingPathError(f"{sweep_dir} has no run folders (event files or status.json); give a sweep's "
+                               "folder, e.g. lightning_logs/sweeps/quickstart")
     runs = runs_table(logs, max_skipped_share)
     runs.to_csv(sweep_dir / "results.csv", index=False)
     grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
@@ -256,7 +256,8 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="actsweep report", description=__doc__)
+    """`actsweep report`; bad input raises an `ActSweepError`, which `actsweep.cli` prints as one line."""
+    parser = OneLineParser(prog="actsweep report", description=__doc__)
     parser.add_argument("sweep_dir", type=Path, nargs="?", help="a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
     parser.add_argument("--from-csv", type=Path, metavar="CSV",
                         help="recompute the paired and adjusted tables from a results.csv (no run folders needed)")
@@ -270,15 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.from_csv is None) == (args.sweep_dir is None) or (args.from_csv is not None) != (args.sweep is not None):
         parser.error("give a sweep folder, or --from-csv CSV with --sweep SWEEP")
-    try:
-        if args.from_csv:
-            print(report_from_csv(args.from_csv, args.sweep, args.out, args.adjust))
-        else:
-            print(write_report(args.sweep_dir, args.max_skipped_share, method=args.adjust))
-    except SweepError as err:
-        print(f"actsweep report: error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, NotADirectoryError) as err:
-        print(f"actsweep report: error: {err}", file=sys.stderr)
-        return 2
+    if not 0 <= args.max_skipped_share <= 1:
+        raise ConfigError(f"--max-skipped-share is a share in [0, 1], got {args.max_skipped_share}")
+    if args.from_csv:
+        if not args.from_csv.is_file():
+            raise MissingPathError(f"{args.from_csv} is not a file; give a sweep's results.csv")
+        print(report_from_csv(args.from_csv, args.sweep, args.out, args.adjust))
+        return 0
+    if not args.sweep_dir.is_dir():
+        what = "is not a folder" if args.sweep_dir.exists() else "does not exist"
+        raise MissingPathError(f"{args.sweep_dir} {what}; give a sweep's folder, e.g. lightning_logs/sweeps/quickstart")
+    print(write_report(args.sweep_dir, args.max_skipped_share, method=args.adjust))
     return 0

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from actsweep.errors import ConfigError
+from actsweep.errors import ConfigError, OneLineParser
 from actsweep.study.launchers import PendingTooLong, run_local, slots_for
 from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
@@ -68,13 +68,6 @@ def launcher_settings(sweep: Sweep, args: argparse.Namespace) -> SlurmSettings:
         raise SweepError(f"--sbatch takes KEY=VALUE, got {args.sbatch!r}")
     return replace(sweep.launcher, **{k: v for k, v in chosen.items() if v is not None},
                    sbatch={**sweep.launcher.sbatch, **extra})
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """Usage errors are bad input too: one line, not a usage dump."""
-
-    def error(self, message: str):
-        raise SweepError(f"{message} (see actsweep sweep --help)")
 
 
 def check_runs(sweep: Sweep, root: Path, restart_stale: bool) -> dict[str, str]:

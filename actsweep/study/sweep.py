@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from actsweep.errors import ConfigError
+from actsweep.io import read_yaml
 from actsweep.study.published import STUDIES
 from actsweep.study.slurm_settings import SlurmSettings
 
@@ -151,9 +152,10 @@ COMPARISON_OPTIONS = {
 }
 
 
-def load_comparisons(path: Path, spec: Any) -> list[dict[str, Any]]:
+def load_comparisons(path: Path, spec: Any, grid: list[dict[str, list[Any]]]) -> list[dict[str, Any]]:
     """The sweep file's `comparisons`: each `{key, a, b}` and optionally `metric` (default val_loss),
-    `primary`, `family`, `equivalence`, `across` (an interaction) and `label` (see `COMPARISON_OPTIONS`)."""
+    `primary`, `family`, `equivalence`, `across` (an interaction) and `label` (see `COMPARISON_OPTIONS`);
+    each key a grid key and each value among its values (else the report would silently show nothing)."""
     if spec is None:
         return []
     if not isinstance(spec, list) or not all(isinstance(c, dict) and {"key", "a", "b"} <= set(c) for c in spec):
@@ -175,7 +177,31 @@ def load_comparisons(path: Path, spec: Any) -> list[dict[str, Any]]:
             comparison["across"] = {**c["across"], "a": number_or_text(c["across"]["a"]),
                                     "b": number_or_text(c["across"]["b"])}
         loaded.append(comparison)
+    values = grid_values(grid)
+    for c in loaded:
+        for pair in (c, c.get("across")):
+            if pair is not None:
+                check_in_grid(path, pair, values)
     return loaded
+
+
+def check_in_grid(path: Path, pair: dict[str, Any], values: dict[str, list[Any]]) -> None:
+    """Refuse a comparison (or its `across`) whose key is no grid key or whose a, b are not its values."""
+    if pair["key"] not in values:
+        raise SweepError(f"{path}: comparison key {pair['key']!r} is not a grid key; grid keys: {', '.join(values)}")
+    missing = [v for v in (pair["a"], pair["b"]) if v not in values[pair["key"]]]
+    if missing:
+        raise SweepError(f"{path}: comparison of {pair['key']} names {missing[0]!r}, not among its grid values "
+                         f"{values[pair['key']]}")
+
+
+def grid_values(grid: list[dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """Each grid key's values over every part of the grid, in file order."""
+    values: dict[str, list[Any]] = {}
+    for part in grid:
+        for key, options in part.items():
+            values.setdefault(key, []).extend(v for v in options if v not in values.get(key, []))
+    return values
 
 
 def default_comparisons(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -191,8 +217,39 @@ def default_comparisons(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; every problem is a `SweepError` naming the key at fault."""
     path = Path(path)
+    spec = read_spec(path)
+    grid = load_grid(path, spec["grid"])
+    if not isinstance(spec["seeds"], list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in spec["seeds"]):
+        raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
+    study = spec.get("study")
+    if study is not None and study not in STUDIES:
+        raise SweepError(f"{path}: unknown 'study' {study!r}; choose one of {', '.join(STUDIES)}")
+    if not isinstance(spec["base"], str) or not Path(spec["base"]).is_file():
+        raise SweepError(f"{path}: 'base' {spec['base']!r} is not a file (relative paths are from the working directory)")
+    if not re.fullmatch(r"[\w.+-]+", str(spec["name"])):
+        raise SweepError(f"{path}: 'name' {spec['name']!r} must be a plain folder name")
+    fixed = {k: number_or_text(v) for k, v in mapping(path, spec, "fixed", "{dotted.key: value}").items()}
+    labels = mapping(path, spec, "labels", "{label: {dotted.key: value}}")
+    if not all(isinstance(match, dict) for match in labels.values()):
+        raise SweepError(f"{path}: 'labels' maps each label to {{dotted.key: value}}, got {labels!r}")
+    for key in ("threads", "devices_per_run"):
+        if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < (key == "threads")):
+            raise SweepError(f"{path}: {key!r} is a whole number (threads >= 1, devices_per_run >= 0), got {spec[key]!r}")
     try:
-        spec = yaml.safe_load(path.read_text())
+        launcher = SlurmSettings.from_spec(spec.get("launcher"))
+    except ConfigError as err:
+        raise SweepError(f"{path}: {err}") from err
+    sweep = Sweep(str(spec["name"]), Path(spec["base"]), grid, spec["seeds"], fixed, study, labels,
+                  spec.get("threads", 1), spec.get("devices_per_run"),
+                  load_comparisons(path, spec.get("comparisons"), grid), launcher)
+    sweep.runs()  # name clashes are file errors too
+    return sweep
+
+
+def read_spec(path: Path) -> dict[str, Any]:
+    """The sweep file's mapping, with only known keys and every required one."""
+    try:
+        spec = read_yaml(path)
     except (OSError, yaml.YAMLError) as err:
         raise SweepError(f"cannot read sweep file {path}: {' '.join(str(err).split())}") from err
     allowed = ", ".join(KEYS)
@@ -204,32 +261,22 @@ def load_sweep(path: str | Path) -> Sweep:
     for key, required in KEYS.items():
         if required and not spec.get(key):
             raise SweepError(f"{path}: {key!r} is missing or empty; allowed keys: {allowed}")
-    parts = spec["grid"] if isinstance(spec["grid"], list) else [spec["grid"]]
+    return spec
+
+
+def load_grid(path: Path, spec: Any) -> list[dict[str, list[Any]]]:
+    """`grid`: one mapping of dotted keys to non-empty lists of values, or a list of such mappings."""
     grid = []
-    for part in parts:
+    for part in spec if isinstance(spec, list) else [spec]:
         if not isinstance(part, dict) or not part or not all(isinstance(v, list) and v for v in part.values()):
             raise SweepError(f"{path}: 'grid' maps dotted keys to non-empty lists of values, got {part!r}")
         grid.append({k: [number_or_text(v) for v in values] for k, values in part.items()})
-    if not isinstance(spec["seeds"], list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in spec["seeds"]):
-        raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
-    study = spec.get("study")
-    if study is not None and study not in STUDIES:
-        raise SweepError(f"{path}: unknown 'study' {study!r}; choose one of {', '.join(STUDIES)}")
-    base = Path(spec["base"])
-    if not base.is_file():
-        raise SweepError(f"{path}: 'base' {base} is not a file (relative paths are from the working directory)")
-    if not re.fullmatch(r"[\w.+-]+", str(spec["name"])):
-        raise SweepError(f"{path}: 'name' {spec['name']!r} must be a plain folder name")
-    fixed = {k: number_or_text(v) for k, v in (spec.get("fixed") or {}).items()}
-    for key in ("threads", "devices_per_run"):
-        if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < (key == "threads")):
-            raise SweepError(f"{path}: {key!r} is a whole number (threads >= 1, devices_per_run >= 0), got {spec[key]!r}")
-    try:
-        launcher = SlurmSettings.from_spec(spec.get("launcher"))
-    except ConfigError as err:
-        raise SweepError(f"{path}: {err}") from err
-    sweep = Sweep(str(spec["name"]), base, grid, spec["seeds"], fixed, study, spec.get("labels") or {},
-                  spec.get("threads", 1), spec.get("devices_per_run"), load_comparisons(path, spec.get("comparisons")),
-                  launcher)
-    sweep.runs()  # name clashes are file errors too
-    return sweep
+    return grid
+
+
+def mapping(path: Path, spec: dict[str, Any], key: str, shape: str) -> dict[str, Any]:
+    """The optional mapping `spec[key]` ({} when absent), refused when it has another shape."""
+    value = spec.get(key) or {}
+    if not isinstance(value, dict):
+        raise SweepError(f"{path}: {key!r} is a mapping {shape}, got {value!r}")
+    return value

@@ -90,6 +90,12 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
 
 def load_checked(path: str | os.PathLike) -> dict:
     """The checkpoint at `path` (CPU, weights only), or a one-line error saying what is wrong with it."""
+    if not str(path):
+        raise ConfigError("--ckpt_path is empty; name a checkpoint file (e.g. <run>/checkpoints/last.ckpt), "
+                          "or leave the option out to start afresh")
+    if Path(path).is_dir():
+        raise ConfigError(f"--ckpt_path {path} is a directory; name a checkpoint file in it, "
+                          f"e.g. {Path(path, 'last.ckpt')}")
     if not Path(path).is_file():
         raise MissingPathError(f"--ckpt_path {path} does not exist")
     problem = checkpoint_problem(path)

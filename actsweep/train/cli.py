@@ -8,6 +8,8 @@ run folder that already holds a finished or diverged run.
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
 from typing import Any, Optional
@@ -15,16 +17,19 @@ from typing import Any, Optional
 import torch
 from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settings
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ActSweepError, ConfigError
-from actsweep.io import hold_run
+from actsweep.io import check_unique_keys, check_writable, hold_run
 from actsweep.status import read_run_info, read_status, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
-from actsweep.train.module import ActSweepModule
+from actsweep.train.module import ActSweepModule, checked_config
+from actsweep.train.optim import adamw_kernel_args
+from actsweep.train.schedules import check_run_length
 from actsweep.train.preemption import SaveOnSignal
 
 
@@ -72,12 +77,24 @@ class ActSweepCLI(LightningCLI):
                  "derived from it (global / (data.batch_size × processes)), so a study keeps its batch "
                  "when the device count changes; refused when that is not a whole number")
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then refuse what the settings alone show to be wrong, before Lightning seeds, loads
+        a checkpoint or builds anything: a refused command reads no weights and writes nothing."""
+        check_config_files(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        config = self.config[subcommand]
+        data = check_settings(config, fit=subcommand == "fit")
+        if subcommand == "test":
+            data.check_test_split()
+        if subcommand == "fit" and not config.get("ckpt_path"):
+            refuse_done_folder(run_folder(config.trainer.logger))
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        try:
-            self.run_info = json.loads(config.get("run_info") or "null")
-        except ValueError as err:
-            raise ConfigError(f"--run_info is a JSON object ({err})") from err
+        self.run_info = parse_run_info(config.get("run_info"))
         threads = apply_threads(config.get("threads"))
         config.threads = threads  # recorded in the run's config.yaml
 
@@ -86,7 +103,7 @@ class ActSweepCLI(LightningCLI):
         line's model settings by the checkpoint's: here a contradiction is refused, listed."""
         subcommand = self.config.get("subcommand")
         path = subcommand and self.config[subcommand].get("ckpt_path")
-        if not path or path in SPECIAL_PATHS:
+        if path is None or path in SPECIAL_PATHS:
             return
         saved = load_checked(path).get("hyper_parameters", {})
         differences = setting_differences(saved, self.config[subcommand].model)
@@ -109,23 +126,18 @@ class ActSweepCLI(LightningCLI):
             kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
         try:
             trainer = super().instantiate_trainer(**kwargs)
-        except MisconfigurationException as err:  # Lightning's word for bad trainer settings
+        except (MisconfigurationException, ModuleNotFoundError) as err:  # bad settings, or a backend not installed
             raise ConfigError(f"trainer settings: {err}") from err
         if not any(isinstance(callback, SaveOnSignal) for callback in trainer.callbacks):
             trainer.callbacks.append(SaveOnSignal())
         return trainer
 
     def before_fit(self) -> None:
-        """Refuse to overwrite finished work (a fit, not a resume, into a finished or diverged run's
-        folder); hold the run folder; derive accumulation from a named global batch (the module logs
-        the effective one when training starts) and record the run's sweep metadata (merged into what
-        the launcher recorded: the run's CPUs and devices)."""
+        """Hold the run folder (a fit into a finished one was refused at parsing); derive accumulation
+        from a named global batch (the module logs the effective one when training starts) and record
+        the run's sweep metadata (merged into what the launcher recorded: the run's CPUs and devices)."""
         trainer = self.trainer
         config = self.config[self.subcommand]
-        status = trainer.log_dir and (read_status(trainer.log_dir) or {}).get("status")
-        if status in DONE and not config.get("ckpt_path"):
-            raise ConfigError(f"{trainer.log_dir} already holds a {status} run; choose another "
-                              "--trainer.logger.version (or name), or delete that folder to run it again")
         # One process per run folder, from before anything is written into it until this process exits
         # (not earlier: a fit refused as bad input leaves no trace). Under DDP the first process holds
         # it for all: the others are its own children or srun tasks.
@@ -145,6 +157,90 @@ class ActSweepCLI(LightningCLI):
 def training_seed(seed_everything: Any, train_seed: int | None) -> Any:
     """The seed of the training windows: `train_seed` when given, else `seed_everything`."""
     return seed_everything if train_seed is None else train_seed
+
+
+def check_settings(config: Any, fit: bool) -> TextDataModule:
+    """Refuse, from one command's parsed settings alone (nothing read, built or written), what the
+    run would refuse later or crash on: the seed, --run_info, the model's settings (checked without
+    its vocabulary, which the data gives), the data's options and the trainer's counts. Returns the
+    data module, built (it reads its corpus only when asked for tokens)."""
+    for name in ("seed_everything", "train_seed"):
+        seed = config.get(name)
+        if seed is not None and not isinstance(seed, bool) and not min_seed_value <= seed <= max_seed_value:
+            raise ConfigError(f"{name} must lie in {min_seed_value}..{max_seed_value} (numpy's seed range), got {seed}")
+    parse_run_info(config.get("run_info"))
+    checked_config({**config.model.as_dict(), "vocab_size": 1})
+    data = TextDataModule(**config.data.as_dict())
+    check_trainer(config.trainer, fit)
+    precision = str(config.trainer.get("precision"))  # Lightning's mixed precisions autocast; 16-mixed scales
+    adamw_kernel_args(config.model.adamw_kernel, "cpu", amp=precision.endswith("mixed"),
+                      grad_scaler=precision == "16-mixed", clipping=bool(config.trainer.get("gradient_clip_val")))
+    for folder in (run_root(config.trainer.logger), data.cache_dir):
+        if folder is not None:
+            check_writable(folder)
+    if config.get("global_batch_size") is not None:  # the processes are known later: a multiple of one batch
+        accumulation_for(config.global_batch_size, data.batch_size, 1)
+    return data
+
+
+def check_trainer(trainer: Any, fit: bool) -> None:
+    """Trainer counts Lightning takes but divides by (0), never reaches (a fit of no steps) or
+    silently misreads (a negative clipping threshold)."""
+    if fit:
+        check_run_length(trainer.max_steps)
+        if trainer.get("max_epochs") == 0:
+            raise ConfigError("max_epochs 0 ends the fit before its first step; leave it out (max_steps ends the run)")
+    if (trainer.get("gradient_clip_val") or 0) < 0:
+        raise ConfigError(f"gradient_clip_val must be >= 0 (0 or null: no clipping), got {trainer.gradient_clip_val}")
+    interval = trainer.get("val_check_interval")
+    if interval is not None and not interval > 0:
+        raise ConfigError(f"val_check_interval must be positive (training steps, or a fraction of an epoch), "
+                          f"got {interval}")
+    devices = str(trainer.get("devices"))  # a count (int or text), "auto", or a list of ids
+    if devices.lstrip("-").isdigit() and int(devices) < 1 and int(devices) != -1:
+        raise ConfigError(f"devices must be >= 1 (or -1 / auto: every one, or a list of ids), got {devices}")
+    for name in ("accumulate_grad_batches", "log_every_n_steps"):
+        if trainer.get(name) is not None and trainer[name] < 1:
+            raise ConfigError(f"{name} must be >= 1, got {trainer[name]}")
+
+
+def parse_run_info(text: str | None) -> dict | None:
+    """`--run_info`: a JSON object, or None when not given."""
+    try:
+        info = json.loads(text or "null")
+    except ValueError as err:
+        raise ConfigError(f"--run_info is a JSON object ({err})") from err
+    if info is not None and not isinstance(info, dict):
+        raise ConfigError(f"--run_info is a JSON object, e.g. '{{\"seed\": 0}}', got {text}")
+    return info
+
+
+def refuse_done_folder(folder: Path | None) -> None:
+    """Refuse a fit (not a resume) into a finished or diverged run's folder: that work is kept."""
+    status = folder is not None and (read_status(folder) or {}).get("status")
+    if status in DONE:
+        raise ConfigError(f"{folder} already holds a {status} run; choose another "
+                          "--trainer.logger.version (or name), or delete that folder to run it again")
+
+
+def check_config_files(args: list[str]) -> None:
+    """Refuse a `--config` file named in `args` that repeats a key (a missing one is the parser's to name)."""
+    for path in dict.fromkeys(config_files(args)):
+        if Path(path).is_file():
+            check_unique_keys(path, Path(path).read_text())
+
+
+def config_files(args: list[str]) -> list[str]:
+    """The files that `--config` options (`--config F` or `--config=F`) in `args` name."""
+    pairs = zip(args, [*args[1:], None])
+    return [value if flag == "--config" else flag.split("=", 1)[1] for flag, value in pairs
+            if (flag == "--config" and value) or flag.startswith("--config=")]
+
+
+def run_root(logger: Any) -> Path | None:
+    """The folder a logger's runs go under (its `save_dir`), when it names one."""
+    init = getattr(logger, "init_args", None)
+    return None if init is None or init.get("save_dir") is None else Path(init.save_dir)
 
 
 def run_folder(logger: Any) -> Path | None:
@@ -194,6 +290,8 @@ def cli_kwargs() -> dict:
 
 
 def run_cli(args: list[str] | None = None) -> ActSweepCLI:
+    # Lightning's "Seed set to N" would come before a refusal of the data or model (the seed is in config.yaml).
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     try:
         return ActSweepCLI(**cli_kwargs(), args=args)
     except ArgumentError as err:
@@ -210,14 +308,18 @@ class _ParserOnly(ActSweepCLI):
 
 
 def check_fit_args(runs: dict[str, list[str]]) -> None:
-    """Parse every run's `fit` arguments (name -> argv after `fit`) as `actsweep fit` would, building
-    nothing: an unknown key or a value of the wrong type is refused, naming the run, before any runs."""
+    """Parse and check every run's `fit` arguments (name -> argv after `fit`) as `actsweep fit` would,
+    building nothing: an unknown key, a value of the wrong type or one out of range is refused, naming
+    the run, before any runs."""
     try:
         _ParserOnly(**cli_kwargs(), args=[])
     except _Parser as built:
         parser = built.args[0]
+    check_config_files([arg for args in runs.values() for arg in args])
     for name, args in runs.items():
         try:
-            parser.parse_args(["fit", *args])
+            check_settings(parser.parse_args(["fit", *args]).fit, fit=True)
         except ArgumentError as err:
             raise ConfigError(f"run {name} would not start: {one_line(err)}") from err
+        except ActSweepError as err:
+            raise ConfigError(f"run {name} would not start: {err}") from err

@@ -8,7 +8,9 @@ into `GPTConfig`), so `--model.activation`, `--model.norm` and `--model.lr` sit 
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -43,6 +45,25 @@ def window_standard_error(n: torch.Tensor, total: torch.Tensor, total_sq: torch.
     the evaluation's loss would move with another draw of as many windows (NaN below 2 windows)."""
     variance = (total_sq - total * total / n) / (n - 1)
     return torch.where(n > 1, variance.clamp(min=0).sqrt() / n.sqrt(), torch.nan)
+
+
+def check_training_settings(settings: Mapping[str, Any]) -> None:
+    """Refuse the module's own settings (its constructor's arguments, as in `hparams`) that it would refuse."""
+    s = settings
+    check_optimizer_settings(s["lr"], s["betas"], s["eps"], s["weight_decay"], s["slope_weight_decay"], s["schedule"],
+                             s["warmup"], s["min_lr_ratio"])
+    check_optimizer(s["decay_scope"], s["adamw_kernel"])
+    check_update_rule(s["optimizer"], s["adamw_kernel"])
+    if s["matmul_precision"] not in MATMUL_PRECISIONS:
+        raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {s['matmul_precision']!r}")
+
+
+def checked_config(settings: Mapping[str, Any]) -> GPTConfig:
+    """The `GPTConfig` of the module's settings (every constructor argument), refusing what the module
+    refuses, with no weights built: the CLI and a sweep check each run with it before anything runs."""
+    check_training_settings(settings)
+    own = inspect.signature(ActSweepModule).parameters  # the rest are GPTConfig's fields
+    return GPTConfig(**{key: value for key, value in settings.items() if key not in own})
 
 
 class ActSweepModule(L.LightningModule):
@@ -91,15 +112,11 @@ class ActSweepModule(L.LightningModule):
                 ``norm``, ``n_layer``, ...), each with its default and help there: one place for both.
         """
         super().__init__()
-        check_optimizer_settings(lr, betas, eps, weight_decay, slope_weight_decay, schedule, warmup, min_lr_ratio)
-        check_optimizer(decay_scope, adamw_kernel)
-        check_update_rule(optimizer, adamw_kernel)
-        if matmul_precision not in MATMUL_PRECISIONS:
-            raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {matmul_precision!r}")
         self.save_hyperparameters()
+        check_training_settings(self.hparams)
         # Process-wide, and the default otherwise depends on who set it last: every run says which.
         torch.set_float32_matmul_precision(matmul_precision)
-        self.config = GPTConfig(**architecture)
+        self.config = GPTConfig(**architecture)  # written out: jsonargparse follows it to GPTConfig's fields
         self.model = GPT(self.config)
         # `disable`: a NaN batch must reach the sum (SumMetric's default drops it while the token count
         # keeps its tokens, so a diverged evaluation read as a low loss).

@@ -25,11 +25,17 @@ def check_schedule(name: str) -> None:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(DECAYS)}")
 
 
+def check_run_length(total: int) -> None:
+    """The schedule decays over `total` optimizer steps (`trainer.max_steps`): a fit needs a finite run."""
+    if total < 1:
+        raise ConfigError(f"the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive "
+                          f"number, got {total}")
+
+
 def build_schedule(name: str, total: int, warmup: float, min_ratio: float) -> Callable[[int], float]:
     """The multiplier of the peak learning rate at each optimizer step (for `LambdaLR`)."""
     check_schedule(name)
-    if total < 1:
-        raise ConfigError("the learning-rate schedule needs a finite run: set --trainer.max_steps to a positive number")
+    check_run_length(total)
     decay, warm = DECAYS[name], warmup_steps(warmup, total)
 
     def multiplier(step: int) -> float:
