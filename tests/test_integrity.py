@@ -4,15 +4,23 @@ Each test builds its own small corpus."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from actsweep.status import read_status
-from actsweep.study import runner
-from actsweep.study.logs import read_scalars
+from actsweep.io import checksum_path, lock_run
+from actsweep.status import read_status, write_status
+from actsweep.study import launchers, plan, runner, sweep as sw
+from actsweep.study.logs import event_files, events_problem, read_scalars
+from actsweep.study.report import write_report
+from actsweep.train.checkpoints import checkpoint_problem
 from faults import signal_once
-from helpers import write_sweep, write_tiny_base
+from helpers import fake_launcher, finished_fit, snapshot, write_sweep, write_tiny_base
 
 TESTS = Path(__file__).resolve().parent
 RELU = "activation=relu,seed=0"
@@ -57,3 +65,84 @@ def test_preemption_at_a_validating_step_and_at_the_last_step_loses_nothing(unin
         assert list(resumed[tag].index) == list(values.index), tag
         assert resumed[tag].to_numpy() == pytest.approx(values.to_numpy(), abs=1e-6, nan_ok=True), tag
     assert len(resumed["val/loss"]) == 3  # after steps 10, 20 and 30
+
+
+# -- 4. readers that do not misreport ---------------------------------------------------------------
+
+
+def copy_run(run_dir: Path, sweep_dir: Path, seed: int) -> Path:
+    """`run_dir` as the run of `seed` in `sweep_dir` (its run.json saying so)."""
+    name = RELU.replace("seed=0", f"seed={seed}")
+    copy = shutil.copytree(run_dir, sweep_dir / name)
+    info = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**info, "name": name, "seed": seed}))
+    return copy
+
+
+def test_truncated_event_file_is_an_unreadable_run_not_a_result(uninterrupted, tmp_path):
+    """An event file cut mid-record (status.json says finished): the run is warned about, listed as
+    Unreadable, and left out of the configuration's mean, which is the other seed's alone."""
+    sweep_dir = tmp_path / "tiny"
+    cut, whole = copy_run(uninterrupted, sweep_dir, 0), copy_run(uninterrupted, sweep_dir, 1)
+    events = event_files(cut)[-1]
+    events.write_bytes(events.read_bytes()[: events.stat().st_size // 2 + 3])
+    assert events_problem(cut, live=True) is None  # a running fit's last record may be half flushed
+    with pytest.warns(UserWarning, match=r"seed=0: .* is cut short .*\(unreadable\)"):
+        report = write_report(sweep_dir).read_text()
+    runs = pd.read_csv(sweep_dir / "results.csv").set_index("seed")
+    assert runs.status[0] == "Unreadable" and pd.isna(runs.val_loss[0])
+    assert runs.status[1] == "Stable" and runs.val_loss[1] == pytest.approx(read_scalars(whole)["val/loss"].iloc[-1])
+    assert f"`{cut.name}`: Unreadable — {events.name} is cut short" in report
+    assert "| 1 | " in report  # n: one seed in the mean
+
+
+def flip_a_weight_bit(path: Path) -> None:
+    """One bit of the largest tensor in the checkpoint's zip archive, as a bad disk would flip it."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(path.read_bytes())
+    name_and_extra = int.from_bytes(data[entry.header_offset + 26:entry.header_offset + 28], "little") \
+        + int.from_bytes(data[entry.header_offset + 28:entry.header_offset + 30], "little")
+    data[entry.header_offset + 30 + name_and_extra + entry.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_checkpoint_without_its_sidecar_is_verified_not_trusted(tmp_path):
+    finished_fit(tmp_path / "fit")
+    (fitted,) = (tmp_path / "fit" / "logs" / "tiny").iterdir()
+    run_dir = tmp_path / "run"
+    shutil.copytree(fitted / "checkpoints", run_dir / "checkpoints")
+    write_status(run_dir, "interrupted", 1)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checksum_path(last).unlink()
+    assert plan.plan(run_dir) == ("resume", last)  # intact: its zip entries match their CRC-32
+    flip_a_weight_bit(last)
+    assert "damaged (no last.ckpt.sha256 beside it, and the CRC-32 of its entry" in checkpoint_problem(last)
+    with pytest.warns(UserWarning, match="starting the run again from scratch"):
+        assert plan.plan(run_dir) == ("start", None)
+    last.write_bytes(b"not a zip archive")
+    assert "unverifiable" in checkpoint_problem(last)
+
+
+@pytest.mark.parametrize("refusal", ["too many jobs", "a stale run busy elsewhere"])
+def test_restart_stale_deletes_nothing_for_a_refused_sweep(tmp_path, capsys, refusal):
+    base = write_tiny_base(tmp_path)
+    grid, root = [{"model.activation": ["relu", "gelu"]}], tmp_path / "root"
+    first = sw.load_sweep(write_sweep(tmp_path / "a.yaml", base, grid, [0], fixed={"trainer.max_steps": 30}))
+    launchers.run_local(first, root, first.runs(), launch=fake_launcher([]))
+    changed = write_sweep(tmp_path / "b.yaml", base, grid, [0], fixed={"trainer.max_steps": 60})
+    args = [str(changed), "--root", str(root), "--restart-stale"]
+    held = None
+    if refusal == "too many jobs":
+        args += ["--jobs", str(4 * (os.cpu_count() or 1))]
+    else:
+        held = lock_run(root / "tiny" / "activation=gelu,seed=0")  # the second of the two stale runs
+    before = snapshot(root)
+    try:
+        assert runner.main(args) == 2
+    finally:
+        if held is not None:
+            os.close(held)
+    err = capsys.readouterr().err
+    assert err.startswith("actsweep: error:") and len(err.splitlines()) == 1, err
+    assert snapshot(root) == before

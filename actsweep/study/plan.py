@@ -84,14 +84,17 @@ def last_good_checkpoint(run_dir: Path) -> Path | None:
 
 
 def restart(sweep: Sweep, root: Path, names: Iterable[str]) -> None:
-    """Empty the named runs' folders (under their locks) so that they start afresh."""
-    for name in names:
-        run_dir = Path(root) / sweep.name / name
-        lock = lock_run(run_dir)
-        try:
+    """Empty the named runs' folders so that they start afresh: every lock is taken before any folder
+    is emptied, so a run busy elsewhere (`RunBusy`) refuses the restart with nothing deleted."""
+    locks: dict[str, int] = {}
+    try:
+        for name in names:
+            locks[name] = lock_run(Path(root) / sweep.name / name)
+        for name in locks:
             print(f"restarting stale run {name}")
-            clear_run(run_dir)
-        finally:
+            clear_run(Path(root) / sweep.name / name)
+    finally:
+        for lock in locks.values():
             os.close(lock)
 
 

@@ -247,7 +247,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     flagged = runs[runs.flag != ""]
     if len(flagged):
         lines += ["Runs flagged:", ""] + [f"- `{r.run}`: {r.flag}" for r in flagged.itertuples()] + [""]
-    groups = by_config(logs)
+    groups = by_config([log for log in logs if not log.unreadable])  # no curves to draw
     for name, (title, plot) in FIGURES.items():
         if plot(groups, sweep_dir / name):
             lines += [f"## {title}", "", f"![{title}]({name})", ""]
