@@ -15,7 +15,8 @@ HASH_BLOCK = 1 << 24
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
+    A failed write (a full disk) leaves `path` as it was, no temporary file, and an OSError naming `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -24,16 +25,33 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise naming(err, path) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def naming(err: OSError, path: str | os.PathLike) -> OSError:
+    """`err` as an OSError of the same kind that names `path`, the file the user knows (not a
+    temporary one, nor none: a failed `write` names no file)."""
+    return type(err)(err.errno, err.strerror or str(err), str(path)) if err.errno else err
 
 
 def remove_orphans(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of `path` (`<name>.tmp-<pid>`, `.<name>.tmp-<pid>`) whose writer
     is no longer alive, as a killed process leaves them; returns what was deleted."""
     path = Path(path)
+    return _remove_dead([*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.tmp-*")])
+
+
+def remove_orphans_in(folder: str | os.PathLike) -> list[Path]:
+    """`remove_orphans` for every file of `folder`: what killed writers (a full disk, SIGKILL) left."""
+    return _remove_dead([*Path(folder).glob("*.tmp-*"), *Path(folder).glob(".*.tmp-*")])
+
+
+def _remove_dead(temporaries: list[Path]) -> list[Path]:
     removed = []
-    for tmp in [*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.tmp-*")]:
+    for tmp in temporaries:
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import signal
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -20,7 +24,7 @@ from actsweep.study.logs import event_files, events_problem, read_scalars
 from actsweep.study.report import write_report
 from actsweep.train.checkpoints import checkpoint_problem
 from faults import signal_once
-from helpers import fake_launcher, finished_fit, snapshot, write_sweep, write_tiny_base
+from helpers import fake_launcher, finished_fit, snapshot, write_config, write_sweep, write_tiny_base
 
 TESTS = Path(__file__).resolve().parent
 RELU = "activation=relu,seed=0"
@@ -146,3 +150,58 @@ def test_restart_stale_deletes_nothing_for_a_refused_sweep(tmp_path, capsys, ref
     err = capsys.readouterr().err
     assert err.startswith("actsweep: error:") and len(err.splitlines()) == 1, err
     assert snapshot(root) == before
+
+
+# -- 5. failed writes ------------------------------------------------------------------------------
+
+
+def file_size_limit(limit: int):
+    """A child's `preexec_fn`: every file it writes stops at `limit` bytes (EFBIG), a real failed write."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("actsweep: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_report_write_that_fails_names_the_file_and_leaves_the_old_report(uninterrupted, tmp_path, child_imports_faults):
+    sweep_dir = tmp_path / "tiny"
+    copy_run(uninterrupted, sweep_dir, 0)
+    write_report(sweep_dir)
+    assert (sweep_dir / "val_loss.png").stat().st_size > 20_000
+    before = snapshot(sweep_dir)
+    child = subprocess.run([sys.executable, "-m", "actsweep.cli", "report", str(sweep_dir)], capture_output=True,
+                           text=True, preexec_fn=file_size_limit(20_000))
+    assert child.returncode == 2
+    assert one_error_line(child.stderr) == f"actsweep: error: cannot write {sweep_dir / 'val_loss.png'} (File too large); " \
+        "choose a writable folder: --trainer.logger.save_dir (logs, checkpoints), --data.cache_dir (token cache)"
+    assert snapshot(sweep_dir) == before  # no half PNG, no temporary file
+
+
+KILLED_SAVE = """
+import os, signal, sys
+from actsweep.train import checkpoints
+checkpoints.write_checksum = lambda written, path: os.kill(os.getpid(), signal.SIGKILL)  # checkpoint written, not renamed
+from actsweep import cli
+cli.main(sys.argv[1:])
+"""
+
+
+def test_fit_out_of_space_is_crashed_naming_the_file_and_leaves_no_temporary(tmp_path, child_imports_faults):
+    """A fit killed mid-save leaves `.last.ckpt.tmp-PID`; the next start, whose checkpoint cannot be
+    written (its files are limited to 200 kB, the checkpoint is 390), removes it, leaves none of its own,
+    ends `crashed` naming the file, and says so in one line."""
+    fit = ["fit", "--config", str(write_config(tmp_path)), "--trainer.logger.version", "run"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_SAVE, *fit], capture_output=True)
+    checkpoints = tmp_path / "logs" / "tiny" / "run" / "checkpoints"
+    assert killed.returncode == -signal.SIGKILL and len(list(checkpoints.glob(".last.ckpt.tmp-*"))) == 1
+    child = subprocess.run([sys.executable, "-m", "actsweep.cli", *fit], capture_output=True, text=True,
+                           preexec_fn=file_size_limit(200_000))
+    assert child.returncode == 2
+    assert one_error_line(child.stderr) == f"actsweep: error: cannot write {checkpoints / 'last.ckpt'} " \
+        "(File too large); choose a writable folder: --trainer.logger.save_dir (logs, checkpoints), --data.cache_dir (token cache)"
+    assert sorted(p.name for p in checkpoints.iterdir()) == []
+    status = read_status(checkpoints.parent)
+    assert status["status"] == "crashed" and f"File too large: '{checkpoints / 'last.ckpt'}'" in status["reason"]

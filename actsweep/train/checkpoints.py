@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from actsweep.errors import ConfigError, MissingPathError
-from actsweep.io import checksum_path, checksum_problem, remove_orphans, write_checksum
+from actsweep.io import checksum_path, checksum_problem, naming, remove_orphans, remove_orphans_in, write_checksum
 
 # `--ckpt_path` values that Lightning resolves itself rather than naming a file.
 SPECIAL_PATHS = ("last", "best", "hpc", "registry")
@@ -42,6 +42,11 @@ def validation_follows(trainer: L.Trainer) -> bool:
 class ValidatedCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` whose step-triggered saves wait for that step's validation, written atomically
     with a sha256 beside each file."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # resolves `dirpath`
+        if stage == "fit" and trainer.is_global_zero and self.dirpath and "://" not in str(self.dirpath):
+            remove_orphans_in(self.dirpath)  # a previous fit's, killed or out of space mid-save
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
@@ -73,9 +78,13 @@ def save_checked(trainer: L.Trainer, path: str | os.PathLike, weights_only: bool
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     if trainer.is_global_zero:
         remove_orphans(target)  # what a killed save left
-    trainer.save_checkpoint(tmp, weights_only)  # rank 0 writes; every rank waits
-    if trainer.is_global_zero:
-        write_checksum(tmp, target)
+    try:
+        trainer.save_checkpoint(tmp, weights_only)  # rank 0 writes; every rank waits
+        if trainer.is_global_zero:
+            write_checksum(tmp, target)
+    except OSError as err:  # a full disk: give its space back (the status must still be written)
+        tmp.unlink(missing_ok=True)
+        raise naming(err, target) from err
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
