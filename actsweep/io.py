@@ -107,7 +107,7 @@ def checksum_problem(path: str | os.PathLike) -> str | None:
         digests = json.loads(record.read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"damaged (unreadable checksum record {record.name})"
-    if sha256_file(path) not in digests:
+    if not isinstance(digests, list) or sha256_file(path) not in digests:
         return f"damaged (sha256 differs from the one recorded in {record.name} when it was written)"
     return None
 

@@ -20,7 +20,7 @@ import pytest
 from actsweep.io import checksum_path, lock_run
 from actsweep.status import read_status, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
-from actsweep.study.logs import event_files, events_problem, read_scalars
+from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
 from actsweep.study.report import write_report
 from actsweep.train.checkpoints import checkpoint_problem
 from faults import signal_once
@@ -205,3 +205,24 @@ def test_fit_out_of_space_is_crashed_naming_the_file_and_leaves_no_temporary(tmp
     assert sorted(p.name for p in checkpoints.iterdir()) == []
     status = read_status(checkpoints.parent)
     assert status["status"] == "crashed" and f"File too large: '{checkpoints / 'last.ckpt'}'" in status["reason"]
+
+
+# -- 9. records that are valid JSON but no record ----------------------------------------------------
+
+
+def test_status_and_run_records_holding_a_bare_number_do_not_stop_a_sweep(tmp_path, capsys):
+    """`42` in one run's status.json and another's run.json: the sweep plans on (the first run has no
+    status, so it runs again; the second is grouped by its name), the report reads both, no traceback."""
+    base = write_tiny_base(tmp_path)
+    sweep_file = write_sweep(tmp_path / "s.yaml", base, [{"model.activation": ["relu", "gelu"]}], [0])
+    root = tmp_path / "root"
+    sweep = sw.load_sweep(sweep_file)
+    runner.write_manifest(sweep, root)
+    launchers.run_local(sweep, root, sweep.runs(), launch=fake_launcher([]))
+    (root / "tiny" / RELU / "status.json").write_text("42")
+    (root / "tiny" / "activation=gelu,seed=0" / "run.json").write_text("42")
+    capsys.readouterr()
+    assert runner.main([str(sweep_file), "--root", str(root), "--dry-run"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 1 and RELU in commands[0]  # the other is finished, skipped
+    assert sorted(log.dir.name for log in read_runs(root / "tiny")) == ["activation=gelu,seed=0", RELU]

@@ -103,10 +103,11 @@ def settle_status(run_dir: Path, returncode: int) -> dict:
     status = read_status(run_dir) or {"status": "running", "step": 0}
     if status["status"] != "running":
         return status
+    step = status.get("step", 0)
     if returncode == 0:
-        return write_status(run_dir, "finished", status["step"], "", status.get("val_loss"))
+        return write_status(run_dir, "finished", step, "", status.get("val_loss"))
     killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
-    return write_status(run_dir, "interrupted" if killed else "crashed", status["step"],
+    return write_status(run_dir, "interrupted" if killed else "crashed", step,
                         f"exit code {returncode}; see fit.log", status.get("val_loss"))
 
 

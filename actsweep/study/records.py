@@ -55,7 +55,9 @@ def settings_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str | No
 
 def recorded_settings(run_dir: Path) -> dict[str, Any] | None:
     info = read_run_info(run_dir) or {}
-    return info.get("settings") or {k: info[k] for k in ("fixed", "overrides", "threads", "seed") if k in info}
+    if isinstance(info.get("settings"), dict):
+        return info["settings"]
+    return {k: info[k] for k in ("fixed", "overrides", "threads", "seed") if k in info}
 
 
 def stale_runs(sweep: Sweep, root: Path) -> dict[str, str]:
