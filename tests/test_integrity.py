@@ -15,6 +15,7 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+import yaml
 import pytest
 
 from actsweep.io import checksum_path, lock_run
@@ -226,3 +227,42 @@ def test_status_and_run_records_holding_a_bare_number_do_not_stop_a_sweep(tmp_pa
     commands = capsys.readouterr().out.splitlines()
     assert len(commands) == 1 and RELU in commands[0]  # the other is finished, skipped
     assert sorted(log.dir.name for log in read_runs(root / "tiny")) == ["activation=gelu,seed=0", RELU]
+
+
+# -- 3. staleness over everything that determines a run ------------------------------------------------
+
+
+def write_split_base(folder: Path) -> Path:
+    """The tiny base config with its model section in `model.yaml`, which it includes."""
+    base = write_tiny_base(folder)
+    config = yaml.safe_load(base.read_text())
+    (folder / "model.yaml").write_text(yaml.safe_dump(config.pop("model")))
+    base.write_text(yaml.safe_dump({**config, "model": "model.yaml"}))
+    return base
+
+
+def test_changes_no_sweep_file_shows_make_the_finished_run_stale(tmp_path, capsys):
+    """`n_embd` changed in a config file that the base config includes, a byte added to the corpus, to
+    the tokenizer file: each makes the finished run stale (refused, nothing touched); put back, it is
+    reused."""
+    base = write_split_base(tmp_path)
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text('{"model": {"type": "BPE"}}')
+    sweep_file = write_sweep(tmp_path / "s.yaml", base, ONE_RUN, [0], fixed={"data.tokenizer": f"hf:{tokenizer}"})
+    root = tmp_path / "root"
+    dry_run = [str(sweep_file), "--root", str(root), "--dry-run"]
+    sweep = sw.load_sweep(sweep_file)
+    launchers.run_local(sweep, root, sweep.runs(), launch=fake_launcher([]))
+    before = snapshot(root)
+    edits = {"an included config file": tmp_path / "model.yaml", "the corpus": tmp_path / "corpus.txt",
+             "the tokenizer file": tokenizer}
+    for change, edited in edits.items():
+        original = edited.read_text()
+        edited.write_text(original.replace("n_embd: 32", "n_embd: 48") if edited.suffix == ".yaml" else original + " ")
+        capsys.readouterr()
+        assert runner.main(dry_run) == 2, change
+        assert f"{RELU} ({change} changed)" in one_error_line(capsys.readouterr().err)
+        assert snapshot(root) == before
+        edited.write_text(original)
+    capsys.readouterr()
+    assert runner.main(dry_run) == 0 and capsys.readouterr().out == ""  # the same content again: reused
