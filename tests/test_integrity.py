@@ -23,9 +23,9 @@ from actsweep.status import read_status, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
 from actsweep.study.report import write_report
-from actsweep.train.checkpoints import checkpoint_problem
+from actsweep.train.checkpoints import ValidatedCheckpoint, checkpoint_problem
 from faults import signal_once
-from helpers import fake_launcher, finished_fit, snapshot, write_config, write_sweep, write_tiny_base
+from helpers import fake_launcher, finished_fit, snapshot, tiny_trainer, write_config, write_sweep, write_tiny_base
 
 TESTS = Path(__file__).resolve().parent
 RELU = "activation=relu,seed=0"
@@ -191,13 +191,15 @@ cli.main(sys.argv[1:])
 
 
 def test_fit_out_of_space_is_crashed_naming_the_file_and_leaves_no_temporary(tmp_path, child_imports_faults):
-    """A fit killed mid-save leaves `.last.ckpt.tmp-PID`; the next start, whose checkpoint cannot be
-    written (its files are limited to 200 kB, the checkpoint is 390), removes it, leaves none of its own,
-    ends `crashed` naming the file, and says so in one line."""
+    """A fit killed mid-save leaves `.last.ckpt.tmp-PID`, which the next fit's start removes; a fit
+    whose checkpoint cannot be written (its files are limited to 200 kB, the checkpoint is 390) leaves
+    no temporary file, ends `crashed` naming the file, and says so in one line."""
     fit = ["fit", "--config", str(write_config(tmp_path)), "--trainer.logger.version", "run"]
     killed = subprocess.run([sys.executable, "-c", KILLED_SAVE, *fit], capture_output=True)
     checkpoints = tmp_path / "logs" / "tiny" / "run" / "checkpoints"
     assert killed.returncode == -signal.SIGKILL and len(list(checkpoints.glob(".last.ckpt.tmp-*"))) == 1
+    ValidatedCheckpoint(dirpath=checkpoints).setup(tiny_trainer(tmp_path, []), None, "fit")  # as a fit starts
+    assert list(checkpoints.iterdir()) == []
     child = subprocess.run([sys.executable, "-m", "actsweep.cli", *fit], capture_output=True, text=True,
                            preexec_fn=file_size_limit(200_000))
     assert child.returncode == 2

@@ -84,7 +84,7 @@ class SaveOnSignal(Callback):
     def _save(self, trainer: L.Trainer) -> None:
         self.saved = last_checkpoint(trainer)
         save_checked(trainer, self.saved)
-        # Said now: on SIGTERM, Lightning itself stops the run before the next batch starts.
+        # Said now: under DDP, Lightning's own SIGTERM handling stops the run before the next batch.
         rank_zero_info(f"SaveOnSignal: {self._message(trainer)}")
 
     def _message(self, trainer: L.Trainer) -> str:
