@@ -181,6 +181,21 @@ def test_report_write_that_fails_names_the_file_and_leaves_the_old_report(uninte
     assert snapshot(sweep_dir) == before  # no half PNG, no temporary file
 
 
+def test_status_that_cannot_be_written_is_still_reported(tmp_path):
+    """A fit that died on a full disk, whose status.json cannot be rewritten either (this process's files
+    limited to 16 bytes for the call): the sweep still reports it crashed, naming the file, and the old
+    status.json stays whole."""
+    write_status(tmp_path, "running", 5)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))
+    try:
+        status = plan.settle_status(tmp_path, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert status["status"] == "crashed" and f"File too large: '{tmp_path / 'status.json'}'" in status["reason"]
+    assert read_status(tmp_path)["status"] == "running" and not list(tmp_path.glob(".status.json.tmp-*"))
+
+
 KILLED_SAVE = """
 import os, signal, sys
 from actsweep.train import checkpoints

@@ -103,12 +103,15 @@ def settle_status(run_dir: Path, returncode: int) -> dict:
     status = read_status(run_dir) or {"status": "running", "step": 0}
     if status["status"] != "running":
         return status
-    step = status.get("step", 0)
+    step, val_loss = status.get("step", 0), status.get("val_loss")
     if returncode == 0:
-        return write_status(run_dir, "finished", step, "", status.get("val_loss"))
+        return write_status(run_dir, "finished", step, "", val_loss)
     killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
-    return write_status(run_dir, "interrupted" if killed else "crashed", step,
-                        f"exit code {returncode}; see fit.log", status.get("val_loss"))
+    outcome, reason = "interrupted" if killed else "crashed", f"exit code {returncode}; see fit.log"
+    try:
+        return write_status(run_dir, outcome, step, reason, val_loss)
+    except OSError as err:  # a full disk: the sweep still says what happened (the next start records it)
+        return {"status": outcome, "step": step, "reason": f"{reason}; {err}", "val_loss": val_loss}
 
 
 def write_hparams(run_dir: Path, run: Run) -> None:
