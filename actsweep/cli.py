@@ -15,7 +15,7 @@ from actsweep.errors import ActSweepError
 COMMANDS = {"sweep": "actsweep.study.runner", "report": "actsweep.study.report"}
 # OS errors that mean "this place cannot be written": the fix is the user's, not the code's.
 FULL = {errno.ENOSPC, errno.EDQUOT}
-UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
+UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EFBIG}
 
 
 def write_error(err: OSError) -> str:

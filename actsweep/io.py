@@ -17,6 +17,7 @@ import yaml
 from actsweep.errors import ActSweepError, ConfigError
 
 HASH_BLOCK = 1 << 24
+SAMPLES, SAMPLE_BYTES = 256, 1 << 16  # what `sample_sha256` reads of a file: 16 MB at spread offsets
 
 
 def check_writable(folder: str | os.PathLike) -> None:
@@ -67,7 +68,8 @@ def read_yaml(path: str | os.PathLike) -> Any:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over `path`.
+    A failed write (a full disk) leaves `path` as it was, no temporary file, and an OSError naming `path`."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -76,16 +78,33 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise naming(err, path) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def naming(err: OSError, path: str | os.PathLike) -> OSError:
+    """`err` as an OSError of the same kind that names `path`, the file the user knows (not a
+    temporary one, nor none: a failed `write` names no file)."""
+    return type(err)(err.errno, err.strerror or str(err), str(path)) if err.errno else err
 
 
 def remove_orphans(path: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of `path` (`<name>.tmp-<pid>`, `.<name>.tmp-<pid>`) whose writer
     is no longer alive, as a killed process leaves them; returns what was deleted."""
     path = Path(path)
+    return _remove_dead([*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.tmp-*")])
+
+
+def remove_orphans_in(folder: str | os.PathLike) -> list[Path]:
+    """`remove_orphans` for every file of `folder`: what killed writers (a full disk, SIGKILL) left."""
+    return _remove_dead([*Path(folder).glob("*.tmp-*"), *Path(folder).glob(".*.tmp-*")])
+
+
+def _remove_dead(temporaries: list[Path]) -> list[Path]:
     removed = []
-    for tmp in [*path.parent.glob(f"{path.name}.tmp-*"), *path.parent.glob(f".{path.name}.tmp-*")]:
+    for tmp in temporaries:
         pid = tmp.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             tmp.unlink(missing_ok=True)
@@ -108,6 +127,18 @@ def sha256_file(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         while block := f.read(HASH_BLOCK):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def sample_sha256(path: str | os.PathLike) -> str:
+    """sha256 of SAMPLES blocks of SAMPLE_BYTES spread evenly over the file: what a big file (a
+    token cache, a corpus) pays instead of the full hash (a change that misses every block goes unseen)."""
+    size = os.stat(path).st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for i in range(SAMPLES):
+            f.seek(max(0, size - SAMPLE_BYTES) * i // (SAMPLES - 1))
+            digest.update(f.read(SAMPLE_BYTES))
     return digest.hexdigest()
 
 
@@ -141,7 +172,7 @@ def checksum_problem(path: str | os.PathLike) -> str | None:
         digests = json.loads(record.read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return f"damaged (unreadable checksum record {record.name})"
-    if sha256_file(path) not in digests:
+    if not isinstance(digests, list) or sha256_file(path) not in digests:
         return f"damaged (sha256 differs from the one recorded in {record.name} when it was written)"
     return None
 

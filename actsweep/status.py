@@ -37,10 +37,18 @@ def write_status(log_dir: str | os.PathLike, status: str, step: int, reason: str
 
 def read_status(log_dir: str | os.PathLike) -> dict | None:
     """The run's status record, or None when the run never wrote one (or it is unreadable)."""
+    record = read_object(Path(log_dir) / STATUS_FILE)
+    return record if record is not None and isinstance(record.get("status"), str) else None
+
+
+def read_object(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing, unreadable or not an object (a bare
+    `42` is valid JSON, and no record)."""
     try:
-        return json.loads((Path(log_dir) / STATUS_FILE).read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 # -- run.json: what a run is (its sweep, grid values, seed), whoever started it ---------------------
@@ -57,7 +65,4 @@ def write_run_info(log_dir: str | os.PathLike, info: dict) -> None:
 
 
 def read_run_info(log_dir: str | os.PathLike) -> dict | None:
-    try:
-        return json.loads((Path(log_dir) / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_object(Path(log_dir) / RUN_FILE)

@@ -25,14 +25,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from actsweep.data.tokenizers import Tokenizer, get_tokenizer
-from actsweep.io import remove_orphans, sha256_file, write_atomic
+# Larger caches: 16 MB read at spread offsets (`sample_sha256`), plus the stamp.
+from actsweep.io import SAMPLE_BYTES, SAMPLES, remove_orphans, sha256_file, write_atomic
+from actsweep.io import sample_sha256 as _sample_sha256
 from actsweep.errors import ActSweepError, ConfigError
 
 FORMAT_VERSION = 1
 CACHE_ENV = "ACTSWEEP_CACHE_DIR"
 CHUNK_DOCS = 1000  # documents per encode_batch call (tiktoken spreads each call over all cores)
 FULL_HASH_BYTES = 256 << 20  # caches up to this size are fully hashed on every load (~0.3 s)
-SAMPLES, SAMPLE_BYTES = 256, 1 << 16  # larger ones: 16 MB read at spread offsets, plus the stamp
 
 
 class CacheDirError(ActSweepError, OSError):
@@ -63,18 +64,6 @@ def token_dtype(n_vocab: int) -> np.dtype:
 
 def _paths(cache_dir: Path, name: str) -> tuple[Path, Path]:
     return cache_dir / f"{name}.bin", cache_dir / f"{name}.json"
-
-
-def _sample_sha256(path: Path) -> str:
-    """sha256 of SAMPLES blocks of SAMPLE_BYTES spread evenly over the file: what a big cache pays on
-    every load instead of the full hash (a change that misses every block goes unseen)."""
-    size = path.stat().st_size
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for i in range(SAMPLES):
-            f.seek(max(0, size - SAMPLE_BYTES) * i // (SAMPLES - 1))
-            digest.update(f.read(SAMPLE_BYTES))
-    return digest.hexdigest()
 
 
 def load(name: str, fingerprint: str, cache_dir: str | Path | None = None) -> TokenArray | None:

@@ -149,7 +149,10 @@ class DivergenceGuard(Callback):
         if self.diverged_at is not None:
             return
         status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "crashed"
-        self._write(trainer, status, trainer.global_step, f"{type(exception).__name__}: {exception}")
+        try:
+            self._write(trainer, status, trainer.global_step, f"{type(exception).__name__}: {exception}")
+        except OSError as err:  # a full disk: the run's own error is the one to raise; the sweep settles it
+            rank_zero_warn(f"DivergenceGuard: could not record the run {status}: {err}")
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, weights: bool) -> None:
         """Read the flag (one collective, one transfer); on divergence stop and hold back checkpoints."""

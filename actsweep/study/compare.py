@@ -114,7 +114,7 @@ def published_rows(logs: list[RunLog], summary: pd.DataFrame) -> pd.DataFrame:
         if theirs is None or (isinstance(theirs, float) and math.isnan(theirs)):
             continue
         runs = by_config[row["config"]]
-        finished = [log for log in runs if log.status.get("status") == "finished"]
+        finished = [log for log in runs if log.status.get("status") == "finished" and not log.unreadable]
         seeded = [log for log in finished if log.info.get("seed") == setting["seed"]]
         overrides = runs[0].info["overrides"]
         raw = published_for(study, {**runs[0].info.get("fixed", {}), **overrides}).get(metric, math.nan)

@@ -5,6 +5,7 @@ Each `plot_*` takes the runs grouped by configuration and a path, and says wheth
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -15,10 +16,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
+from actsweep.io import write_atomic  # noqa: E402
 from actsweep.study.claims import METHOD_NAMES  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
 
 BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
+
+
+def save_png(fig: plt.Figure, path: Path, dpi: int) -> None:
+    """Render in memory, then write atomically: a full disk leaves the old figure, never half a PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    write_atomic(path, buffer.getvalue())
 
 
 def by_config(logs: list[RunLog]) -> dict[str, list[RunLog]]:
@@ -78,7 +87,7 @@ def plot_heatmaps(groups: dict[str, list[RunLog]], path: Path) -> bool:
         ax.set_title(name, fontsize=8)
     axes[0, 0].set_ylabel("layer")
     fig.colorbar(image, ax=axes[0].tolist(), label="entropy (nats)")
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, 110)
     plt.close(fig)
     return True
 
@@ -122,7 +131,7 @@ def save(fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ylabel: str | N
             ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        save_png(fig, path, 110)
     plt.close(fig)
     return drawn
 
@@ -195,6 +204,6 @@ def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
                plt.Line2D([], [], color="#c0392b", marker="o", ms=3, ls="", label="per-seed differences")]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=7, frameon=False)  # above the panels
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, 120)
     plt.close(fig)
     return True

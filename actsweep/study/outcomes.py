@@ -79,7 +79,9 @@ def nonfinite_origin(scalars: dict[str, pd.Series]) -> str:
 
 
 def run_outcome(log: RunLog) -> tuple[str, str]:
-    """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown, reason)."""
+    """(Stable | Unstable | Diverged | Crashed | Interrupted | Running | Unknown | Unreadable, reason)."""
+    if log.unreadable:  # whatever status.json says, there is no result to report
+        return "Unreadable", log.unreadable
     status, reason = log.status.get("status", "unknown"), log.status.get("reason", "")
     # Any non-finite validation (even one followed by finite ones) or a non-finite last train loss.
     losses = [*log.scalars.get("val/loss", []), *log.scalars.get("train/loss", [])[-1:]]

@@ -84,14 +84,17 @@ def last_good_checkpoint(run_dir: Path) -> Path | None:
 
 
 def restart(sweep: Sweep, root: Path, names: Iterable[str]) -> None:
-    """Empty the named runs' folders (under their locks) so that they start afresh."""
-    for name in names:
-        run_dir = Path(root) / sweep.name / name
-        lock = lock_run(run_dir)
-        try:
+    """Empty the named runs' folders so that they start afresh: every lock is taken before any folder
+    is emptied, so a run busy elsewhere (`RunBusy`) refuses the restart with nothing deleted."""
+    locks: dict[str, int] = {}
+    try:
+        for name in names:
+            locks[name] = lock_run(Path(root) / sweep.name / name)
+        for name in locks:
             print(f"restarting stale run {name}")
-            clear_run(run_dir)
-        finally:
+            clear_run(Path(root) / sweep.name / name)
+    finally:
+        for lock in locks.values():
             os.close(lock)
 
 
@@ -100,11 +103,15 @@ def settle_status(run_dir: Path, returncode: int) -> dict:
     status = read_status(run_dir) or {"status": "running", "step": 0}
     if status["status"] != "running":
         return status
+    step, val_loss = status.get("step", 0), status.get("val_loss")
     if returncode == 0:
-        return write_status(run_dir, "finished", status["step"], "", status.get("val_loss"))
+        return write_status(run_dir, "finished", step, "", val_loss)
     killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
-    return write_status(run_dir, "interrupted" if killed else "crashed", status["step"],
-                        f"exit code {returncode}; see fit.log", status.get("val_loss"))
+    outcome, reason = "interrupted" if killed else "crashed", f"exit code {returncode}; see fit.log"
+    try:
+        return write_status(run_dir, outcome, step, reason, val_loss)
+    except OSError as err:  # a full disk: the sweep still says what happened (the next start records it)
+        return {"status": outcome, "step": step, "reason": f"{reason}; {err}", "val_loss": val_loss}
 
 
 def write_hparams(run_dir: Path, run: Run) -> None:

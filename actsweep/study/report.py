@@ -22,6 +22,7 @@ import pandas as pd
 
 from actsweep.board import band_tag
 from actsweep.errors import ConfigError, MissingPathError, OneLineParser
+from actsweep.io import write_atomic
 from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import Interval, t_interval
 from actsweep.study.claims import ALPHA, METHODS
@@ -164,16 +165,21 @@ def comparisons_of(logs: list[RunLog], grid_keys: list[str]) -> list[dict[str, A
                                 for k in grid_keys})
 
 
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Every file of the report is written whole or not at all (a full disk leaves the old one)."""
+    write_atomic(path, table.to_csv(index=False).encode())
+
+
 def write_claims(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_keys: list[str], out_dir: Path,
                  method: str = "holm", alpha: float = ALPHA) -> list[str]:
     """Write `paired.csv` (raw paired differences), `claims.csv` (judged per family, with MDE, TOST and
     sensitivity rows) and `forest.png` into `out_dir`; returns the report's markdown of them."""
     paired = paired_table(runs, comparisons, grid_keys)
-    paired.drop(columns=[c for c in (*HIDDEN, "declared") if c in paired]).to_csv(out_dir / "paired.csv", index=False)
+    write_csv(paired.drop(columns=[c for c in (*HIDDEN, "declared") if c in paired]), out_dir / "paired.csv")
     if paired.empty:
         return []
     claims = claims_table(paired, comparisons, runs, grid_keys, method, alpha)
-    claims.to_csv(out_dir / "claims.csv", index=False)
+    write_csv(claims, out_dir / "claims.csv")
     lines = ["## Paired differences", "", paired_markdown(paired), ""]
     lines += claims_markdown(claims, outlier_runs(runs, grid_keys), alpha)
     if plot_forest(claims, out_dir / "forest.png"):
@@ -214,7 +220,7 @@ def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path
              f"Recomputed from `{csv.name}` ({len(runs)} runs) with the comparisons of `{sweep_file}`:", "",
              f"```bash\n{command}\n```", ""]
     lines += write_claims(runs, comparisons, grid_keys, out_dir, method, alpha)
-    (out_dir / "claims.md").write_text("\n".join(lines))
+    write_atomic(out_dir / "claims.md", "\n".join(lines).encode())
     return out_dir / "claims.md"
 
 
@@ -229,7 +235,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
         raise MissingPathError(f"{sweep_dir} has no run folders (event files or status.json); give a sweep's "
                                "folder, e.g. lightning_logs/sweeps/quickstart")
     runs = runs_table(logs, max_skipped_share)
-    runs.to_csv(sweep_dir / "results.csv", index=False)
+    write_csv(runs, sweep_dir / "results.csv")
     grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
     summary = summarize(runs, logs)
     lines = [f"# Sweep `{sweep_dir.name}`", "",
@@ -247,11 +253,11 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     flagged = runs[runs.flag != ""]
     if len(flagged):
         lines += ["Runs flagged:", ""] + [f"- `{r.run}`: {r.flag}" for r in flagged.itertuples()] + [""]
-    groups = by_config(logs)
+    groups = by_config([log for log in logs if not log.unreadable])  # no curves to draw
     for name, (title, plot) in FIGURES.items():
         if plot(groups, sweep_dir / name):
             lines += [f"## {title}", "", f"![{title}]({name})", ""]
-    (sweep_dir / "report.md").write_text("\n".join(lines))
+    write_atomic(sweep_dir / "report.md", "\n".join(lines).encode())
     return sweep_dir / "report.md"
 
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
-from actsweep.errors import ConfigError, OneLineParser
+from actsweep.errors import ActSweepError, ConfigError, OneLineParser
 from actsweep.study.launchers import PendingTooLong, run_local, slots_for
 from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
@@ -113,9 +113,11 @@ def main(argv: list[str] | None = None) -> int:
             from actsweep.study.slurm import check_submission
 
             check_submission(settings, sweep)
+        if args.launcher == "local" and not args.dry_run:
+            slots_for(sweep, args.jobs)  # refuse a sweep that does not fit the machine before running anything
         if not args.dry_run:
-            restart(sweep, args.root, stale)
-    except ConfigError as err:
+            restart(sweep, args.root, stale)  # last: nothing is deleted for a sweep refused above
+    except ActSweepError as err:  # bad input, or a stale run busy in another process
         print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
@@ -130,12 +132,6 @@ def main(argv: list[str] | None = None) -> int:
             resume = None if run.name in stale else plan(run_dir_of(sweep, run, args.root))[1]
             print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, resume)[3:]]))
         return 0
-    if args.launcher == "local":
-        try:
-            slots_for(sweep, args.jobs)  # refuse a sweep that does not fit the machine before running anything
-        except ConfigError as err:
-            print(f"actsweep: error: {err}", file=sys.stderr)
-            return 2
     write_manifest(sweep, args.root)
     todo, results = pending(sweep, args.root)
     try:

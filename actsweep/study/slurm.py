@@ -24,7 +24,7 @@ from pathlib import Path
 
 from actsweep.errors import ActSweepError, ConfigError
 from actsweep.io import RunBusy, lock_run, write_atomic
-from actsweep.status import read_status, write_status
+from actsweep.status import read_object, read_status, write_status
 from actsweep.resources import Slot, usable_cpus, visible_accelerators
 from actsweep.study.launchers import PendingTooLong, Progress, child_env, clock
 from actsweep.study.plan import FITS, execute, fit_command, plan, run_dir_of
@@ -86,10 +86,7 @@ def stop_fits(signum: int, timeout: float) -> None:
 
 
 def read_jobs(folder: Path) -> dict[str, str]:
-    try:
-        return json.loads((folder / JOBS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_object(folder / JOBS_FILE) or {}
 
 
 def write_jobs(folder: Path, jobs: dict[str, str]) -> None:

@@ -5,11 +5,15 @@
   before: a kill between the two would otherwise resume past a validation that never ran.
 - Each file is written atomically (temporary file, fsync, rename) and its sha256 is recorded beside
   it in `<file>.sha256`, so a damaged checkpoint is found before it is loaded (`checkpoint_problem`).
+  A checkpoint without that record (Lightning's own writer, a lost file) is checked by reading it
+  whole against the CRC-32 that torch's zip format keeps of every entry, or refused.
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Mapping
 from weakref import proxy
@@ -19,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from actsweep.errors import ConfigError, MissingPathError
-from actsweep.io import checksum_problem, remove_orphans, write_checksum
+from actsweep.io import checksum_path, checksum_problem, naming, remove_orphans, remove_orphans_in, write_checksum
 
 # `--ckpt_path` values that Lightning resolves itself rather than naming a file.
 SPECIAL_PATHS = ("last", "best", "hpc", "registry")
@@ -38,6 +42,11 @@ def validation_follows(trainer: L.Trainer) -> bool:
 class ValidatedCheckpoint(ModelCheckpoint):
     """`ModelCheckpoint` whose step-triggered saves wait for that step's validation, written atomically
     with a sha256 beside each file."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # resolves `dirpath`
+        if stage == "fit" and trainer.is_global_zero and self.dirpath and "://" not in str(self.dirpath):
+            remove_orphans_in(self.dirpath)  # a previous fit's, killed or out of space mid-save
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step_due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
@@ -69,14 +78,18 @@ def save_checked(trainer: L.Trainer, path: str | os.PathLike, weights_only: bool
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     if trainer.is_global_zero:
         remove_orphans(target)  # what a killed save left
-    trainer.save_checkpoint(tmp, weights_only)  # rank 0 writes; every rank waits
-    if trainer.is_global_zero:
-        write_checksum(tmp, target)
+    try:
+        trainer.save_checkpoint(tmp, weights_only)  # rank 0 writes; every rank waits
+        if trainer.is_global_zero:
+            write_checksum(tmp, target)
+    except OSError as err:  # a full disk: give its space back (the status must still be written)
+        tmp.unlink(missing_ok=True)
+        raise naming(err, target) from err
 
 
 def checkpoint_problem(path: str | os.PathLike) -> str | None:
     """Why the checkpoint at `path` cannot be trusted (damaged, not a checkpoint), or None."""
-    problem = checksum_problem(path)
+    problem = checksum_problem(path) if checksum_path(path).exists() else unrecorded_problem(path)
     if problem:
         return problem
     try:
@@ -85,6 +98,20 @@ def checkpoint_problem(path: str | os.PathLike) -> str | None:
         return f"not a readable checkpoint ({type(err).__name__})"
     if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
         return "not a Lightning checkpoint (no state_dict)"
+    return None
+
+
+def unrecorded_problem(path: str | os.PathLike) -> str | None:
+    """Why a checkpoint without a sha256 record cannot be trusted, or None: every entry of its zip
+    archive is read and checked against its CRC-32 (a flipped weight bit loads without complaint)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError):
+        return (f"damaged or unverifiable (no {checksum_path(path).name} beside it, "
+                "and not a zip archive whose entries can be checked)")
+    if bad:
+        return f"damaged (no {checksum_path(path).name} beside it, and the CRC-32 of its entry {bad} differs)"
     return None
 
 

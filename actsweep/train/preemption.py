@@ -1,18 +1,21 @@
-"""Stop cleanly when a scheduler says the time is up: save `last.ckpt` at the current step, record the
-run `interrupted`, exit. The requeued run resumes from that checkpoint and, since its windows and
-dropout masks are functions of seed and step, ends with the losses of an uninterrupted run."""
+"""Stop cleanly when a scheduler says the time is up: save `last.ckpt` once the current step is
+complete (its validation included), record the run `interrupted`, exit. The requeued run resumes
+from that checkpoint and, since its windows and dropout masks are functions of seed and step, logs
+every value an uninterrupted run logs, validations included."""
 
 from __future__ import annotations
 
 import signal
 import threading
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from actsweep.train.checkpoints import save_checked
+from actsweep.train.checkpoints import save_checked, validation_follows
 
 
 class Preempted(KeyboardInterrupt):
@@ -29,35 +32,65 @@ def last_checkpoint(trainer: L.Trainer) -> Path:
 
 
 class SaveOnSignal(Callback):
-    """On `signal_name` (SLURM's warning, sent by submitit's `--signal=USR2@90` or `scancel --signal=USR2`):
-    at the end of the current step, save `last.ckpt` and stop the run as `interrupted`.
+    """On any of `signal_name` (SLURM's warning, sent by submitit's `--signal=USR2@90` or `scancel
+    --signal=USR2`; SIGTERM, what `scancel` and most schedulers send): save `last.ckpt` once the
+    current step is complete and stop the run as `interrupted`.
 
-    The actsweep CLI adds it to every fit. One process per run: under DDP, each rank would need the
-    signal at the same step.
+    The save happens where `ValidatedCheckpoint` saves, the two points Lightning resumes from
+    exactly: at the step's batch end, or, on a step that validates, at the end of that validation
+    (saving before it would resume past a validation that never ran). The run stops at the next
+    batch start, after the step's metrics are logged; a signal during the last step lets the run
+    finish, final validation included. The actsweep CLI adds it to every fit. One process per run:
+    under DDP, each rank would need the signal at the same step.
     """
 
-    def __init__(self, signal_name: str = "SIGUSR2") -> None:
-        self.signum = signal.Signals[signal_name]
-        self.received = False
-        self._previous = None
+    def __init__(self, signal_name: str | Sequence[str] = ("SIGUSR2", "SIGTERM")) -> None:
+        names = [signal_name] if isinstance(signal_name, str) else list(signal_name)
+        self.signums = [signal.Signals[name] for name in names]
+        self.received: signal.Signals | None = None
+        self.saved: Path | None = None  # the checkpoint written since the signal
+        self._previous: dict[signal.Signals, object] = {}
+        self._step_at_start = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(self.signum, self._receive)
+            self._previous = {signum: signal.signal(signum, self._receive) for signum in self.signums}
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning's own SIGTERM handler, installed after `setup`, stops a run at the end of its
+        # epoch too, after the last step: that run would end interrupted with nothing left to resume.
+        # In one process this callback takes SIGTERM over; under DDP Lightning's stays (it stops the
+        # other processes). `teardown` restores what was there before the fit.
+        if signal.SIGTERM in self._previous and trainer.world_size == 1:
+            signal.signal(signal.SIGTERM, self._receive)
 
     def _receive(self, signum: int, frame) -> None:
-        self.received = True
+        self.received = signal.Signals(signum)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self.saved is not None:  # the previous step is complete, logged and saved
+            raise Preempted(self._message(trainer))
+        self._step_at_start = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if not self.received:
-            return
-        path = last_checkpoint(trainer)
-        save_checked(trainer, path)
-        message = f"{self.signum.name} at step {trainer.global_step}: saved {path} to resume from"
-        rank_zero_info(f"SaveOnSignal: {message}")
-        raise Preempted(message)
+        stepped = trainer.global_step > self._step_at_start  # not in the middle of gradient accumulation
+        if self.received and stepped and not validation_follows(trainer):
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.received and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        self.saved = last_checkpoint(trainer)
+        save_checked(trainer, self.saved)
+        # Said now: under DDP, Lightning's own SIGTERM handling stops the run before the next batch.
+        rank_zero_info(f"SaveOnSignal: {self._message(trainer)}")
+
+    def _message(self, trainer: L.Trainer) -> str:
+        return f"{self.received.name} at step {trainer.global_step}: saved {self.saved} to resume from"
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous is not None:
-            signal.signal(self.signum, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}

@@ -1,0 +1,285 @@
+"""Finished work is never touched and a result is never misreported (issue 26): real signals inside
+real fits, damaged event files and checkpoints, failed writes, odd records, hidden config changes.
+Each test builds its own small corpus."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import yaml
+import pytest
+
+from actsweep.io import checksum_path, lock_run
+from actsweep.status import read_status, write_status
+from actsweep.study import launchers, plan, runner, sweep as sw
+from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
+from actsweep.study.report import write_report
+from actsweep.train.checkpoints import ValidatedCheckpoint, checkpoint_problem
+from faults import signal_once
+from helpers import fake_launcher, finished_fit, snapshot, tiny_trainer, write_config, write_sweep, write_tiny_base
+
+TESTS = Path(__file__).resolve().parent
+RELU = "activation=relu,seed=0"
+ONE_RUN = [{"model.activation": ["relu"]}]
+
+
+@pytest.fixture
+def child_imports_faults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", f"{TESTS}:{TESTS.parent}")
+
+
+def sweep_once(folder: Path, root: Path, **fixed) -> tuple[list[str], Path]:
+    """`actsweep sweep` arguments of the one-run tiny sweep in `folder` (30 steps, validating every
+    10), with `fixed` settings, and its run's folder under `root`."""
+    sweep_file = write_sweep(folder / f"{root.name}.yaml", write_tiny_base(folder), ONE_RUN, [0], fixed=fixed)
+    return [str(sweep_file), "--root", str(root), "--no-report"], root / "tiny" / RELU
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    args, run_dir = sweep_once(folder, folder / "root")
+    assert runner.main(args) == 0
+    return run_dir
+
+
+# -- 1. a preemption loses nothing ------------------------------------------------------------------
+
+
+def test_preemption_at_a_validating_step_and_at_the_last_step_loses_nothing(uninterrupted, tmp_path, child_imports_faults):
+    """SIGUSR2 (SLURM's warning) during step 10, which validates, then, in the rerun a requeue does,
+    SIGTERM during step 30, the last: every value the uninterrupted run logged is logged, the same."""
+    fault = signal_once(tmp_path / "signalled", [9, 29], sig=["SIGUSR2", "SIGTERM"])
+    args, run_dir = sweep_once(tmp_path, tmp_path / "root", **fault)
+    assert runner.main(args) == 1 and read_status(run_dir)["status"] == "interrupted"
+    assert "SaveOnSignal: SIGUSR2 at step 10" in (run_dir / "fit.log").read_text()
+    assert runner.main(args) == 0 and read_status(run_dir)["status"] == "finished"
+    assert (tmp_path / "signalled.29").exists()  # the second signal did land
+    resumed, reference = read_scalars(run_dir), read_scalars(uninterrupted)
+    assert sorted(resumed) == sorted(reference)
+    for tag, values in reference.items():
+        assert list(resumed[tag].index) == list(values.index), tag
+        assert resumed[tag].to_numpy() == pytest.approx(values.to_numpy(), abs=1e-6, nan_ok=True), tag
+    assert len(resumed["val/loss"]) == 3  # after steps 10, 20 and 30
+
+
+# -- 4. readers that do not misreport ---------------------------------------------------------------
+
+
+def copy_run(run_dir: Path, sweep_dir: Path, seed: int) -> Path:
+    """`run_dir` as the run of `seed` in `sweep_dir` (its run.json saying so)."""
+    name = RELU.replace("seed=0", f"seed={seed}")
+    copy = shutil.copytree(run_dir, sweep_dir / name)
+    info = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**info, "name": name, "seed": seed}))
+    return copy
+
+
+def test_truncated_event_file_is_an_unreadable_run_not_a_result(uninterrupted, tmp_path):
+    """An event file cut mid-record (status.json says finished): the run is warned about, listed as
+    Unreadable, and left out of the configuration's mean, which is the other seed's alone."""
+    sweep_dir = tmp_path / "tiny"
+    cut, whole = copy_run(uninterrupted, sweep_dir, 0), copy_run(uninterrupted, sweep_dir, 1)
+    events = event_files(cut)[-1]
+    events.write_bytes(events.read_bytes()[: events.stat().st_size // 2 + 3])
+    assert events_problem(cut, live=True) is None  # a running fit's last record may be half flushed
+    with pytest.warns(UserWarning, match=r"seed=0: .* is cut short .*\(unreadable\)"):
+        report = write_report(sweep_dir).read_text()
+    runs = pd.read_csv(sweep_dir / "results.csv").set_index("seed")
+    assert runs.status[0] == "Unreadable" and pd.isna(runs.val_loss[0])
+    assert runs.status[1] == "Stable" and runs.val_loss[1] == pytest.approx(read_scalars(whole)["val/loss"].iloc[-1])
+    assert f"`{cut.name}`: Unreadable — {events.name} is cut short" in report
+    assert "| 1 | " in report  # n: one seed in the mean
+
+
+def flip_a_weight_bit(path: Path) -> None:
+    """One bit of the largest tensor in the checkpoint's zip archive, as a bad disk would flip it."""
+    with zipfile.ZipFile(path) as archive:
+        entry = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(path.read_bytes())
+    name_and_extra = int.from_bytes(data[entry.header_offset + 26:entry.header_offset + 28], "little") \
+        + int.from_bytes(data[entry.header_offset + 28:entry.header_offset + 30], "little")
+    data[entry.header_offset + 30 + name_and_extra + entry.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_checkpoint_without_its_sidecar_is_verified_not_trusted(tmp_path):
+    finished_fit(tmp_path / "fit")
+    (fitted,) = (tmp_path / "fit" / "logs" / "tiny").iterdir()
+    run_dir = tmp_path / "run"
+    shutil.copytree(fitted / "checkpoints", run_dir / "checkpoints")
+    write_status(run_dir, "interrupted", 1)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    checksum_path(last).unlink()
+    assert plan.plan(run_dir) == ("resume", last)  # intact: its zip entries match their CRC-32
+    flip_a_weight_bit(last)
+    assert "damaged (no last.ckpt.sha256 beside it, and the CRC-32 of its entry" in checkpoint_problem(last)
+    with pytest.warns(UserWarning, match="starting the run again from scratch"):
+        assert plan.plan(run_dir) == ("start", None)
+    last.write_bytes(b"not a zip archive")
+    assert "unverifiable" in checkpoint_problem(last)
+
+
+@pytest.mark.parametrize("refusal", ["too many jobs", "a stale run busy elsewhere"])
+def test_restart_stale_deletes_nothing_for_a_refused_sweep(tmp_path, capsys, refusal):
+    base = write_tiny_base(tmp_path)
+    grid, root = [{"model.activation": ["relu", "gelu"]}], tmp_path / "root"
+    first = sw.load_sweep(write_sweep(tmp_path / "a.yaml", base, grid, [0], fixed={"trainer.max_steps": 30}))
+    launchers.run_local(first, root, first.runs(), launch=fake_launcher([]))
+    changed = write_sweep(tmp_path / "b.yaml", base, grid, [0], fixed={"trainer.max_steps": 60})
+    args = [str(changed), "--root", str(root), "--restart-stale"]
+    held = None
+    if refusal == "too many jobs":
+        args += ["--jobs", str(4 * (os.cpu_count() or 1))]
+    else:
+        held = lock_run(root / "tiny" / "activation=gelu,seed=0")  # the second of the two stale runs
+    before = snapshot(root)
+    try:
+        assert runner.main(args) == 2
+    finally:
+        if held is not None:
+            os.close(held)
+    err = capsys.readouterr().err
+    assert err.startswith("actsweep: error:") and len(err.splitlines()) == 1, err
+    assert snapshot(root) == before
+
+
+# -- 5. failed writes ------------------------------------------------------------------------------
+
+
+def file_size_limit(limit: int):
+    """A child's `preexec_fn`: every file it writes stops at `limit` bytes (EFBIG), a real failed write."""
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("actsweep: error:")]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def test_report_write_that_fails_names_the_file_and_leaves_the_old_report(uninterrupted, tmp_path, child_imports_faults):
+    sweep_dir = tmp_path / "tiny"
+    copy_run(uninterrupted, sweep_dir, 0)
+    write_report(sweep_dir)
+    assert (sweep_dir / "val_loss.png").stat().st_size > 20_000
+    before = snapshot(sweep_dir)
+    child = subprocess.run([sys.executable, "-m", "actsweep.cli", "report", str(sweep_dir)], capture_output=True,
+                           text=True, preexec_fn=file_size_limit(20_000))
+    assert child.returncode == 2
+    assert one_error_line(child.stderr) == f"actsweep: error: cannot write {sweep_dir / 'val_loss.png'} (File too large); " \
+        "choose a writable folder: --trainer.logger.save_dir (logs, checkpoints), --data.cache_dir (token cache)"
+    assert snapshot(sweep_dir) == before  # no half PNG, no temporary file
+
+
+def test_status_that_cannot_be_written_is_still_reported(tmp_path):
+    """A fit that died on a full disk, whose status.json cannot be rewritten either (this process's files
+    limited to 16 bytes for the call): the sweep still reports it crashed, naming the file, and the old
+    status.json stays whole."""
+    write_status(tmp_path, "running", 5)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))
+    try:
+        status = plan.settle_status(tmp_path, 1)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert status["status"] == "crashed" and f"File too large: '{tmp_path / 'status.json'}'" in status["reason"]
+    assert read_status(tmp_path)["status"] == "running" and not list(tmp_path.glob(".status.json.tmp-*"))
+
+
+KILLED_SAVE = """
+import os, signal, sys
+from actsweep.train import checkpoints
+checkpoints.write_checksum = lambda written, path: os.kill(os.getpid(), signal.SIGKILL)  # checkpoint written, not renamed
+from actsweep import cli
+cli.main(sys.argv[1:])
+"""
+
+
+def test_fit_out_of_space_is_crashed_naming_the_file_and_leaves_no_temporary(tmp_path, child_imports_faults):
+    """A fit killed mid-save leaves `.last.ckpt.tmp-PID`, which the next fit's start removes; a fit
+    whose checkpoint cannot be written (its files are limited to 200 kB, the checkpoint is 390) leaves
+    no temporary file, ends `crashed` naming the file, and says so in one line."""
+    fit = ["fit", "--config", str(write_config(tmp_path)), "--trainer.logger.version", "run"]
+    killed = subprocess.run([sys.executable, "-c", KILLED_SAVE, *fit], capture_output=True)
+    checkpoints = tmp_path / "logs" / "tiny" / "run" / "checkpoints"
+    assert killed.returncode == -signal.SIGKILL and len(list(checkpoints.glob(".last.ckpt.tmp-*"))) == 1
+    ValidatedCheckpoint(dirpath=checkpoints).setup(tiny_trainer(tmp_path, []), None, "fit")  # as a fit starts
+    assert list(checkpoints.iterdir()) == []
+    child = subprocess.run([sys.executable, "-m", "actsweep.cli", *fit], capture_output=True, text=True,
+                           preexec_fn=file_size_limit(200_000))
+    assert child.returncode == 2
+    assert one_error_line(child.stderr) == f"actsweep: error: cannot write {checkpoints / 'last.ckpt'} " \
+        "(File too large); choose a writable folder: --trainer.logger.save_dir (logs, checkpoints), --data.cache_dir (token cache)"
+    assert sorted(p.name for p in checkpoints.iterdir()) == []
+    status = read_status(checkpoints.parent)
+    assert status["status"] == "crashed" and f"File too large: '{checkpoints / 'last.ckpt'}'" in status["reason"]
+
+
+# -- 9. records that are valid JSON but no record ----------------------------------------------------
+
+
+def test_status_and_run_records_holding_a_bare_number_do_not_stop_a_sweep(tmp_path, capsys):
+    """`42` in one run's status.json and another's run.json: the sweep plans on (the first run has no
+    status, so it runs again; the second is grouped by its name), the report reads both, no traceback."""
+    base = write_tiny_base(tmp_path)
+    sweep_file = write_sweep(tmp_path / "s.yaml", base, [{"model.activation": ["relu", "gelu"]}], [0])
+    root = tmp_path / "root"
+    sweep = sw.load_sweep(sweep_file)
+    runner.write_manifest(sweep, root)
+    launchers.run_local(sweep, root, sweep.runs(), launch=fake_launcher([]))
+    (root / "tiny" / RELU / "status.json").write_text("42")
+    (root / "tiny" / "activation=gelu,seed=0" / "run.json").write_text("42")
+    capsys.readouterr()
+    assert runner.main([str(sweep_file), "--root", str(root), "--dry-run"]) == 0
+    commands = capsys.readouterr().out.splitlines()
+    assert len(commands) == 1 and RELU in commands[0]  # the other is finished, skipped
+    assert sorted(log.dir.name for log in read_runs(root / "tiny")) == ["activation=gelu,seed=0", RELU]
+
+
+# -- 3. staleness over everything that determines a run ------------------------------------------------
+
+
+def write_split_base(folder: Path) -> Path:
+    """The tiny base config with its model section in `model.yaml`, which it includes."""
+    base = write_tiny_base(folder)
+    config = yaml.safe_load(base.read_text())
+    (folder / "model.yaml").write_text(yaml.safe_dump(config.pop("model")))
+    base.write_text(yaml.safe_dump({**config, "model": "model.yaml"}))
+    return base
+
+
+def test_changes_no_sweep_file_shows_make_the_finished_run_stale(tmp_path, capsys):
+    """`n_embd` changed in a config file that the base config includes, a byte added to the corpus, to
+    the tokenizer file: each makes the finished run stale (refused, nothing touched); put back, it is
+    reused."""
+    base = write_split_base(tmp_path)
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_text('{"model": {"type": "BPE"}}')
+    sweep_file = write_sweep(tmp_path / "s.yaml", base, ONE_RUN, [0], fixed={"data.tokenizer": f"hf:{tokenizer}"})
+    root = tmp_path / "root"
+    dry_run = [str(sweep_file), "--root", str(root), "--dry-run"]
+    sweep = sw.load_sweep(sweep_file)
+    launchers.run_local(sweep, root, sweep.runs(), launch=fake_launcher([]))
+    before = snapshot(root)
+    edits = {"an included config file": tmp_path / "model.yaml", "the corpus": tmp_path / "corpus.txt",
+             "the tokenizer file": tokenizer}
+    for change, edited in edits.items():
+        original = edited.read_text()
+        edited.write_text(original.replace("n_embd: 32", "n_embd: 48") if edited.suffix == ".yaml" else original + " ")
+        capsys.readouterr()
+        assert runner.main(dry_run) == 2, change
+        assert f"{RELU} ({change} changed)" in one_error_line(capsys.readouterr().err)
+        assert snapshot(root) == before
+        edited.write_text(original)
+    capsys.readouterr()
+    assert runner.main(dry_run) == 0 and capsys.readouterr().out == ""  # the same content again: reused
