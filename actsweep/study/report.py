@@ -136,7 +136,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
     for header, key, digits in [
         ("published val loss", "pub_val_loss", 2), ("published ppl", "pub_ppl", 3),
-        ("published dead %", "pub_dead_pct", 1), ("published act mean", "pub_act_mean", 2),
+        ("published inactive % (blog's \"Dead %\")", "pub_inactive_pct", 1), ("published act mean", "pub_act_mean", 2),
         ("published grad norm", "pub_grad_norm", 2), ("published top-band %", "pub_top_band_pct", 0),
         ("published status", "pub_status", 0),
     ]
