@@ -82,3 +82,17 @@ def test_plan_seeds_command_on_the_cpu_study(capsys):
     assert "| relu − gelu | norm=none | primary (14) | 0.00357 | 5 | 0.148 | 0.016 | 48 |" in out
     assert main([str(CPU_CSV), "--effect", "0.085"]) == 2
     assert "give its sweep file" in capsys.readouterr().err
+
+
+def test_a_study_read_from_the_committed_csv_gives_the_committed_claims(tmp_path):
+    import actsweep
+
+    study = actsweep.load_study(CPU_CSV, sweep=CPU_SWEEP)
+    committed = pd.read_csv(CPU_CSV.with_name("claims.csv"))
+    assert list(study.claims.columns) == list(committed.columns) and len(study.claims) == len(committed)
+    for column in ("n", "mean", "p", "p_adj", "adj_low", "mde"):
+        assert np.allclose(study.claims[column].astype(float), committed[column], equal_nan=True, rtol=1e-9)
+    assert list(study.paired.columns) == list(pd.read_csv(CPU_CSV.with_name("paired.csv")).columns)
+    assert "activation=relu,norm=none,seed=0" in study.outliers
+    # from a CSV: no run logs, so no curves and of the figures only the forest plot
+    assert study.curves("train/loss").empty and list(study.figures(tmp_path)) == ["Primary comparisons"]
