@@ -24,8 +24,7 @@ from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.paired import HIDDEN, paired_table
 from actsweep.study.report import comparisons_of, csv_inputs, grid_keys_of, runs_table
-from actsweep.study.review import claims_table, outlier_runs
-from actsweep.study.seeds import seed_plan
+from actsweep.study.review import claims_table, outlier_runs, seed_plan
 from actsweep.study.sweep import SweepError, load_sweep
 
 
@@ -64,7 +63,7 @@ class Study:
 
     def plan_seeds(self, effect: float, metric: str = "val_loss", power: float = POWER,
                    primary_only: bool = True) -> pd.DataFrame:
-        """Seeds per primary comparison for `power` to resolve `effect` (`seeds.seed_plan`)."""
+        """Seeds per primary comparison for `power` to resolve `effect` (`review.seed_plan`)."""
         return seed_plan(self.claims, effect, metric, self.alpha, power, primary_only)
 
     def curves(self, tag: str) -> pd.DataFrame:
