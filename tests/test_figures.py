@@ -50,6 +50,10 @@ def test_each_panel_shows_its_own_bands_mean_over_seeds():
     assert list(paper) == pytest.approx([0, 0, 30, 70]) and uniform[3] == pytest.approx(95)
     plt.close(fig)
     assert bands_figure({"a": [RunLog(Path("."), {"config": "a"}, {}, {})]}) is None
+    nan = (float("nan"),) * 4  # a diverged run's last probe: no legend entry for nothing drawn
+    fig = bands_figure({"a": logs, "b": [log("b", 0, status="diverged", shares=nan)]})
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a (n=2)"]
+    plt.close(fig)
 
 
 def test_training_loss_shows_the_mean_of_smoothed_seeds_with_their_range(tmp_path):

@@ -56,6 +56,13 @@ def by_config(logs: list[RunLog]) -> dict[str, list[RunLog]]:
     return groups
 
 
+def finished_only(groups: dict[str, list[RunLog]]) -> dict[str, list[RunLog]]:
+    """The groups with their finished runs only, empty groups left out: a diverged or unfinished run's
+    last values are not results (and a NaN share or an overflowed loss would blank or flatten a panel)."""
+    kept = {name: [log for log in logs if log.status.get("status") == "finished"] for name, logs in groups.items()}
+    return {name: logs for name, logs in kept.items() if logs}
+
+
 def mean_curve(logs: list[RunLog], tag: str) -> pd.DataFrame | None:
     """Mean and std over seeds of a tag, on the steps the seeds share."""
     series = [log.scalars[tag] for log in logs if tag in log.scalars]
@@ -77,10 +84,11 @@ def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
 
 
 def bands_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
-    """Share of heads per entropy band at the last probe (mean over seeds), like the paper's
+    """Share of heads per entropy band at the last probe (mean over finished seeds), like the paper's
     histograms, one panel per band definition: a marker per configuration, its own colour and shape,
     joined across the bands, each configuration slightly offset so that equal shares stay visible."""
-    measured = {name: logs for name, logs in groups.items() if any(band_tag("max", 3) in log.scalars for log in logs)}
+    measured = {name: logs for name, logs in finished_only(groups).items()
+                if any(band_tag("max", 3) in log.scalars for log in logs)}
     if not measured:
         return None
     style = styles(list(measured))
@@ -119,11 +127,10 @@ def plot_train_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
 def train_loss_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
     """Training loss per configuration: the mean over its finished seeds of each run's smoothed curve
     (the trailing mean the Unstable rule reads), with a band from the lowest to the highest seed.
-    Diverged runs are left out (their losses are not results, and one overflow would flatten the rest)."""
+    Diverged and unfinished runs are left out (`finished_only`)."""
     curves = {}
-    for name, logs in groups.items():
-        runs = [smoothed_train_loss(log.scalars["train/loss"]) for log in logs
-                if "train/loss" in log.scalars and log.status.get("status") == "finished"]
+    for name, logs in finished_only(groups).items():
+        runs = [smoothed_train_loss(log.scalars["train/loss"]) for log in logs if "train/loss" in log.scalars]
         runs = [run for run in runs if len(run)]
         if runs:
             curves[name] = (pd.concat(runs, axis=1, join="inner"), len(runs))
