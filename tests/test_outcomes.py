@@ -124,7 +124,7 @@ def test_the_rule_in_words_states_the_thresholds_applied():
     assert UNSTABLE_RULE == (
         "A run is **Unstable** when its final val loss exceeds its best val loss by more than 10%, or when, after "
         "the first 10% of its steps, a logged train loss exceeds 1.5× the lowest train loss logged before it (a "
-        "spike), or when its training loss (a trailing mean over 10% of its logged values) ends more than 10% above "
+        "spike), or when its training loss (a trailing mean over 10% of its logged values, at least 5) ends more than 10% above "
         "its lowest, or when its final val loss exceeds that smoothed final train loss by more than 10% (validation "
         "worse than the run's own late training: lost ground, or overfitting). A run is **Diverged** when its training loss or any validation loss became non-finite (the run "
         "stops there and is not retried). A configuration is Diverged if any seed diverged, else Incomplete if "
@@ -185,12 +185,18 @@ def test_a_validation_worse_than_the_runs_own_late_training_is_unstable():
     assert unstable_reason({"train/loss": train, "val/loss": once(0.8 * late)}) == ""  # dropout: train above val
 
 
-def test_smoothing_is_a_trailing_mean_over_a_tenth_of_the_finite_points():
-    train = at({s: v for s, v in zip(range(10, 210, 10), [4.0] * 10 + [2.0, 2.2] * 5)})
-    curve = smoothed_train_loss(train)  # 20 points: a window of 2
-    assert list(curve.index) == list(range(20, 210, 10)) and curve.iloc[-1] == pytest.approx(2.1)
+def test_smoothing_is_a_trailing_mean_over_a_tenth_of_the_finite_points_at_least_five():
+    train = at({s: v for s, v in zip(range(10, 1010, 10), [4.0] * 50 + [2.0, 2.2] * 25)})
+    curve = smoothed_train_loss(train)  # 100 points: a window of 10
+    assert list(curve.index) == list(range(100, 1010, 10)) and curve.iloc[-1] == pytest.approx(2.1)
     assert unstable_reason({"train/loss": train}) == ""  # the raw 2.2 ends exactly 10 % above the raw 2.0
-    assert len(smoothed_train_loss(at({1: 3.0, 2: math.nan, 3: 2.0}))) == 2  # non-finite values left out
-    rising = at({s: v for s, v in zip(range(10, 110, 10), [3.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.3, 2.3])})
+    few = at({s: v for s, v in zip(range(10, 210, 10), [4.0] * 10 + [2.0, 2.2] * 5)})
+    assert len(smoothed_train_loss(few)) == 16  # 20 points: 10 % is 2, so the window is 5
+    assert len(smoothed_train_loss(at({1: 3.0, 2: 2.5, 3: 2.0}))) == 1  # fewer than 5: one mean of all
+    assert len(smoothed_train_loss(at({1: 3.0, 2: math.nan, **{s: 2.0 for s in range(3, 8)}}))) == 2  # finite only
+    assert unstable_reason({"train/loss": at({1: 2.0, 2: 3.0})}) == ""  # too few values for the rise rule
+    rising = at({s: v for s, v in zip(range(10, 160, 10), [3.0] + [2.0] * 9 + [2.3] * 5)})
     assert unstable_reason({"train/loss": rising}) == "smoothed train loss ended at 2.300 > 1.1 × its lowest 2.000"
     assert unstable_reason({"train/loss": rising.replace(2.3, 2.2)}) == ""  # exactly 10 % above: not more than
+    one_bad_batch = at({s: v for s, v in zip(range(10, 160, 10), [3.0] + [2.0] * 13 + [2.5])})
+    assert unstable_reason({"train/loss": one_bad_batch}) == ""  # 2.1 smoothed: one batch does not decide

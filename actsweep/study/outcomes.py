@@ -18,12 +18,12 @@ SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
 # batch's loss is noisy (±5 % on the quickstart model), and a single unlucky batch is not a run that
 # lost ground. They are what works when a run validates once (every study run): the val-vs-best rule
 # then compares the one validation with itself.
-SMOOTH_SHARE = 0.10
+SMOOTH_SHARE, SMOOTH_MIN = 0.10, 5  # ... and over at least 5 values: a run logging few is not judged by one batch
 UNSTABLE_RULE = (
     f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
     f"{END_FACTOR - 1:.0%}, or when, after the first {SPIKE_AFTER:.0%} of its steps, a logged train loss "
     f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike), or when its training loss "
-    f"(a trailing mean over {SMOOTH_SHARE:.0%} of its logged values) ends more than {END_FACTOR - 1:.0%} above "
+    f"(a trailing mean over {SMOOTH_SHARE:.0%} of its logged values, at least {SMOOTH_MIN}) ends more than {END_FACTOR - 1:.0%} above "
     f"its lowest, or when its final val loss exceeds that smoothed final train loss by more than "
     f"{END_FACTOR - 1:.0%} (validation worse than the run's own late training: lost ground, or overfitting). "
     "A run is **Diverged** when "
@@ -36,9 +36,10 @@ UNSTABLE_RULE = (
 
 
 def smoothed_train_loss(train: pd.Series, share: float = SMOOTH_SHARE) -> pd.Series:
-    """The finite train losses as a trailing mean over ⌈share · their number⌉ values, full windows only."""
+    """The finite train losses as a trailing mean over ⌈share · their number⌉ values, but at least
+    SMOOTH_MIN (all of them when fewer), full windows only."""
     finite = train[np.isfinite(train.to_numpy(dtype=float))].sort_index()
-    window = max(1, math.ceil(share * len(finite)))
+    window = max(1, min(len(finite), max(SMOOTH_MIN, math.ceil(share * len(finite)))))
     return finite.rolling(window).mean().dropna()
 
 
