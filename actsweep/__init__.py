@@ -34,6 +34,7 @@ _API = {
     "head_entropy": "actsweep.stats.metrics",
     "causal_uniform_entropy": "actsweep.stats.metrics",
     "load_runs": "actsweep.study.report",
+    "load_study": "actsweep.study.results",
     "to_transformer_lens": "actsweep.export",
 }
 

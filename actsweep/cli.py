@@ -1,4 +1,4 @@
-"""The `actsweep` command: LightningCLI's fit/validate/test, plus `sweep` and `report`.
+"""The `actsweep` command: LightningCLI's fit/validate/test, plus `sweep`, `report` and `plan-seeds`.
 
 Lightning is imported only for the LightningCLI commands, so `sweep` and `report` start quickly.
 """
@@ -12,7 +12,7 @@ import sys
 from actsweep.errors import ActSweepError
 
 # The runner's own commands, imported only when asked for (Lightning is slow to import).
-COMMANDS = {"sweep": "actsweep.study.runner", "report": "actsweep.study.report"}
+COMMANDS = {"sweep": "actsweep.study.runner", "report": "actsweep.study.report", "plan-seeds": "actsweep.study.seeds"}
 # OS errors that mean "this place cannot be written": the fix is the user's, not the code's.
 FULL = {errno.ENOSPC, errno.EDQUOT}
 UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EFBIG}

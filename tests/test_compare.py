@@ -16,9 +16,24 @@ from actsweep.study.published import STUDIES
 
 def test_blog_status_rule_gives_the_blogs_own_labels_on_its_own_numbers():
     rows = [{"status": "Unstable (1/1)" if e.values["status"] == "Unstable" else "Stable",
-             "val_loss": e.values["val_loss"], "inactive_pct": e.values["dead_pct"],
+             "val_loss": e.values["val_loss"], "inactive_pct": e.values["inactive_pct"],
              "activation": e.match["model.activation"], "lr": e.match["model.lr"]} for e in STUDIES["blog"]]
     assert compare.blog_status(rows) == [e.values["status"] for e in STUDIES["blog"]]
+
+
+def test_the_blogs_dead_pct_is_the_share_of_outputs_at_most_zero_and_named_so():
+    import torch
+
+    from actsweep.stats.metrics import activation_sums, ffn_ratios
+    from actsweep.study import report
+
+    assert all("inactive_pct" in e.values and "dead_pct" not in e.values for e in STUDIES["blog"])
+    assert report.FINAL["inactive_pct"] == ("ffn/inactive_frac", 100)  # our column it stands beside
+    headers = {key: header for header, key, _ in report.COLUMNS}
+    assert headers["pub_inactive_pct"] == 'published inactive % (blog\'s "Dead %")'
+    act = torch.tensor([[-1.0, 0.0, 0.5, 2.0]])  # zero is inactive: outputs <= 0, not < 0
+    sums = activation_sums(act)[None]
+    assert ffn_ratios(sums, torch.ones(1, 2)).get("inactive_frac").tolist() == [0.5]
 
 
 def test_value_at_the_published_step_not_the_last():
@@ -28,9 +43,9 @@ def test_value_at_the_published_step_not_the_last():
 
 
 def test_published_loss_is_not_comparable_across_tokenizer_levels():
-    published = {"val_loss": 0.85, "dead_pct": 90.4, "status": "Optimal"}
+    published = {"val_loss": 0.85, "inactive_pct": 90.4, "status": "Optimal"}
     assert compare.mark_incomparable(published, "blog", "char") == published
-    assert compare.mark_incomparable(published, "blog", "gpt2") == {"val_loss": "n/c", "dead_pct": 90.4, "status": "Optimal"}
+    assert compare.mark_incomparable(published, "blog", "gpt2") == {"val_loss": "n/c", "inactive_pct": 90.4, "status": "Optimal"}
     assert compare.mark_incomparable({"ppl": 2.688}, "revival", "gpt2") == {"ppl": "n/c"}
     assert compare.mark_incomparable({"ppl": 2.688}, "revival", "hf:huggingface-course/code-search-net-tokenizer") == {"ppl": 2.688}
 

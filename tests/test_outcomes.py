@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -19,6 +20,7 @@ from actsweep.study.outcomes import (
     precision_flag,
     run_outcome,
     skipped_share,
+    smoothed_train_loss,
     unstable_reason,
 )
 
@@ -122,7 +124,9 @@ def test_the_rule_in_words_states_the_thresholds_applied():
     assert UNSTABLE_RULE == (
         "A run is **Unstable** when its final val loss exceeds its best val loss by more than 10%, or when, after "
         "the first 10% of its steps, a logged train loss exceeds 1.5× the lowest train loss logged before it (a "
-        "spike). A run is **Diverged** when its training loss or any validation loss became non-finite (the run "
+        "spike), or when its training loss (a trailing mean over 10% of its logged values, at least 5) ends more than 10% above "
+        "its lowest, or when its final val loss exceeds that smoothed final train loss by more than 10% (validation "
+        "worse than the run's own late training: lost ground, or overfitting). A run is **Diverged** when its training loss or any validation loss became non-finite (the run "
         "stops there and is not retried). A configuration is Diverged if any seed diverged, else Incomplete if "
         "any seed did not finish, else Unstable if any seed is unstable, else Stable. Val loss and ppl: mean over "
         "the seeds that finished (Stable or Unstable) with its two-sided 95 % Student-t interval, n = their number; "
@@ -134,3 +138,65 @@ def test_final_saturation_is_the_mean_last_share_over_dynamic_norms():
                "norm/alpha/attn/layer_0": at({20: 7.0}), "ffn/inactive_frac": at({20: 5.0})}
     assert final_saturation(scalars) == pytest.approx(0.3)  # (0.2 + 0.4) / 2: last values, no other tags
     assert math.isnan(final_saturation({"val/loss": at({1: 2.0})}))
+
+
+# -- the training-curve rules on synthetic curves (one validation at the end, as every study run) ---------
+
+
+def training_curve(points: int = 300, final: float = 2.2, rise: float = 0.0, noise: float = 0.05,
+                   seed: int = 0) -> pd.Series:
+    """A train loss decaying exponentially from ~4.5 to `final`, times (1 + `rise`) ramped in over the
+    last third, with multiplicative batch noise of relative SD `noise`; logged every step from 1."""
+    steps = np.arange(1, points + 1)
+    clean = final + (4.5 - final) * np.exp(-steps / (points / 8))
+    ramp = np.clip((steps - 2 * points / 3) / (points / 3), 0, 1)
+    noisy = clean * (1 + rise * ramp) * (1 + noise * np.random.default_rng(seed).standard_normal(points))
+    return pd.Series(noisy, index=steps)
+
+
+def once(value: float, step: int = 300) -> pd.Series:
+    return at({step: value})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_healthy_noisy_run_validated_once_is_stable(seed):
+    train = training_curve(seed=seed)
+    assert unstable_reason({"train/loss": train, "val/loss": once(2.15)}) == ""
+    # unsmoothed, its batch noise alone reads as "ended 10 % above its lowest": the smoothing is needed
+    assert train.iloc[-10:].max() > 1.1 * train.min()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_run_whose_training_loss_climbs_back_is_unstable_without_a_spike(seed):
+    train = training_curve(rise=0.2, noise=0.03, seed=seed)  # +20 % over the last third, never a 1.5x jump
+    assert not (train > 1.5 * train.cummin().shift(1)).iloc[30:].any()
+    reason = unstable_reason({"train/loss": train, "val/loss": once(2.6)})
+    assert reason.startswith("smoothed train loss ended at") and "× its lowest" in reason
+    assert outcome({"status": "finished"}, train_loss=train, val_loss=once(2.6))[0] == "Unstable"
+    assert unstable_reason({"train/loss": training_curve(rise=0.05, seed=seed), "val/loss": once(2.25)}) == ""
+
+
+def test_a_validation_worse_than_the_runs_own_late_training_is_unstable():
+    train = training_curve(noise=0.0)
+    late = smoothed_train_loss(train).iloc[-1]
+    assert unstable_reason({"train/loss": train, "val/loss": once(1.12 * late)}) == (
+        f"final val loss {1.12 * late:.3f} > 1.1 × late train loss {late:.3f}")
+    assert unstable_reason({"train/loss": train, "val/loss": once(1.09 * late)}) == ""
+    assert unstable_reason({"train/loss": train, "val/loss": once(0.8 * late)}) == ""  # dropout: train above val
+
+
+def test_smoothing_is_a_trailing_mean_over_a_tenth_of_the_finite_points_at_least_five():
+    train = at({s: v for s, v in zip(range(10, 1010, 10), [4.0] * 50 + [2.0, 2.2] * 25)})
+    curve = smoothed_train_loss(train)  # 100 points: a window of 10
+    assert list(curve.index) == list(range(100, 1010, 10)) and curve.iloc[-1] == pytest.approx(2.1)
+    assert unstable_reason({"train/loss": train}) == ""  # the raw 2.2 ends exactly 10 % above the raw 2.0
+    few = at({s: v for s, v in zip(range(10, 210, 10), [4.0] * 10 + [2.0, 2.2] * 5)})
+    assert len(smoothed_train_loss(few)) == 16  # 20 points: 10 % is 2, so the window is 5
+    assert len(smoothed_train_loss(at({1: 3.0, 2: 2.5, 3: 2.0}))) == 1  # fewer than 5: one mean of all
+    assert len(smoothed_train_loss(at({1: 3.0, 2: math.nan, **{s: 2.0 for s in range(3, 8)}}))) == 2  # finite only
+    assert unstable_reason({"train/loss": at({1: 2.0, 2: 3.0})}) == ""  # too few values for the rise rule
+    rising = at({s: v for s, v in zip(range(10, 160, 10), [3.0] + [2.0] * 9 + [2.3] * 5)})
+    assert unstable_reason({"train/loss": rising}) == "smoothed train loss ended at 2.300 > 1.1 × its lowest 2.000"
+    assert unstable_reason({"train/loss": rising.replace(2.3, 2.2)}) == ""  # exactly 10 % above: not more than
+    one_bad_batch = at({s: v for s, v in zip(range(10, 160, 10), [3.0] + [2.0] * 13 + [2.5])})
+    assert unstable_reason({"train/loss": one_bad_batch}) == ""  # 2.1 smoothed: one batch does not decide

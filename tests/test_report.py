@@ -76,7 +76,7 @@ def test_paired_differences_in_the_report(finished_sweep):
 
 
 def test_figures_written(finished_sweep):
-    for name in ("val_loss.png", "entropy_bands.png", "head_entropy.png", "forest.png"):
+    for name in ("train_loss.png", "val_loss.png", "entropy_bands.png", "head_entropy.png", "forest.png"):
         assert (finished_sweep / name).stat().st_size > 1000
         assert f"]({name})" in (finished_sweep / "report.md").read_text()
 

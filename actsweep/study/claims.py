@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
@@ -124,6 +125,51 @@ def minimum_detectable_effect(n: int, sd: float, alpha: float = ALPHA, power: fl
         return math.nan
     effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power, alternative="two-sided")
     return float(effect) * sd
+
+
+def _power_by_mixture(standardized: float, n: int, alpha: float) -> float:
+    """The two-sided one-sample t-test's power as the normal probability averaged over the
+    chi-square of the variance: P(|Z + δ√n| > c·√(V/df)), V ~ χ²(df), df = n − 1, c the t quantile.
+    The same number as the noncentral t's tail, computed where scipy's `nct` gives NaN (large
+    noncentrality with few degrees of freedom)."""
+    df, shift = n - 1, standardized * math.sqrt(n)
+    critical = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def rejects(v: float) -> float:
+        bound = critical * math.sqrt(v / df)
+        return (stats.norm.sf(bound - shift) + stats.norm.cdf(-bound - shift)) * stats.chi2.pdf(v, df)
+
+    return float(integrate.quad(rejects, 0, math.inf, limit=200)[0])
+
+
+def paired_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """The probability that a two-sided paired t-test of n seeds at level `alpha` resolves a true mean
+    difference `effect`, given the paired SD: statsmodels' TTestPower on effect / sd, or the same
+    power by `_power_by_mixture` where statsmodels returns NaN."""
+    if n < 2 or not (math.isfinite(sd) and sd > 0 and math.isfinite(effect) and math.isfinite(alpha)):
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's nct on its NaN cases
+        power = float(TTestPower().power(effect_size=abs(effect) / sd, nobs=n, alpha=alpha, alternative="two-sided"))
+    return power if math.isfinite(power) else _power_by_mixture(abs(effect) / sd, n, alpha)
+
+
+def seeds_for_power(effect: float, sd: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The fewest seeds (at least 2, a t-test's minimum) whose two-sided paired t-test at level `alpha`
+    resolves a true mean difference `effect` with probability ≥ `power`, given the paired SD; NaN
+    without a usable SD. The smallest whole n with `paired_power` ≥ `power` (power grows with n),
+    found by doubling then bisection: statsmodels' `solve_power` gives the same n rounded up where it
+    converges, but its root finder fails (NaN) for large effects at small levels, e.g. 0.085 nats
+    over a paired SD of 0.006 at α/14."""
+    if not (math.isfinite(sd) and sd > 0 and math.isfinite(effect) and effect != 0 and math.isfinite(alpha)):
+        return math.nan
+    low, high = 1, 2  # power(low) < power ≤ power(high) once the doubling stops
+    while paired_power(effect, sd, high, alpha) < power:
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if paired_power(effect, sd, middle, alpha) < power else (low, middle)
+    return high
 
 
 def tost_p(differences: Sequence[float], bound: float) -> float:

@@ -1,4 +1,4 @@
-"""The report's figures: validation loss curves, entropy bands, per-head entropy heatmaps, slopes.
+"""The report's figures: training and validation loss curves, entropy bands, per-head entropy heatmaps, slopes.
 
 Each `plot_*` takes the runs grouped by configuration and a path, and says whether it drew anything.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -19,14 +20,42 @@ from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
 from actsweep.io import write_atomic  # noqa: E402
 from actsweep.study.claims import METHOD_NAMES  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
+from actsweep.study.outcomes import smoothed_train_loss  # noqa: E402
 
-BANDS = ["[0, m/4)", "[m/4, m/2)", "[m/2, 3m/4)", "[3m/4, m]"]
+# The quarters of [0, reference] each panel of the band figure counts heads in: the paper's
+# reference is the largest head entropy m of the model, the other the uniform causal head's ln(T!)/T.
+BAND_PANELS = {
+    "max": ("relative to the largest head entropy m (paper)", "m"),
+    "uniform": ("relative to U = ln(T!)/T, the uniform causal head", "U"),
+}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 
 
-def save_png(fig: plt.Figure, path: Path, dpi: int) -> None:
+def band_labels(symbol: str) -> list[str]:
+    """`[0, m/4)`, `[m/4, m/2)`, `[m/2, 3m/4)`, `[3m/4, m]` for the panel's reference symbol."""
+    return [f"[0, {symbol}/4)", f"[{symbol}/4, {symbol}/2)", f"[{symbol}/2, 3{symbol}/4)", f"[3{symbol}/4, {symbol}]"]
+
+
+def styles(names: list[str]) -> dict[str, dict[str, object]]:
+    """A colour and a marker per configuration, no two alike for up to 20: tab20's ten dark shades,
+    then its ten light ones (a cycle of 10 would repeat colours across a 12-configuration study),
+    each with its own marker."""
+    palette = plt.get_cmap("tab20").colors
+    colours = [palette[2 * k] for k in range(10)] + [palette[2 * k + 1] for k in range(10)]
+    return {name: {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)]}
+            for i, name in enumerate(names)}
+
+
+def legend_outside(fig: plt.Figure, axes: list[plt.Axes]) -> None:
+    """One legend for the figure, right of the panels, so that it covers none of them."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+
+
+def save_png(fig: plt.Figure, path: Path, dpi: int, **savefig: Any) -> None:
     """Render in memory, then write atomically: a full disk leaves the old figure, never half a PNG."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi)
+    fig.savefig(buffer, format="png", dpi=dpi, **savefig)
     write_atomic(path, buffer.getvalue())
 
 
@@ -35,6 +64,13 @@ def by_config(logs: list[RunLog]) -> dict[str, list[RunLog]]:
     for log in logs:
         groups.setdefault(log.info.get("label") or log.info["config"], []).append(log)
     return groups
+
+
+def finished_only(groups: dict[str, list[RunLog]]) -> dict[str, list[RunLog]]:
+    """The groups with their finished runs only, empty groups left out: a diverged or unfinished run's
+    last values are not results (and a NaN share or an overflowed loss would blank or flatten a panel)."""
+    kept = {name: [log for log in logs if log.status.get("status") == "finished"] for name, logs in groups.items()}
+    return {name: logs for name, logs in kept.items() if logs}
 
 
 def mean_curve(logs: list[RunLog], tag: str) -> pd.DataFrame | None:
@@ -57,20 +93,70 @@ def plot_val_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
     return save(fig, ax, path, "step", "val loss (mean ± std over seeds)")
 
 
-def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    """Share of heads per entropy band, like the paper's histograms, under both definitions."""
-    measured = {name: logs for name, logs in groups.items() if any(band_tag("max", 3) in log.scalars for log in logs)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    width = 0.8 / max(len(measured), 1)
-    for ax, (kind, title) in zip(axes, [("max", "relative to the largest head entropy m (paper)"),
-                                        ("uniform", "relative to ln(T!)/T (uniform ceiling)")]):
-        for i, (name, logs) in enumerate(measured.items()):
+def bands_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
+    """Share of heads per entropy band at the last probe (mean over finished seeds), like the paper's
+    histograms, one panel per band definition: a marker per configuration, its own colour and shape,
+    joined across the bands, each configuration slightly offset so that equal shares stay visible."""
+    measured = {name: logs for name, logs in finished_only(groups).items()
+                if any(band_tag("max", 3) in log.scalars for log in logs)}
+    if not measured:
+        return None
+    style = styles(list(measured))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True, layout="constrained")
+    offsets = np.linspace(-0.25, 0.25, len(measured)) if len(measured) > 1 else [0.0]
+    for ax, (kind, (title, symbol)) in zip(axes, BAND_PANELS.items()):
+        for offset, (name, logs) in zip(offsets, measured.items()):
             shares = [last_mean(logs, band_tag(kind, b)) * 100 for b in range(4)]
-            ax.bar(np.arange(4) + i * width, shares, width, label=name)
-        ax.set_xticks(np.arange(4) + width * (len(measured) - 1) / 2, BANDS)
+            ax.plot(np.arange(4) + offset, shares, lw=0.8, ms=5, label=f"{name} (n={len(logs)})", **style[name])
+        ax.set_xticks(np.arange(4), band_labels(symbol))
+        ax.set_xlabel(f"entropy band (quarters of [0, {symbol}])")
         ax.set_title(title, fontsize=9)
-    axes[0].set_ylabel("% of heads")
-    return save(fig, axes[-1], path, "entropy band", None)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("% of heads (mean over seeds)")
+    legend_outside(fig, list(axes))
+    return fig
+
+
+def save_figure(fig: plt.Figure | None, path: Path) -> bool:
+    """Save a drawn figure (its outside legend included) and close it; False for no figure."""
+    if fig is None:
+        return False
+    save_png(fig, path, 110, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
+def plot_bands(groups: dict[str, list[RunLog]], path: Path) -> bool:
+    return save_figure(bands_figure(groups), path)
+
+
+def plot_train_loss(groups: dict[str, list[RunLog]], path: Path) -> bool:
+    return save_figure(train_loss_figure(groups), path)
+
+
+def train_loss_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
+    """Training loss per configuration: the mean over its finished seeds of each run's smoothed curve
+    (the trailing mean the Unstable rule reads), with a band from the lowest to the highest seed.
+    Diverged and unfinished runs are left out (`finished_only`)."""
+    curves = {}
+    for name, logs in finished_only(groups).items():
+        runs = [smoothed_train_loss(log.scalars["train/loss"]) for log in logs if "train/loss" in log.scalars]
+        runs = [run for run in runs if len(run)]
+        if runs:
+            curves[name] = (pd.concat(runs, axis=1, join="inner"), len(runs))
+    if not curves:
+        return None
+    style = styles(list(curves))
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for name, (frame, n) in curves.items():
+        colour, marker = style[name]["color"], style[name]["marker"]
+        ax.plot(frame.index, frame.mean(axis=1), color=colour, marker=marker, markevery=max(1, len(frame) // 6),
+                ms=4, lw=1.2, label=f"{name} (n={n})")
+        ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour, alpha=0.15, lw=0)
+    ax.set(xlabel="step", ylabel="train loss (smoothed): mean over seeds, band: their range")
+    ax.grid(alpha=0.3)
+    legend_outside(fig, [ax])
+    return fig
 
 
 def plot_heatmaps(groups: dict[str, list[RunLog]], path: Path) -> bool:
@@ -137,6 +223,7 @@ def save(fig: plt.Figure, ax: plt.Axes, path: Path, xlabel: str, ylabel: str | N
 
 
 FIGURES = {
+    "train_loss.png": ("Training loss", plot_train_loss),
     "val_loss.png": ("Validation loss", plot_val_loss),
     "entropy_bands.png": ("Attention entropy bands (last probe)", plot_bands),
     "head_entropy.png": ("Per-head attention entropy (last probe)", plot_heatmaps),

@@ -14,16 +14,49 @@ from actsweep.study.logs import RunLog
 
 MAX_SKIPPED_SHARE = 0.05  # fp16 runs whose GradScaler skipped more of the optimizer steps are flagged
 SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
+# The training-loss rules read a trailing mean over this share of the run's logged train losses: one
+# batch's loss is noisy (±5 % on the quickstart model), and a single unlucky batch is not a run that
+# lost ground. They are what works when a run validates once (every study run): the val-vs-best rule
+# then compares the one validation with itself.
+SMOOTH_SHARE, SMOOTH_MIN = 0.10, 5  # ... and over at least 5 values: a run logging few is not judged by one batch
 UNSTABLE_RULE = (
     f"A run is **Unstable** when its final val loss exceeds its best val loss by more than "
     f"{END_FACTOR - 1:.0%}, or when, after the first {SPIKE_AFTER:.0%} of its steps, a logged train loss "
-    f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike). A run is **Diverged** when "
+    f"exceeds {SPIKE_FACTOR}× the lowest train loss logged before it (a spike), or when its training loss "
+    f"(a trailing mean over {SMOOTH_SHARE:.0%} of its logged values, at least {SMOOTH_MIN}) ends more than {END_FACTOR - 1:.0%} above "
+    f"its lowest, or when its final val loss exceeds that smoothed final train loss by more than "
+    f"{END_FACTOR - 1:.0%} (validation worse than the run's own late training: lost ground, or overfitting). "
+    "A run is **Diverged** when "
     "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
     "A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
     "else Stable. Val loss and ppl: mean over the seeds that finished (Stable or Unstable) with its two-sided "
     "95 % Student-t interval, n = their number; other columns: mean over the same seeds of the last logged value."
 )
+
+
+def smoothed_train_loss(train: pd.Series, share: float = SMOOTH_SHARE) -> pd.Series:
+    """The finite train losses as a trailing mean over ⌈share · their number⌉ values, but at least
+    SMOOTH_MIN (all of them when fewer), full windows only."""
+    finite = train[np.isfinite(train.to_numpy(dtype=float))].sort_index()
+    window = max(1, min(len(finite), max(SMOOTH_MIN, math.ceil(share * len(finite)))))
+    return finite.rolling(window).mean().dropna()
+
+
+def train_rise_reason(train: pd.Series) -> str:
+    """Why the smoothed training loss ended more than END_FACTOR above its lowest; empty when not."""
+    curve = smoothed_train_loss(train)
+    if len(curve) >= 2 and curve.iloc[-1] > END_FACTOR * curve.min():
+        return f"smoothed train loss ended at {curve.iloc[-1]:.3f} > {END_FACTOR} × its lowest {curve.min():.3f}"
+    return ""
+
+
+def val_gap_reason(val: pd.Series, train: pd.Series) -> str:
+    """Why the final validation is more than END_FACTOR above the smoothed final train loss; empty when not."""
+    curve = smoothed_train_loss(train)
+    if len(val) and len(curve) and val.iloc[-1] > END_FACTOR * curve.iloc[-1]:
+        return f"final val loss {val.iloc[-1]:.3f} > {END_FACTOR} × late train loss {curve.iloc[-1]:.3f}"
+    return ""
 
 
 def final_slope(scalars: dict[str, pd.Series]) -> float:
@@ -54,6 +87,8 @@ def unstable_reason(scalars: dict[str, pd.Series]) -> str:
         spikes = train[late & (train > SPIKE_FACTOR * before).to_numpy()]
         if len(spikes):
             return f"train loss spike to {spikes.iloc[0]:.3f} at step {spikes.index[0]}"
+    if train is not None:
+        return train_rise_reason(train) or (val_gap_reason(val, train) if val is not None else "")
     return ""
 
 

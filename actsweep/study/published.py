@@ -27,11 +27,13 @@ class Published:
     source: str
 
 
-def _blog(lr: float, activation: str, val_loss: float, dead: float, act_mean: float, grad_norm: float,
+def _blog(lr: float, activation: str, val_loss: float, inactive: float, act_mean: float, grad_norm: float,
           status: str) -> Published:
+    # The blog's "Dead %" column is the share of FFN activation outputs <= 0 on a batch (its code),
+    # our `inactive_pct`; not dead units (never > 0 over the validation), which is `dead_units_pct`.
     return Published(
         {"model.lr": lr, "model.activation": activation},
-        {"val_loss": val_loss, "dead_pct": dead, "act_mean": act_mean, "grad_norm": grad_norm, "status": status},
+        {"val_loss": val_loss, "inactive_pct": inactive, "act_mean": act_mean, "grad_norm": grad_norm, "status": status},
         BLOG_SOURCE,
     )
 

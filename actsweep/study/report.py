@@ -29,7 +29,7 @@ from actsweep.study.claims import ALPHA, METHODS
 from actsweep.study.paired import HIDDEN, paired_markdown, paired_table
 from actsweep.study.published import published_for
 from actsweep.study.review import claims_markdown, claims_table, outlier_runs
-from actsweep.study.sweep import SweepError, default_comparisons, load_sweep, short, short_keys
+from actsweep.study.sweep import Sweep, SweepError, default_comparisons, load_sweep, short, short_keys
 from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
@@ -136,7 +136,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
     for header, key, digits in [
         ("published val loss", "pub_val_loss", 2), ("published ppl", "pub_ppl", 3),
-        ("published dead %", "pub_dead_pct", 1), ("published act mean", "pub_act_mean", 2),
+        ("published inactive % (blog's \"Dead %\")", "pub_inactive_pct", 1), ("published act mean", "pub_act_mean", 2),
         ("published grad norm", "pub_grad_norm", 2), ("published top-band %", "pub_top_band_pct", 0),
         ("published status", "pub_status", 0),
     ]
@@ -202,6 +202,21 @@ def runs_from_csv(path: str | Path, grid_keys: list[str]) -> pd.DataFrame:
     return runs
 
 
+def csv_inputs(csv: str | Path, sweep: Sweep) -> tuple[pd.DataFrame, list[dict[str, Any]], list[str]]:
+    """A committed results.csv read with its sweep: the runs, the comparisons (the sweep's, else the
+    defaults) and the grid keys."""
+    grid_keys = list(dict.fromkeys(k for part in sweep.grid for k in part))
+    runs = runs_from_csv(csv, grid_keys)
+    comparisons = sweep.comparisons or default_comparisons(
+        {k: [v for v in runs[k] if isinstance(v, list) or not pd.isna(v)] for k in grid_keys if k in runs})
+    return runs, comparisons, grid_keys
+
+
+def grid_keys_of(logs: list[RunLog]) -> list[str]:
+    """The grid keys of a sweep's runs, in sweep order (a grid may be a union: every run's keys)."""
+    return list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
+
+
 def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path | None = None,
                     method: str = "holm", alpha: float = ALPHA) -> Path:
     """The paired and adjusted tables, the forest plot and `claims.md` of a committed results.csv,
@@ -211,10 +226,7 @@ def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path
     out_dir = Path(out_dir) if out_dir else csv.parent
     sweep = load_sweep(sweep_file)  # refused before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
-    grid_keys = list(dict.fromkeys(k for part in sweep.grid for k in part))
-    runs = runs_from_csv(csv, grid_keys)
-    comparisons = sweep.comparisons or default_comparisons(
-        {k: [v for v in runs[k] if isinstance(v, list) or not pd.isna(v)] for k in grid_keys if k in runs})
+    runs, comparisons, grid_keys = csv_inputs(csv, sweep)
     command = f"actsweep report --from-csv {csv} --sweep {sweep_file}" + (f" --adjust {method}" if method != "holm" else "")
     lines = [f"# Sweep `{sweep.name}`: paired and adjusted comparisons", "",
              f"Recomputed from `{csv.name}` ({len(runs)} runs) with the comparisons of `{sweep_file}`:", "",
@@ -236,7 +248,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
                                "folder, e.g. lightning_logs/sweeps/quickstart")
     runs = runs_table(logs, max_skipped_share)
     write_csv(runs, sweep_dir / "results.csv")
-    grid_keys = list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
+    grid_keys = grid_keys_of(logs)
     summary = summarize(runs, logs)
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",

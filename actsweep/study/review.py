@@ -13,6 +13,8 @@ can and cannot say, and each row that a flagged outlier run feeds shown again wi
   prediction interval of its arm's other seeds (the arm: the same configuration; `claims.outliers`
   says why this rule and not a MAD one) is flagged; every row it feeds gets a sensitivity row
   without that seed, adjusted within its family as if every flagged seed had been left out.
+- **Seed plan.** From a (pilot) table's paired SDs, the seeds each primary comparison needs to
+  resolve a given effect (`seed_plan`, `actsweep plan-seeds`; the rule in `actsweep.study.seeds`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from actsweep.study.claims import (
-    ALPHA, METHOD_NAMES, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers, testable, tost_p,
+    ALPHA, METHOD_NAMES, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers,
+    paired_power, seeds_for_power, testable, tost_p,
 )
 from actsweep.study.intervals import Interval, direction, t_interval
 from actsweep.study.paired import FINISHED, comparison_text, difference_row, setting_text
@@ -179,3 +182,46 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
                   "again with every flagged seed left out:", ""]
         lines += [f"- `{name}`: {why}" for name, why in flagged.items()] + [""]
     return lines
+
+
+# -- the seed plan (`actsweep plan-seeds`) ------------------------------------------------------
+
+
+def planned_rows(claims: pd.DataFrame, metric: str, primary_only: bool = True) -> pd.DataFrame:
+    """The comparison rows (no sensitivity rows) of `metric`, primary ones where any is primary."""
+    rows = claims[(claims.kind == "comparison") & (claims.metric == metric)] if len(claims) else claims
+    if primary_only and len(rows) and rows.primary.astype(bool).any():
+        rows = rows[rows.primary.astype(bool)]
+    return rows
+
+
+def seed_plan(claims: pd.DataFrame, effect: float, metric: str = "val_loss", alpha: float = ALPHA,
+              power: float = POWER, primary_only: bool = True) -> pd.DataFrame:
+    """One row per planned comparison: its family, m, the planning level α/m, its n and paired SD,
+    the power n seeds had for `effect` and the seeds needed for `power`."""
+    rows = planned_rows(claims, metric, primary_only)
+    plan = []
+    for r in rows.itertuples():
+        level = alpha / r.m if r.m >= 1 else math.nan
+        plan.append({"family": r.family, "comparison": r.comparison, "at": r.at, "metric": r.metric,
+                     "m": int(r.m), "level": level, "n": int(r.n), "sd": r.sd, "effect": effect,
+                     "power_now": paired_power(effect, r.sd, int(r.n), level),
+                     "seeds": seeds_for_power(effect, r.sd, level, power)})
+    return pd.DataFrame(plan, columns=["family", "comparison", "at", "metric", "m", "level", "n", "sd", "effect",
+                                       "power_now", "seeds"])
+
+
+def plan_markdown(plan: pd.DataFrame, power: float = POWER) -> str:
+    """The plan as a markdown table with the rule under it."""
+    if plan.empty:
+        return "No testable comparison of this metric to plan for."
+    effect, metric = plan.effect.iloc[0], plan.metric.iloc[0]
+    lines = [f"| comparison | at | family (m) | level α/m | n | paired SD | power of n for {effect:g} | "
+             f"seeds for {power:.0%} power |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.comparison} | {r.at} | {r.family} ({r.m}) | {_number(r.level)} | {r.n} | {_number(r.sd)} | "
+              f"{_number(r.power_now, 2)} | {'' if math.isnan(r.seeds) else int(r.seeds)} |" for r in plan.itertuples()]
+    lines += ["", f"Seeds a two-sided paired t-test needs to resolve a true {metric} difference of {effect:g} "
+              f"with {power:.0%} power at the level α/m (the strictest a family of m adjusted rows applies), "
+              "from the pilot's paired SD (statsmodels TTestPower), taken as the true one: a pilot of few "
+              "seeds estimates it loosely, so the count is an estimate, not a guarantee."]
+    return "\n".join(lines)
