@@ -8,6 +8,7 @@ is GPT-2.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch

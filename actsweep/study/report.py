@@ -29,7 +29,7 @@ from actsweep.study.claims import ALPHA, METHODS
 from actsweep.study.paired import HIDDEN, paired_markdown, paired_table
 from actsweep.study.published import published_for
 from actsweep.study.review import claims_markdown, claims_table, outlier_runs
-from actsweep.study.sweep import Sweep, SweepError, default_comparisons, load_sweep, short, short_keys
+from actsweep.study.sweep import Sweep, default_comparisons, load_sweep, short, short_keys
 from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
