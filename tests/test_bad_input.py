@@ -92,8 +92,8 @@ FIT_CASES = [
     (["--data.source", "roneneldan/TinyStories"], HUB_HINT),
     (["--config", "{inputs}/missing.yaml"], "missing.yaml"),
     (["--ckpt_path", "{inputs}/missing.ckpt"], "--ckpt_path {inputs}/missing.ckpt does not exist"),
-    (["--ckpt_path", "{inputs}/text.ckpt"], "text.ckpt is not a readable checkpoint"),
-    (["--ckpt_path", "{inputs}/truncated.ckpt"], "truncated.ckpt is not a readable checkpoint"),
+    (["--ckpt_path", "{inputs}/text.ckpt"], "text.ckpt is damaged or unverifiable"),
+    (["--ckpt_path", "{inputs}/truncated.ckpt"], "truncated.ckpt is damaged or unverifiable"),
     (["--ckpt_path", "{run}/checkpoints/last.ckpt", "--model.n_embd", "64"],
      "was trained with other model settings (n_embd: 32 -> 64)"),
     # aimed at the finished run's own folder: refused before it is touched
@@ -154,7 +154,7 @@ COMMAND_CASES = [
     (["report", "{config}"], "tiny.yaml is not a folder; give a sweep's folder"),
     (["report", "{root}", "--max-skipped-share", "2"], "--max-skipped-share is a share in [0, 1], got 2.0"),
     (["report", "{root}", "--bogus"], "unrecognized arguments: --bogus (see actsweep report --help)"),
-    (["report"], "the following arguments are required: sweep_dir (see actsweep report --help)"),
+    (["report"], "give a sweep folder, or --from-csv CSV with --sweep SWEEP (see actsweep report --help)"),
 ]
 SWEEP_CASES = [
     ("unknown_key.yaml", [], "unknown key 'sweeps'; allowed keys: name, base, grid, seeds"),

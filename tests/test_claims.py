@@ -17,6 +17,7 @@ from actsweep.study import claims, report
 from actsweep.study.intervals import t_interval
 from actsweep.study.paired import difference_row, paired_table
 from actsweep.study.review import claims_table, outlier_runs
+from actsweep.errors import ConfigError
 from actsweep.study.sweep import SweepError, load_comparisons
 
 HAND_P = [0.01, 0.04, 0.03]
@@ -238,7 +239,7 @@ def test_report_from_csv_on_the_command_line(tmp_path, capsys):
                         "--out", str(tmp_path), "--adjust", "bh"]) == 0
     table = pd.read_csv(tmp_path / "claims.csv")
     assert set(table.method) == {"bh"} and (tmp_path / "paired.csv").is_file()
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--from-csv CSV with --sweep SWEEP"):
         report.main(["--from-csv", "docs/results/normfree/results.csv"])  # no sweep file
 
 
@@ -246,4 +247,5 @@ def test_report_from_csv_on_the_command_line(tmp_path, capsys):
                                            ("famly", "x")])
 def test_a_comparison_with_a_bad_option_is_refused(tmp_path, option, value):
     with pytest.raises(SweepError, match=option):
-        load_comparisons(tmp_path / "s.yaml", [{"key": "model.activation", "a": "relu", "b": "gelu", option: value}])
+        load_comparisons(tmp_path / "s.yaml", [{"key": "model.activation", "a": "relu", "b": "gelu", option: value}],
+                         [{"model.activation": ["relu", "gelu"]}])

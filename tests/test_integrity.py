@@ -171,12 +171,12 @@ def test_report_write_that_fails_names_the_file_and_leaves_the_old_report(uninte
     sweep_dir = tmp_path / "tiny"
     copy_run(uninterrupted, sweep_dir, 0)
     write_report(sweep_dir)
-    assert (sweep_dir / "val_loss.png").stat().st_size > 20_000
+    assert (sweep_dir / "train_loss.png").stat().st_size > 20_000
     before = snapshot(sweep_dir)
     child = subprocess.run([sys.executable, "-m", "actsweep.cli", "report", str(sweep_dir)], capture_output=True,
                            text=True, preexec_fn=file_size_limit(20_000))
     assert child.returncode == 2
-    assert one_error_line(child.stderr) == f"actsweep: error: cannot write {sweep_dir / 'val_loss.png'} (File too large); " \
+    assert one_error_line(child.stderr) == f"actsweep: error: cannot write {sweep_dir / 'train_loss.png'} (File too large); " \
         "choose a writable folder: --trainer.logger.save_dir (logs, checkpoints), --data.cache_dir (token cache)"
     assert snapshot(sweep_dir) == before  # no half PNG, no temporary file
 

@@ -196,11 +196,13 @@ def check_in_grid(path: Path, pair: dict[str, Any], values: dict[str, list[Any]]
 
 
 def grid_values(grid: list[dict[str, list[Any]]]) -> dict[str, list[Any]]:
-    """Each grid key's values over every part of the grid, in file order."""
-    values: dict[str, list[Any]] = {}
+    """Each grid key's values over every part of the grid, in file order; None (written `~`: the
+    base config's value) where a part leaves the key out."""
+    keys = dict.fromkeys(k for part in grid for k in part)
+    values: dict[str, list[Any]] = {key: [] for key in keys}
     for part in grid:
-        for key, options in part.items():
-            values.setdefault(key, []).extend(v for v in options if v not in values.get(key, []))
+        for key in keys:
+            values[key] += [v for v in part.get(key, [None]) if v not in values[key]]
     return values
 
 

@@ -169,8 +169,8 @@ def check_settings(config: Any, fit: bool) -> TextDataModule:
         if seed is not None and not isinstance(seed, bool) and not min_seed_value <= seed <= max_seed_value:
             raise ConfigError(f"{name} must lie in {min_seed_value}..{max_seed_value} (numpy's seed range), got {seed}")
     parse_run_info(config.get("run_info"))
-    checked_config({**config.model.as_dict(), "vocab_size": 1})
-    data = TextDataModule(**config.data.as_dict())
+    checked_config({**settings(config.model), "vocab_size": 1})
+    data = TextDataModule(**settings(config.data))
     check_trainer(config.trainer, fit)
     precision = str(config.trainer.get("precision"))  # Lightning's mixed precisions autocast; 16-mixed scales
     adamw_kernel_args(config.model.adamw_kernel, "cpu", amp=precision.endswith("mixed"),
@@ -181,6 +181,11 @@ def check_settings(config: Any, fit: bool) -> TextDataModule:
     if config.get("global_batch_size") is not None:  # the processes are known later: a multiple of one batch
         accumulation_for(config.global_batch_size, data.batch_size, 1)
     return data
+
+
+def settings(section: Any) -> dict[str, Any]:
+    """A parsed section's settings, without jsonargparse's `__path__` (set when a file gave them)."""
+    return {key: value for key, value in section.as_dict().items() if key != "__path__"}
 
 
 def check_trainer(trainer: Any, fit: bool) -> None:
