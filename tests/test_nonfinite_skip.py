@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from actsweep.errors import ConfigError
 from actsweep.stats import DivergenceGuard
+from actsweep.study.logs import RunLog
+from actsweep.study.outcomes import layer_counts
+from actsweep.study.report import markdown_table, runs_table, skips_of, summarize
 from helpers import ScalarLogger, tiny_modules, tiny_trainer
 
 BAD_STEPS = {2, 5, 6}
@@ -68,3 +72,25 @@ def test_the_counts_survive_a_checkpoint():
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ConfigError, match="unknown nonfinite policy 'ignore'; choose one of stop, skip"):
         DivergenceGuard(nonfinite="ignore")
+
+
+def test_the_report_counts_skipped_steps_per_layer(tmp_path):
+    """The report's row holds the fit's own counts (3 skips, all in block 1), as the paper's per-layer NaN plot."""
+    *_, logger = fit(tmp_path, "skip")
+    scalars = {tag: pd.Series(dict(points)) for tag, points in logger.scalars.items()}
+    log = RunLog(tmp_path, {"name": "skip", "config": "skip", "overrides": {}, "seed": 0}, {"status": "finished"}, scalars)
+    (row,) = runs_table([log]).to_dict("records")
+    assert (row["skipped_layer_0"], row["skipped_layer_1"], row["nonfinite_skipped"]) == (0, 3, 3)
+    table = markdown_table(summarize(runs_table([log]), [log]), []).splitlines()
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    assert table[2].strip("|").split("|")[header.index("skips by layer")].strip() == "L1 3"
+
+
+def test_a_configuration_shows_its_seeds_mean_skips_per_layer():
+    """Seed 1 never skipped (logged nothing): it counts 0, so block 1's mean is (3 + 0) / 2; zeros left out."""
+    seeds = pd.DataFrame({"skipped_layer_0": [0.0, math.nan], "skipped_layer_1": [3.0, math.nan],
+                          "skipped_layer_10": [1.0, 1.0]})
+    assert skips_of(seeds) == "L1 1.5 · L10 1"
+    assert skips_of(seeds.assign(skipped_layer_1=0.0, skipped_layer_10=0.0)) == "0"
+    assert math.isnan(skips_of(pd.DataFrame({"val_loss": [2.0]})))
+    assert layer_counts({"skipped_layer_2": 1.0, "skipped_layer_1": 2.0}) == "L1 2 · L2 1"

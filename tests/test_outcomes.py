@@ -127,7 +127,8 @@ def test_the_rule_in_words_states_the_thresholds_applied():
         "spike), or when its training loss (a trailing mean over 10% of its logged values, at least 5) ends more than 10% above "
         "its lowest, or when its final val loss exceeds that smoothed final train loss by more than 10% (validation "
         "worse than the run's own late training: lost ground, or overfitting). A run is **Diverged** when its training loss or any validation loss became non-finite (the run "
-        "stops there and is not retried). A configuration is Diverged if any seed diverged, else Incomplete if "
+        "stops there and is not retried; under DivergenceGuard's `nonfinite: skip` a step with non-finite gradients "
+        "is skipped, counted per layer in the `skips by layer` column, and the run goes on). A configuration is Diverged if any seed diverged, else Incomplete if "
         "any seed did not finish, else Unstable if any seed is unstable, else Stable. Val loss and ppl: mean over "
         "the seeds that finished (Stable or Unstable) with its two-sided 95 % Student-t interval, n = their number; "
         "other columns: mean over the same seeds of the last logged value.")

@@ -27,7 +27,9 @@ UNSTABLE_RULE = (
     f"its lowest, or when its final val loss exceeds that smoothed final train loss by more than "
     f"{END_FACTOR - 1:.0%} (validation worse than the run's own late training: lost ground, or overfitting). "
     "A run is **Diverged** when "
-    "its training loss or any validation loss became non-finite (the run stops there and is not retried). "
+    "its training loss or any validation loss became non-finite (the run stops there and is not retried; "
+    "under DivergenceGuard's `nonfinite: skip` a step with non-finite gradients is skipped, counted per "
+    "layer in the `skips by layer` column, and the run goes on). "
     "A configuration is Diverged if "
     "any seed diverged, else Incomplete if any seed did not finish, else Unstable if any seed is unstable, "
     "else Stable. Val loss and ppl: mean over the seeds that finished (Stable or Unstable) with its two-sided "
@@ -135,6 +137,23 @@ def skipped_share(scalars: dict[str, pd.Series]) -> float:
     if skipped is None or not len(skipped):
         return math.nan
     return float(skipped.iloc[-1]) / (int(skipped.index[-1]) + 1)
+
+
+def skipped_by_layer(scalars: dict[str, pd.Series]) -> dict[str, float]:
+    """Optimizer steps skipped for non-finite gradients in each block (`DivergenceGuard(nonfinite="skip")`'s
+    cumulative `nonfinite/skipped/layer_i`, logged at each skip: ReLU's Revival's NaN counts per layer),
+    as columns `skipped_layer_i`; empty for a run that never skipped."""
+    prefix = "nonfinite/skipped/layer_"
+    return {f"skipped_layer_{tag[len(prefix):]}": float(s.iloc[-1]) for tag, s in scalars.items()
+            if tag.startswith(prefix) and len(s)}
+
+
+def layer_counts(means: dict[str, float]) -> str:
+    """`L0 3 · L2 1.5`: per-layer counts (`skipped_layer_i` means over seeds), in layer order, zeros left out;
+    `0` when every layer is zero."""
+    layers = sorted((int(key.rsplit("_", 1)[1]), value) for key, value in means.items())
+    shown = [f"L{layer} {value:g}" for layer, value in layers if value]
+    return " · ".join(shown) or "0"
 
 
 def precision_flag(share: float, max_share: float = MAX_SKIPPED_SHARE) -> str:

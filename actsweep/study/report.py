@@ -33,8 +33,8 @@ from actsweep.study.sweep import Sweep, default_comparisons, load_sweep, short, 
 from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
-    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, precision_flag, run_outcome,
-    skipped_share,
+    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, layer_counts, precision_flag,
+    run_outcome, skipped_by_layer, skipped_share,
 )
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
@@ -45,6 +45,7 @@ FINAL = {
     "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
     "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
     "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
+    "nonfinite_skipped": ("nonfinite/skipped_steps", 1),
 }
 def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
     """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
@@ -62,6 +63,7 @@ def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE)
         row["saturated_pct"] = final_saturation(log.scalars) * 100
         row["skipped_pct"] = skipped_share(log.scalars) * 100
         row["flag"] = precision_flag(row["skipped_pct"] / 100, max_skipped_share)
+        row.update(skipped_by_layer(log.scalars))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -86,6 +88,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
             row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
         # where learnable slopes ended, with its interval: is a slope's fall from its start resolved?
         row["slope"] = t_interval(kept.slope.dropna().tolist()) if kept.slope.notna().any() else math.nan
+        row["skips_by_layer"] = skips_of(kept)
         row["status"] = config_status(group.status)
         run_info = info[config]
         published = published_for(run_info.get("study"), {**run_info.get("fixed", {}), **run_info["overrides"]})
@@ -93,6 +96,15 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         row.update({f"pub_{k}": v for k, v in published.items()})
         rows.append({**run_info["overrides"], **row})
     return pd.DataFrame(rows)
+
+
+def skips_of(kept: pd.DataFrame) -> str | float:
+    """A configuration's steps skipped for non-finite gradients, per layer, as means over its finished
+    seeds (a seed that never skipped counts 0); NaN where no seed skipped any (or the policy stops)."""
+    columns = [c for c in kept if c.startswith("skipped_layer_") and kept[c].notna().any()]
+    if not columns:
+        return math.nan
+    return layer_counts({c: float(kept[c].fillna(0).mean()) for c in columns})
 
 
 # -- the markdown table ----------------------------------------------------------------------------
@@ -131,6 +143,7 @@ COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
     ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
     ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
     ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
+    ("skips by layer", "skips_by_layer", lambda r: fmt(r["skips_by_layer"], 0)),
     ("status", None, lambda r: r["status"]),
 ] + [
     (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
