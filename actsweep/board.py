@@ -73,6 +73,7 @@ LAYOUT = {
     },
     "attention entropy": {
         "entropy per layer (nats; mean over heads)": ["Multiline", [rf"attn/entropy/{LAYER}"]],
+        "entropy per layer as a share of ln(T!)/T": ["Multiline", [rf"attn/entropy_frac/{LAYER}"]],
         "heads in each quarter of [0, largest head entropy]": ["Multiline", [r"attn/heads_in_band/max_.*"]],
         "heads in each quarter of [0, ln(T!)/T]": ["Multiline", [r"attn/heads_in_band/uniform_.*"]],
         "largest |attention logit| per layer": ["Multiline", [rf"attn/max_logit/{LAYER}"]],

@@ -165,6 +165,9 @@ def test_attention_entropy_callback_logs_everything(tmp_path):
         for j in range(2):
             logged = events.Scalars(f"attn_heads/entropy/layer_{i}/head_{j}")[-1].value
             assert logged == pytest.approx(expected[i, j].item(), rel=1e-5)
+    for i in range(2):  # each layer's mean head entropy over a uniform causal head's, ln(T!)/T
+        logged = events.Scalars(f"attn/entropy_frac/layer_{i}")[-1].value
+        assert logged == pytest.approx(expected[i].mean().item() / (math.lgamma(T + 1) / T), rel=1e-5)
     for i in range(2):
         s = qk[f"blocks.{i}.attn.hook_q"] @ qk[f"blocks.{i}.attn.hook_k"].transpose(-1, -2) / math.sqrt(TINY["n_embd"] // 2)
         peak = s.masked_select(torch.ones(T, T, dtype=torch.bool).tril()).abs().max().item()

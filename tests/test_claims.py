@@ -239,6 +239,8 @@ def test_report_from_csv_on_the_command_line(tmp_path, capsys):
                         "--out", str(tmp_path), "--adjust", "bh"]) == 0
     table = pd.read_csv(tmp_path / "claims.csv")
     assert set(table.method) == {"bh"} and (tmp_path / "paired.csv").is_file()
+    assert not table.metric.str.startswith("entropy_frac").any()  # declared, but these runs predate it: named
+    assert "do not have (no results.csv column, left out): `entropy_frac_layer_0`" in (tmp_path / "claims.md").read_text()
     with pytest.raises(ConfigError, match="--from-csv CSV with --sweep SWEEP"):
         report.main(["--from-csv", "docs/results/normfree/results.csv"])  # no sweep file
 

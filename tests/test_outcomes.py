@@ -17,6 +17,7 @@ from actsweep.study.outcomes import (
     final_saturation,
     final_slope,
     nonfinite_origin,
+    per_layer_finals,
     precision_flag,
     run_outcome,
     skipped_share,
@@ -201,3 +202,12 @@ def test_smoothing_is_a_trailing_mean_over_a_tenth_of_the_finite_points_at_least
     assert unstable_reason({"train/loss": rising.replace(2.3, 2.2)}) == ""  # exactly 10 % above: not more than
     one_bad_batch = at({s: v for s, v in zip(range(10, 160, 10), [3.0] + [2.0] * 13 + [2.5])})
     assert unstable_reason({"train/loss": one_bad_batch}) == ""  # 2.1 smoothed: one batch does not decide
+
+
+def test_per_layer_finals_keep_each_layers_last_value_by_hand():
+    scalars = {"attn/entropy_frac/layer_0": at({10: 0.9, 20: 0.8}), "attn/entropy_frac/layer_1": at({20: 0.7}),
+               "attn/entropy_frac": at({20: 0.75}), "attn/entropy/layer_0": at({20: 3.0}),
+               "nonfinite/skipped/layer_3": at({5: 1.0, 9: 2.0}), "nonfinite/skipped_steps": at({9: 2.0}),
+               "attn/entropy_frac/layer_2": at({})}
+    assert per_layer_finals(scalars) == {"entropy_frac_layer_0": 0.8, "entropy_frac_layer_1": 0.7,
+                                         "skipped_layer_3": 2.0}

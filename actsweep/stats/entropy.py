@@ -78,6 +78,9 @@ def probe_entropy(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
 def entropy_metrics(ent: torch.Tensor, T: int) -> dict[str, torch.Tensor]:
     """Scalar tags of an (L, H) entropy matrix: means, every head, and both band definitions."""
     metrics = per_layer("attn/entropy", ent.mean(1))
+    # ReLU's Revival's "entropic overload" as a continuous quantity: each layer's mean head entropy as a
+    # share of a uniform causal head's (band shares saturate at 86-100 % in every LN-free arm)
+    metrics.update(per_layer("attn/entropy_frac", ent.mean(1) / causal_uniform_entropy(T)))
     metrics.update({head_entropy_tag(i, j): ent[i, j] for i in range(ent.shape[0]) for j in range(ent.shape[1])})
     tops = {"max": ent.max(), "uniform": causal_uniform_entropy(T)}
     for reference in BAND_REFERENCES:

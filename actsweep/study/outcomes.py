@@ -139,13 +139,22 @@ def skipped_share(scalars: dict[str, pd.Series]) -> float:
     return float(skipped.iloc[-1]) / (int(skipped.index[-1]) + 1)
 
 
-def skipped_by_layer(scalars: dict[str, pd.Series]) -> dict[str, float]:
-    """Optimizer steps skipped for non-finite gradients in each block (`DivergenceGuard(nonfinite="skip")`'s
-    cumulative `nonfinite/skipped/layer_i`, logged at each skip: ReLU's Revival's NaN counts per layer),
-    as columns `skipped_layer_i`; empty for a run that never skipped."""
-    prefix = "nonfinite/skipped/layer_"
-    return {f"skipped_layer_{tag[len(prefix):]}": float(s.iloc[-1]) for tag, s in scalars.items()
-            if tag.startswith(prefix) and len(s)}
+# Per-layer statistics the results table keeps, one column per layer: column prefix -> logged tag.
+# `skipped_layer_i`: optimizer steps skipped for non-finite gradients in block i (DivergenceGuard's
+# `nonfinite: skip`, cumulative, logged at each skip: ReLU's Revival's NaN counts per layer; none for a
+# run that never skipped). `entropy_frac_layer_i`: layer i's mean head entropy over ln(T!)/T at the
+# last probe (the paper's entropic overload, per layer, as a number a paired comparison can take).
+PER_LAYER = {"skipped_layer": "nonfinite/skipped", "entropy_frac_layer": "attn/entropy_frac"}
+
+
+def per_layer_finals(scalars: dict[str, pd.Series]) -> dict[str, float]:
+    """The last logged value of each `PER_LAYER` tag's layers, as `{column prefix}_{i}` columns."""
+    finals = {}
+    for column, tag in PER_LAYER.items():
+        prefix = f"{tag}/layer_"
+        finals.update({f"{column}_{name[len(prefix):]}": float(s.iloc[-1]) for name, s in scalars.items()
+                       if name.startswith(prefix) and len(s)})
+    return finals
 
 
 def layer_counts(means: dict[str, float]) -> str:

@@ -34,7 +34,7 @@ from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
     MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, layer_counts, precision_flag,
-    run_outcome, skipped_by_layer, skipped_share,
+    per_layer_finals, run_outcome, skipped_share,
 )
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
@@ -63,7 +63,7 @@ def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE)
         row["saturated_pct"] = final_saturation(log.scalars) * 100
         row["skipped_pct"] = skipped_share(log.scalars) * 100
         row["flag"] = precision_flag(row["skipped_pct"] / 100, max_skipped_share)
-        row.update(skipped_by_layer(log.scalars))
+        row.update(per_layer_finals(log.scalars))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -194,6 +194,10 @@ def write_claims(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_key
     claims = claims_table(paired, comparisons, runs, grid_keys, method, alpha)
     write_csv(claims, out_dir / "claims.csv")
     lines = ["## Paired differences", "", paired_markdown(paired), ""]
+    missing = list(dict.fromkeys(c["metric"] for c in comparisons if c.get("metric", "val_loss") not in runs))
+    if missing:  # declared, but runs made before the statistic existed do not have it
+        lines += ["Declared comparisons of metrics these runs do not have (no results.csv column, left out): "
+                  + ", ".join(f"`{m}`" for m in missing) + ".", ""]
     lines += claims_markdown(claims, outlier_runs(runs, grid_keys), alpha)
     if plot_forest(claims, out_dir / "forest.png"):
         lines += ["## Primary comparisons", "", "![Primary comparisons](forest.png)", ""]
