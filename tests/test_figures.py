@@ -10,9 +10,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from actsweep.board import band_tag
-from actsweep.study.figures import bands_figure, plot_bands, plot_train_loss, styles, train_loss_figure
+from actsweep.study.figures import (bands_figure, plot_bands, plot_slopes, plot_train_loss, slopes_figure, styles,
+                                    train_loss_figure)
 from actsweep.study.logs import RunLog
 from actsweep.study.outcomes import smoothed_train_loss
 
@@ -74,3 +76,24 @@ def test_training_loss_shows_the_mean_of_smoothed_seeds_with_their_range(tmp_pat
     plt.close(fig)
     assert plot_train_loss(groups, tmp_path / "train.png") and plot_bands(groups, tmp_path / "bands.png")
     assert (tmp_path / "train.png").stat().st_size > 0 and not plot_train_loss({"c": [log("c", 0)]}, tmp_path / "x.png")
+
+
+def test_slopes_show_the_seed_mean_with_its_t_interval(tmp_path):
+    """Three seeds' slopes at 3 steps; the band at each step is scipy's t-interval; a diverged seed is left out."""
+    values = {0: [0.25, 0.20, 0.15], 1: [0.25, 0.22, 0.18], 2: [0.25, 0.18, 0.10]}
+    logs = [RunLog(Path("."), {"config": "leaky", "seed": s}, {"status": "finished"},
+                   {"slope/layer_0": pd.Series(v, index=[0, 50, 100])}) for s, v in values.items()]
+    logs.append(RunLog(Path("."), {"config": "leaky", "seed": 3}, {"status": "diverged"},
+                       {"slope/layer_0": pd.Series([0.25, 9.0, 9.0], index=[0, 50, 100])}))
+    fig = slopes_figure({"leaky": logs, "relu": [log("relu", 0)]})
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_ydata()) == pytest.approx([0.25, 0.20, 0.1433333])
+    band = fig.axes[0].collections[0].get_paths()[0].vertices
+    for step, seeds in zip([50, 100], [[0.20, 0.22, 0.18], [0.15, 0.18, 0.10]]):
+        low, high = scipy.stats.t.interval(0.95, 2, loc=np.mean(seeds), scale=scipy.stats.sem(seeds))
+        at_step = band[np.isclose(band[:, 0], step), 1]
+        assert min(at_step) == pytest.approx(low) and max(at_step) == pytest.approx(high)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["leaky layer_0 (n=3)"]
+    plt.close(fig)
+    assert slopes_figure({"relu": [log("relu", 0)]}) is None
+    assert plot_slopes({"leaky": logs}, tmp_path / "slopes.png") and (tmp_path / "slopes.png").stat().st_size > 10_000

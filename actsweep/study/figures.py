@@ -19,6 +19,7 @@ import pandas as pd  # noqa: E402
 from actsweep.board import HEAD_ENTROPY, band_tag  # noqa: E402
 from actsweep.io import write_atomic  # noqa: E402
 from actsweep.study.claims import METHOD_NAMES  # noqa: E402
+from actsweep.study.intervals import t_interval  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
 from actsweep.study.outcomes import smoothed_train_loss  # noqa: E402
 
@@ -179,13 +180,40 @@ def plot_heatmaps(groups: dict[str, list[RunLog]], path: Path) -> bool:
 
 
 def plot_slopes(groups: dict[str, list[RunLog]], path: Path) -> bool:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, logs in groups.items():
+    return save_figure(slopes_figure(groups), path)
+
+
+def slopes_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
+    """Learnable slopes per configuration and tag (`slope/global`, `slope/layer_i` or its `/mean`):
+    the mean over finished seeds at each step they share, with its 95 % t-interval as a band (is a
+    slope's fall from its start resolved?). None when no run learned a slope."""
+    curves = {}
+    for name, logs in finished_only(groups).items():
         tags = sorted(t for t in logs[0].scalars if t.startswith("slope/") and not t.endswith("/std"))
         for tag in tags:
-            curve = mean_curve(logs, tag)
-            ax.plot(curve.index, curve["mean"], label=f"{name} {tag.removeprefix('slope/')}")
-    return save(fig, ax, path, "step", "learnable slope (mean over seeds)")
+            series = [log.scalars[tag] for log in logs if tag in log.scalars]
+            curves[f"{name} {tag.removeprefix('slope/')}"] = (interval_curve(pd.concat(series, axis=1, join="inner")),
+                                                              len(series))
+    if not curves:
+        return None
+    style = styles(list(curves))
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for label, (curve, n) in curves.items():
+        colour, marker = style[label]["color"], style[label]["marker"]
+        ax.plot(curve.index, curve["mean"], color=colour, marker=marker, markevery=max(1, len(curve) // 6), ms=4,
+                lw=1.2, label=f"{label} (n={n})")
+        ax.fill_between(curve.index, curve["low"], curve["high"], color=colour, alpha=0.15, lw=0)
+    ax.set(xlabel="step", ylabel="learnable slope: mean over seeds, band: 95 % t-interval")
+    ax.grid(alpha=0.3)
+    legend_outside(fig, [ax])
+    return fig
+
+
+def interval_curve(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per row (step) of a steps × seeds frame: the mean and its 95 % Student-t interval (NaN for one seed)."""
+    rows = [t_interval(values) for values in frame.to_numpy().tolist()]
+    return pd.DataFrame({"mean": [r.mean for r in rows], "low": [r.low for r in rows], "high": [r.high for r in rows]},
+                        index=frame.index)
 
 
 def last_mean(logs: list[RunLog], tag: str) -> float:
