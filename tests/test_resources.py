@@ -26,9 +26,9 @@ def test_slots_are_disjoint_and_sized() -> None:
 
 
 @pytest.mark.parametrize("jobs, threads, per_run, message", [
-    (3, 1, 2, r"3 jobs × 2 devices per run need 6 accelerators; 4 are visible"),
+    (3, 1, 2, r"3 jobs × 2 devices per run, 1 run\(s\) per device, need 6 accelerators; 4 are visible"),
     (4, 2, 0, r"4 jobs × 2 threads need 8 CPUs; this process may use 7"),
-    (0, 1, 0, r"jobs and threads must be >= 1"),
+    (0, 1, 0, r"jobs, threads and runs_per_device must be >= 1"),
 ])
 def test_slots_that_do_not_fit_are_refused(jobs, threads, per_run, message) -> None:
     with pytest.raises(ConfigError, match=message):
