@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 
 import pytest
 
 from actsweep import resources
 from actsweep.errors import ConfigError
-from actsweep.status import write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
-from helpers import write_sweep, write_tiny_base
+from helpers import recording_launcher, write_sweep, write_tiny_base
 
 
 def test_slots_are_disjoint_and_sized() -> None:
@@ -48,15 +46,6 @@ def test_visible_accelerators_read_cuda_visible_devices(monkeypatch: pytest.Monk
     assert resources.visible_accelerators() == ["3", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert resources.visible_accelerators() == []
-
-
-def recording_launcher(seen: list, lock: threading.Lock):
-    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
-        with lock:
-            seen.append((command, env))
-        write_status(run_dir, "finished", 30, "", 1.0)
-        return 0
-    return launch
 
 
 def test_each_job_gets_its_own_devices_and_cpus_on_a_four_gpu_host(tmp_path, monkeypatch) -> None:
