@@ -13,11 +13,11 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from actsweep.errors import ActSweepError, OneLineParser
+from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.study.launchers import PendingTooLong, run_local, slots_for
 from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
 from actsweep.study.slurm_settings import SlurmSettings
-from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.study.sweep import Run, Sweep, SweepError, load_sweep, whole_number
 
 
@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--jobs", type=int, default=1,
-                        help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
+                        help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its accelerators "
+                             "(shared by at most --runs-per-device runs)")
     parser.add_argument("--runs-per-device", type=int, default=None, metavar="K",
                         help="local jobs that share each accelerator (overrides the sweep file's runs_per_device; "
                              f"default {RUNS_PER_DEVICE}); --jobs may then be up to K × the accelerators")

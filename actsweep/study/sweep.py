@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from actsweep.errors import ConfigError
-from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.io import read_yaml
+from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.study.published import STUDIES
 from actsweep.study.slurm_settings import SlurmSettings
 
