@@ -55,18 +55,43 @@ class Slot:
         return {"CUDA_VISIBLE_DEVICES": ",".join(self.devices)}
 
 
-def plan_slots(jobs: int, threads: int, devices_per_run: int, cpus: list[int], devices: list[str]) -> list[Slot]:
-    """Split `cpus` and `devices` into `jobs` disjoint slots of `threads` CPUs and `devices_per_run`
-    devices each, or say why they do not fit (never oversubscribe silently)."""
-    if jobs < 1 or threads < 1 or devices_per_run < 0:
-        raise ConfigError(f"jobs and threads must be >= 1 and devices_per_run >= 0, got {jobs}, {threads}, {devices_per_run}")
+RUNS_PER_DEVICE = 1  # jobs that share each device (group of `devices_per_run`): by default none share
+
+
+def device_groups(devices: list[str], devices_per_run: int) -> list[tuple[str, ...]]:
+    """`devices` cut into the disjoint groups of `devices_per_run` that a run is given (none when 0)."""
+    count = len(devices) // devices_per_run if devices_per_run else 0
+    return [tuple(devices[g * devices_per_run:(g + 1) * devices_per_run]) for g in range(count)]
+
+
+def group_of(job: int, groups: int) -> int:
+    """The device group of slot `job`: round-robin, so that jobs spread over every device before any
+    device takes a second one, and `jobs <= groups` places them as with one run per device."""
+    return job % groups
+
+
+def check_device_slots(jobs: int, devices_per_run: int, runs_per_device: int, groups: int, visible: int) -> None:
+    """Refuse more jobs than device slots (groups × runs_per_device): never oversubscribe silently."""
+    if devices_per_run and jobs > groups * runs_per_device:
+        need = -(-jobs // runs_per_device) * devices_per_run  # ceil(jobs / K) groups
+        raise ConfigError(
+            f"{jobs} jobs × {devices_per_run} devices per run, {runs_per_device} run(s) per device, need {need} "
+            f"accelerators; {visible} are visible; lower --jobs or devices_per_run, or raise --runs-per-device")
+
+
+def plan_slots(jobs: int, threads: int, devices_per_run: int, cpus: list[int], devices: list[str],
+               runs_per_device: int = RUNS_PER_DEVICE) -> list[Slot]:
+    """Split `cpus` into `jobs` disjoint slots of `threads` CPUs, and give each slot a group of
+    `devices_per_run` devices that at most `runs_per_device` slots share (round-robin, `group_of`),
+    or say why they do not fit."""
+    if jobs < 1 or threads < 1 or devices_per_run < 0 or runs_per_device < 1:
+        raise ConfigError(f"jobs, threads and runs_per_device must be >= 1 and devices_per_run >= 0, "
+                          f"got {jobs}, {threads}, {runs_per_device}, {devices_per_run}")
     if jobs * threads > len(cpus):
         raise ConfigError(
             f"{jobs} jobs × {threads} threads need {jobs * threads} CPUs; this process may use {len(cpus)} "
             f"({','.join(map(str, cpus))}); lower --jobs or the sweep's threads")
-    if jobs * devices_per_run > len(devices):
-        raise ConfigError(
-            f"{jobs} jobs × {devices_per_run} devices per run need {jobs * devices_per_run} accelerators; "
-            f"{len(devices)} are visible; lower --jobs or devices_per_run")
-    return [Slot(tuple(cpus[i * threads:(i + 1) * threads]),
-                 tuple(devices[i * devices_per_run:(i + 1) * devices_per_run])) for i in range(jobs)]
+    groups = device_groups(devices, devices_per_run)
+    check_device_slots(jobs, devices_per_run, runs_per_device, len(groups), len(devices))
+    return [Slot(tuple(cpus[i * threads:(i + 1) * threads]), groups[group_of(i, len(groups))] if groups else ())
+            for i in range(jobs)]

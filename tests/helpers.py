@@ -8,6 +8,7 @@ import copy
 import json
 import logging
 import sys
+import threading
 from pathlib import Path
 from unittest import mock
 from typing import Any
@@ -219,6 +220,16 @@ def fake_launcher(calls: list):
     """Records each command and finishes the run the way the status callback would."""
     def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
         calls.append(command)
+        write_status(run_dir, "finished", 30, "", 1.0)
+        return 0
+    return launch
+
+
+def recording_launcher(seen: list, lock: threading.Lock):
+    """Like `fake_launcher`, but records each (command, environment), from any of the pool's threads."""
+    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+        with lock:
+            seen.append((command, env))
         write_status(run_dir, "finished", 30, "", 1.0)
         return 0
     return launch

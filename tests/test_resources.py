@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from pathlib import Path
 
 import pytest
 
 from actsweep import resources
 from actsweep.errors import ConfigError
-from actsweep.status import write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
-from helpers import write_sweep, write_tiny_base
+from helpers import recording_launcher, write_sweep, write_tiny_base
 
 
 def test_slots_are_disjoint_and_sized() -> None:
@@ -26,9 +24,9 @@ def test_slots_are_disjoint_and_sized() -> None:
 
 
 @pytest.mark.parametrize("jobs, threads, per_run, message", [
-    (3, 1, 2, r"3 jobs × 2 devices per run need 6 accelerators; 4 are visible"),
+    (3, 1, 2, r"3 jobs × 2 devices per run, 1 run\(s\) per device, need 6 accelerators; 4 are visible"),
     (4, 2, 0, r"4 jobs × 2 threads need 8 CPUs; this process may use 7"),
-    (0, 1, 0, r"jobs and threads must be >= 1"),
+    (0, 1, 0, r"jobs, threads and runs_per_device must be >= 1"),
 ])
 def test_slots_that_do_not_fit_are_refused(jobs, threads, per_run, message) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -48,15 +46,6 @@ def test_visible_accelerators_read_cuda_visible_devices(monkeypatch: pytest.Monk
     assert resources.visible_accelerators() == ["3", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert resources.visible_accelerators() == []
-
-
-def recording_launcher(seen: list, lock: threading.Lock):
-    def launch(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
-        with lock:
-            seen.append((command, env))
-        write_status(run_dir, "finished", 30, "", 1.0)
-        return 0
-    return launch
 
 
 def test_each_job_gets_its_own_devices_and_cpus_on_a_four_gpu_host(tmp_path, monkeypatch) -> None:

@@ -140,7 +140,7 @@ def test_killed_run_resumes_to_the_same_result(finished_sweep, tmp_path, monkeyp
 
 @pytest.mark.parametrize("spec, message", [
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": [0], "sweeps": 3},
-     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels, threads, devices_per_run, comparisons, launcher"),
+     "unknown key 'sweeps'; allowed keys: name, base, grid, seeds, fixed, study, labels, threads, devices_per_run, runs_per_device, comparisons, launcher"),
     ({"name": "x", "base": "b.yaml", "grid": {}, "seeds": [0]}, "'grid' is missing or empty"),
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": []}, "seeds": [0]}, "non-empty lists"),
     ({"name": "x", "base": "b.yaml", "grid": {"model.lr": [1]}, "seeds": []}, "'seeds' is missing or empty"),

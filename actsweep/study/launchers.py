@@ -54,10 +54,11 @@ class Progress:
 
 
 def slots_for(sweep: Sweep, jobs: int) -> list[Slot]:
-    """One slot per concurrent job: its own CPUs (`sweep.threads` of them) and its own accelerators."""
+    """One slot per concurrent job: its own CPUs (`sweep.threads` of them) and its accelerators, which
+    it shares with at most `sweep.runs_per_device - 1` other jobs."""
     devices = visible_accelerators()
     per_run = sweep.devices_per_run if sweep.devices_per_run is not None else int(bool(devices))
-    return plan_slots(jobs, sweep.threads, per_run, usable_cpus(), devices)
+    return plan_slots(jobs, sweep.threads, per_run, usable_cpus(), devices, sweep.runs_per_device)
 
 
 def child_env(slot: Slot, threads: int) -> dict[str, str]:
@@ -81,7 +82,8 @@ def run_local(sweep: Sweep, root: Path, todo: list[Run], jobs: int = 1, launch: 
         try:
             results[run.name] = execute(sweep, run, root, child_env(slot, sweep.threads), launch,
                                         lambda action: progress.start(run.name, action),
-                                        {"cpus": list(slot.cpus), "devices": list(slot.devices)})
+                                        {"cpus": list(slot.cpus), "devices": list(slot.devices),
+                                         "runs_per_device": sweep.runs_per_device})
         finally:
             free.put(slot)
         progress.done(run.name, results[run.name], time.monotonic() - t0)

@@ -4,10 +4,10 @@
   config file it includes (`model: model.yaml`, as jsonargparse reads it), the identity of its corpus
   (each file's content hash; for a large file its size, mtime and sampled blocks) and of its
   tokenizer file, the sweep's `fixed` overrides, `threads` and `devices_per_run`, the run's grid
-  values and seed. A rerun whose
-  sweep file gives a run other settings finds it stale: `stale_runs` says what changed, and the
-  runner neither skips nor resumes it (`--restart-stale` starts it afresh). A run with no record
-  (started by hand) is taken as the sweep's.
+  values and seed; not how it was placed (`--jobs`, `runs_per_device`, its CPUs and devices), which
+  its numbers do not depend on. A rerun whose sweep file gives a run other settings finds it
+  stale: `stale_runs` says what changed, and the runner neither skips nor resumes it
+  (`--restart-stale` starts it afresh). A run with no record (started by hand) is taken as the sweep's.
 - `sweep.json` lists the sweep's current runs; the report reads only those, so runs of an earlier
   grid (a misspelt key, since fixed) do not stay in it.
 """

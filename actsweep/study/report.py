@@ -253,6 +253,18 @@ def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path
     return out_dir / "claims.md"
 
 
+def placement(logs: list[RunLog]) -> list[str]:
+    """How the local launcher placed the runs, as their run.json recorded it: the jobs that shared each
+    device and the devices used. It explains the runs' times; their numbers do not depend on it."""
+    shares = sorted({log.info["runs_per_device"] for log in logs if "runs_per_device" in log.info})
+    if not shares:  # runs from SLURM, by hand, or from before placement was recorded
+        return []
+    devices = sorted({device for log in logs for device in log.info.get("devices", [])})
+    where = f"devices {', '.join(devices)}" if devices else "CPUs only"
+    return [f"Placement: runs_per_device {', '.join(map(str, shares))} on {where}, "
+            "each run on CPUs of its own.", ""]
+
+
 def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_SHARE,
                  comparisons: list[dict[str, Any]] | None = None, method: str = "holm") -> Path:
     """Write report.md, results.csv and the figures into `sweep_dir`; returns report.md's path.
@@ -269,7 +281,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     summary = summarize(runs, logs)
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
-             "", markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
+             "", *placement(logs), markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
     lines += write_claims(runs, comparisons or comparisons_of(logs, grid_keys), grid_keys, sweep_dir, method)
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])

@@ -13,11 +13,12 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from actsweep.errors import ActSweepError, OneLineParser
+from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.study.launchers import PendingTooLong, run_local, slots_for
 from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
 from actsweep.study.slurm_settings import SlurmSettings
-from actsweep.study.sweep import Run, Sweep, SweepError, load_sweep
+from actsweep.study.sweep import Run, Sweep, SweepError, load_sweep, whole_number
 
 
 def pending(sweep: Sweep, root: Path) -> tuple[list[Run], dict[str, dict]]:
@@ -70,6 +71,17 @@ def launcher_settings(sweep: Sweep, args: argparse.Namespace) -> SlurmSettings:
                    sbatch={**sweep.launcher.sbatch, **extra})
 
 
+def placed(sweep: Sweep, args: argparse.Namespace) -> Sweep:
+    """`sweep` with `--runs-per-device` in place of its file's value; refused where it cannot hold."""
+    if args.runs_per_device is not None:
+        sweep = replace(sweep, runs_per_device=whole_number(args.runs_per_device, 1, "--runs-per-device"))
+    if args.launcher == "slurm" and sweep.runs_per_device != RUNS_PER_DEVICE:
+        # Each array task is one run in an allocation of its own: there is no device to share.
+        raise SweepError(f"runs_per_device {sweep.runs_per_device} places local jobs; with --launcher slurm "
+                         f"give --runs-per-device {RUNS_PER_DEVICE} (SLURM places each run in its own allocation)")
+    return sweep
+
+
 def check_runs(sweep: Sweep, root: Path, restart_stale: bool) -> dict[str, str]:
     """Before anything runs: every run's fit arguments parse, and no run folder holds work made under
     other settings (unless `restart_stale`); returns the stale runs (name -> what changed)."""
@@ -87,7 +99,11 @@ def main(argv: list[str] | None = None) -> int:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--jobs", type=int, default=1,
-                        help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its own accelerators")
+                        help="local runs at a time, each on its own CPUs (the sweep's threads per run) and its accelerators "
+                             "(shared by at most --runs-per-device runs)")
+    parser.add_argument("--runs-per-device", type=int, default=None, metavar="K",
+                        help="local jobs that share each accelerator (overrides the sweep file's runs_per_device; "
+                             f"default {RUNS_PER_DEVICE}); --jobs may then be up to K × the accelerators")
     parser.add_argument("--dry-run", action="store_true",
                         help="print one fit command per pending run (and, for slurm, what would be submitted); run nothing")
     parser.add_argument("--root", type=Path, default=None,
@@ -103,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.jobs < 1:
             raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
-        sweep = load_sweep(args.sweep_file)
+        sweep = placed(load_sweep(args.sweep_file), args)
         settings = launcher_settings(sweep, args)
         if args.smoke:
             sweep, args.root = smoke(sweep, args.root, args.dry_run)

@@ -20,6 +20,7 @@ A sweep file (YAML)::
       # (relu − gelu at lr 1e-2) − (relu − gelu at the base's lr): across: {key: model.lr, a: 1.0e-2, b: ~}
     threads: 1                       # optional: torch threads per run (recorded in the run's config)
     devices_per_run: 1               # optional: accelerators per run (default 1 where any is visible)
+    runs_per_device: 1               # optional: local jobs sharing each device (default 1; --runs-per-device)
     launcher: {partition: gpu, time: 120, gpus: 1}   # optional: SLURM settings (`slurm_settings`)
 
 Each run logs into `<root>/<name>/<run>/` where `<run>` is e.g. `activation=relu,norm=none,seed=0`.
@@ -38,11 +39,13 @@ import yaml
 
 from actsweep.errors import ConfigError
 from actsweep.io import read_yaml
+from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.study.published import STUDIES
 from actsweep.study.slurm_settings import SlurmSettings
 
 KEYS = {"name": True, "base": True, "grid": True, "seeds": True, "fixed": False, "study": False, "labels": False,
-        "threads": False, "devices_per_run": False, "comparisons": False, "launcher": False}
+        "threads": False, "devices_per_run": False, "runs_per_device": False, "comparisons": False, "launcher": False}
+WHOLE_NUMBERS = {"threads": 1, "devices_per_run": 0, "runs_per_device": 1}  # keys that are counts: their least value
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -105,6 +108,8 @@ class Sweep:
     labels: dict[str, dict[str, Any]] = field(default_factory=dict)
     threads: int = 1  # torch threads of every run: part of the run, so the same whatever --jobs
     devices_per_run: int | None = None  # accelerators per run; None: 1 where any is visible, else 0
+    # Jobs sharing each device: placement only, so no part of a run's settings (results do not depend on it).
+    runs_per_device: int = RUNS_PER_DEVICE
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
     launcher: SlurmSettings = field(default_factory=SlurmSettings)
     forced: dict[str, Any] = field(default_factory=dict)  # applied after the grid's values (a smoke run's changes)
@@ -234,18 +239,25 @@ def load_sweep(path: str | Path) -> Sweep:
     labels = mapping(path, spec, "labels", "{label: {dotted.key: value}}")
     if not all(isinstance(match, dict) for match in labels.values()):
         raise SweepError(f"{path}: 'labels' maps each label to {{dotted.key: value}}, got {labels!r}")
-    for key in ("threads", "devices_per_run"):
-        if key in spec and (not isinstance(spec[key], int) or isinstance(spec[key], bool) or spec[key] < (key == "threads")):
-            raise SweepError(f"{path}: {key!r} is a whole number (threads >= 1, devices_per_run >= 0), got {spec[key]!r}")
+    for key, least in WHOLE_NUMBERS.items():
+        if key in spec:
+            whole_number(spec[key], least, f"{path}: {key!r}")
     try:
         launcher = SlurmSettings.from_spec(spec.get("launcher"))
     except ConfigError as err:
         raise SweepError(f"{path}: {err}") from err
     sweep = Sweep(str(spec["name"]), Path(spec["base"]), grid, spec["seeds"], fixed, study, labels,
-                  spec.get("threads", 1), spec.get("devices_per_run"),
+                  spec.get("threads", 1), spec.get("devices_per_run"), spec.get("runs_per_device", RUNS_PER_DEVICE),
                   load_comparisons(path, spec.get("comparisons"), grid), launcher)
     sweep.runs()  # name clashes are file errors too
     return sweep
+
+
+def whole_number(value: Any, least: int, what: str) -> int:
+    """`value` when it is an integer >= `least` (a count of threads, devices or jobs), else a `SweepError`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise SweepError(f"{what} is a whole number >= {least}, got {value!r}")
+    return value
 
 
 def read_spec(path: Path) -> dict[str, Any]:
