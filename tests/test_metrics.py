@@ -212,3 +212,11 @@ def test_tokens_per_second_and_mfu_by_hand():
     assert m.tokens_per_second(4, 3, 32, 2, 2.5) == 4 * 3 * 32 * 2 / 2.5
     assert m.tokens_per_second(1, 1, 10, 1, 4.0) == 2.5
     assert m.model_flops_utilisation(300.0, 600.0, 2e6) == 0.09
+
+
+def test_saturation_counts_by_hand():
+    """Below the threshold counts (strictly), the total is every coordinate, both in count_dtype."""
+    slope = torch.tensor([[0.05, 0.1, 0.5], [0.0, 1.0, 0.099]])
+    counts = m.saturation_counts(slope, 0.1)
+    assert counts.tolist() == [3.0, 6.0] and counts.dtype == m.count_dtype(slope.device)
+    assert m.saturation_counts(torch.ones(4), 0.1).tolist() == [0.0, 4.0]
