@@ -111,4 +111,6 @@ def test_the_cpu_study_names_its_comparisons():
     assert sum(bool(c.get("primary")) for c in study.comparisons) == 10  # 14 rows: some have several settings
     assert [c["across"] for c in study.comparisons if "across" in c] == [
         {"key": "model.lr", "a": 1e-3, "b": None}, {"key": "model.lr", "a": 1e-2, "b": None}]
-    assert study.comparisons[-1]["metric"] == "slope"
+    assert study.comparisons[-5]["metric"] == "slope"
+    assert [(c["metric"], c["family"]) for c in study.comparisons[-4:]] == [
+        (f"entropy_frac_layer_{i}", "entropy by layer") for i in range(4)]
