@@ -8,7 +8,7 @@ from actsweep.study.sweep import load_sweep
 def test_every_comparison_pairs_runs_that_differ_only_in_its_key():
     study = load_sweep("configs/sweeps/normfree.yaml")
     runs = study.runs()
-    assert len(runs) == 24 * 5 and study.seeds == [0, 1, 2, 3, 4] and len(study.comparisons) == 10
+    assert len(runs) == 24 * 5 and study.seeds == [0, 1, 2, 3, 4] and len(study.comparisons) == 14  # 10, then 4 per-layer entropy
     points = [(r.overrides, r.seed) for r in runs]
     for c in study.comparisons:
         pairs = 0
