@@ -25,7 +25,7 @@ from actsweep.study.logs import event_files, events_problem, read_runs, read_sca
 from actsweep.study.report import write_report
 from actsweep.train.checkpoints import ValidatedCheckpoint, checkpoint_problem
 from faults import signal_once
-from helpers import fake_launcher, finished_fit, fit_error, run_main, snapshot, tiny_trainer, write_config, write_sweep, write_tiny_base
+from helpers import fake_launcher, finished_fit, fit_error, run_main, snapshot, work_error, tiny_trainer, write_config, write_sweep, write_tiny_base
 
 TESTS = Path(__file__).resolve().parent
 RELU = "activation=relu,seed=0"
@@ -404,3 +404,16 @@ def test_resume_may_change_what_does_not_change_the_numbers(done_run, tmp_path):
                             "--ckpt_path", str(done_run / "checkpoints" / "last.ckpt"),
                             "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "3",
                             "--data.cache_dir", str(tmp_path / "cache")]) == 0
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_logger_that_resolves_to_the_run_folder_is_refused_before_writing(done_run, tmp_path, capsys, command):
+    """A logger whose folder only the trainer resolves (no save_dir the settings show) is refused once
+    resolved, before anything is written."""
+    run_dir = shutil.copytree(done_run, tmp_path / "run")
+    logger = json.dumps({"class_path": "faults.FolderLogger", "init_args": {"folder": str(run_dir)}})
+    before = snapshot(tmp_path)
+    error = work_error([command, "--config", str(run_dir / "config.yaml"), "--trainer.logger", logger,
+                        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")], capsys)
+    assert str(run_dir) in error and ("already holds a finished run" in error or "would write into the run" in error)
+    assert snapshot(tmp_path) == before
