@@ -170,7 +170,6 @@ class ActSweepCLI(LightningCLI):
         if self.run_info and trainer.log_dir:
             write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
 
-
     def before_validate(self) -> None:
         refuse_run_folder(self.trainer.log_dir, "validate")  # the settings could not say (another logger)
 
