@@ -23,6 +23,7 @@ from actsweep.status import read_status, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
 from actsweep.study.report import write_report
+from actsweep.train import cli
 from actsweep.train.checkpoints import ValidatedCheckpoint, checkpoint_problem
 from faults import signal_once
 from helpers import fake_launcher, finished_fit, fit_error, run_main, snapshot, work_error, tiny_trainer, write_config, write_sweep, write_tiny_base
@@ -417,3 +418,12 @@ def test_a_logger_that_resolves_to_the_run_folder_is_refused_before_writing(done
                         "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")], capsys)
     assert str(run_dir) in error and ("already holds a finished run" in error or "would write into the run" in error)
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("model, counted", [([], True), (["--model.schedule", "constant"], False),
+                                            (["--model.schedule", "constant", "--model.warmup", "0.1"], True),
+                                            (["--model.schedule", "constant", "--model.warmup", "3"], False)])
+def test_run_length_is_compared_only_where_the_schedule_spreads_over_it(tmp_path, model, counted):
+    """A constant learning rate (no warmup, or one of a fixed number of steps) may run longer on resume."""
+    config = cli.cli_parser().parse_args(["fit", "--config", str(write_config(tmp_path)), *model]).fit
+    assert ("trainer.max_steps" in cli.run_settings(config)) is counted

@@ -403,14 +403,19 @@ class _ParserOnly(ActSweepCLI):
         raise _Parser(parser)
 
 
+def cli_parser() -> Any:
+    """The CLI's parser (every subcommand's options), with nothing parsed or built."""
+    try:
+        _ParserOnly(**cli_kwargs(), args=[])
+    except _Parser as built:
+        return built.args[0]
+
+
 def check_fit_args(runs: dict[str, list[str]]) -> None:
     """Parse and check every run's `fit` arguments (name -> argv after `fit`) as `actsweep fit` would,
     building nothing: an unknown key, a value of the wrong type or one out of range is refused, naming
     the run, before any runs."""
-    try:
-        _ParserOnly(**cli_kwargs(), args=[])
-    except _Parser as built:
-        parser = built.args[0]
+    parser = cli_parser()
     check_config_files([arg for args in runs.values() for arg in args])
     for name, args in runs.items():
         try:
