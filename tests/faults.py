@@ -8,6 +8,7 @@ import signal
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 
 class SignalOnce(Callback):
@@ -37,3 +38,11 @@ def signal_once(marker: Path, steps: list[int], hook: str = "on_train_batch_star
     """The `fixed` entry of a sweep file (or a config's callback) that adds `SignalOnce`."""
     init = {"steps": steps, "marker": str(marker), "hook": hook, "signal": sig}
     return {"trainer.callbacks+": {"class_path": "faults.SignalOnce", "init_args": init}}
+
+
+class FolderLogger(TensorBoardLogger):
+    """TensorBoard logging into `folder` itself, named by no `save_dir` or `version` that the settings
+    show: only the trainer's resolved `log_dir` says where it writes."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__(save_dir=str(Path(folder).parent), name="", version=Path(folder).name)

@@ -95,7 +95,7 @@ FIT_CASES = [
     (["--ckpt_path", "{inputs}/text.ckpt"], "text.ckpt is damaged or unverifiable"),
     (["--ckpt_path", "{inputs}/truncated.ckpt"], "truncated.ckpt is damaged or unverifiable"),
     (["--ckpt_path", "{run}/checkpoints/last.ckpt", "--model.n_embd", "64"],
-     "was trained with other model settings (n_embd: 32 -> 64)"),
+     "was trained with other settings (model.n_embd: 32 -> 64; trainer.max_steps: 2 -> 10)"),
     # aimed at the finished run's own folder: refused before it is touched
     (["--trainer.logger.version", "version_0", "--model.lr", "-1"], "lr and eps must be positive"),
     (["--trainer.logger.version", "version_0"], "version_0 already holds a finished run; choose another"),

@@ -23,9 +23,10 @@ from actsweep.status import read_status, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
 from actsweep.study.report import write_report
+from actsweep.train import cli
 from actsweep.train.checkpoints import ValidatedCheckpoint, checkpoint_problem
 from faults import signal_once
-from helpers import fake_launcher, finished_fit, snapshot, tiny_trainer, write_config, write_sweep, write_tiny_base
+from helpers import fake_launcher, finished_fit, fit_error, run_main, snapshot, work_error, tiny_trainer, write_config, write_sweep, write_tiny_base
 
 TESTS = Path(__file__).resolve().parent
 RELU = "activation=relu,seed=0"
@@ -283,3 +284,146 @@ def test_changes_no_sweep_file_shows_make_the_finished_run_stale(tmp_path, capsy
         edited.write_text(original)
     capsys.readouterr()
     assert runner.main(dry_run) == 0 and capsys.readouterr().out == ""  # the same content again: reused
+
+
+# -- 2. finished runs are read-only to every command ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 5-step tiny run in `logs/tiny/run` (threads 1, a held-out test split); copy it to change it."""
+    folder = tmp_path_factory.mktemp("done")
+    config = write_config(folder, trainer={"max_steps": 5}, data={"test_fraction": 0.05})
+    assert runner_free_fit(["--config", str(config), "--trainer.logger.version", "run", "--threads", "1"]) == 0
+    return folder / "logs" / "tiny" / "run"
+
+
+def runner_free_fit(args: list[str]) -> int:
+    """`actsweep fit ARGS` in a child process (its threads and seed are its own): the exit status."""
+    return subprocess.run([sys.executable, "-m", "actsweep.cli", "fit", *args], capture_output=True).returncode
+
+
+def own_files(run_dir: Path) -> dict[str, bytes | None]:
+    """What the run itself is: every file under it but the evaluations' folders."""
+    return {name: data for name, data in snapshot(run_dir).items() if name.split("/")[0] not in ("validate", "test")}
+
+
+@pytest.mark.parametrize("command, locked", [("validate", False), ("validate", True), ("test", True)])
+def test_evaluating_a_finished_run_leaves_it_as_it_was(done_run, tmp_path, capsys, command, locked):
+    """The README's `validate --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt`, with other
+    validation windows, also while a sweep holds the run: the run's config, events and status stay as
+    they were, the results go to RUN/<command>/version_0, and the report reads the run as before."""
+    run_dir = shutil.copytree(done_run, tmp_path / "tiny" / "run")
+    held = lock_run(run_dir) if locked else None
+    before, scalars = own_files(run_dir), read_scalars(run_dir)
+    try:
+        code, err = run_main([command, "--config", str(run_dir / "config.yaml"), "--ckpt_path",
+                              str(run_dir / "checkpoints" / "last.ckpt"), "--data.val_windows", "8"], capsys)
+    finally:
+        if held is not None:
+            os.close(held)
+    assert code == 0, err
+    assert own_files(run_dir) == before
+    evaluation = run_dir / command / "version_0"
+    assert f"{command.replace('validate', 'val')}/loss" in read_scalars(evaluation) and (evaluation / "config.yaml").exists()
+    (logged,) = read_runs(run_dir.parent)
+    assert logged.dir == run_dir and logged.scalars.keys() == scalars.keys()
+    assert all(logged.scalars[tag].equals(values) for tag, values in scalars.items())
+
+
+def test_evaluation_that_would_write_into_the_run_is_refused(done_run, tmp_path, capsys):
+    """No logger, so Lightning would write config.yaml into `default_root_dir`: the run's own folder."""
+    run_dir = shutil.copytree(done_run, tmp_path / "run")
+    before = snapshot(tmp_path)
+    error = fit_error(["validate", "--config", str(run_dir / "config.yaml"), "--trainer.logger", "false",
+                       "--trainer.default_root_dir", str(run_dir), "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")],
+                      capsys)
+    assert f"validate would write into the run folder {run_dir}; give the logger a save_dir" in error
+    assert snapshot(tmp_path) == before
+
+
+FIT_PATHS = {  # how a fit's folder can be the finished run's (ROOT: the run's save_dir)
+    "its config, save_dir and another run's checkpoint": ["--trainer.logger.save_dir", "{root}", "--ckpt_path", "{other}"],
+    "its config alone, while a sweep holds it": [],
+    "no logger, default_root_dir": ["--trainer.logger", "false", "--trainer.default_root_dir", "{run}"],
+    "a checkpoint callback's dirpath": ["--trainer.logger.version", "elsewhere", "--trainer.callbacks",
+                                        '[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", '
+                                        '"init_args": {"dirpath": "{run}/checkpoints"}}]'],
+}
+
+
+@pytest.mark.parametrize("path", FIT_PATHS)
+def test_fit_never_enters_a_finished_run(done_run, tmp_path, capsys, path):
+    run_dir = shutil.copytree(done_run, tmp_path / "logs" / "tiny" / "run")
+    other = shutil.copytree(done_run / "checkpoints", tmp_path / "other" / "checkpoints") / "last.ckpt"
+    values = {"{root}": str(tmp_path / "logs"), "{other}": str(other), "{run}": str(run_dir)}
+    args = [arg for arg in FIT_PATHS[path]]
+    for key, value in values.items():
+        args = [arg.replace(key, value) for arg in args]
+    held = lock_run(run_dir) if "sweep holds" in path else None
+    before = snapshot(tmp_path)
+    try:
+        error = fit_error(["fit", "--config", str(run_dir / "config.yaml"), *args], capsys)
+    finally:
+        if held is not None:
+            os.close(held)
+    assert "already holds a finished run; choose another --trainer.logger.version" in error
+    assert snapshot(tmp_path) == before
+
+
+# -- 6. a resume changes no setting that changes the numbers --------------------------------------------
+
+
+RESUME_CHANGES = [
+    (["--seed_everything", "8"], "data.seed: 7 -> 8; seed_everything: 7 -> 8"),
+    (["--train_seed", "5"], "data.seed: 7 -> 5; train_seed: None -> 5"),
+    (["--data.batch_size", "4"], "(data.batch_size: 8 -> 4)"),
+    (["--data.block_size", "16"], "(model.block_size: 32 -> 16; data.block_size: 32 -> 16)"),
+    (["--data.sampling", "uniform"], "(data.sampling: 'step' -> 'uniform')"),
+    (["--data.val_windows", "null"], "(data.val_windows: 16 -> None)"),
+    (["--threads", "2"], "(threads: 1 -> 2)"),
+    (["--trainer.precision", "64-true"], "(trainer.precision: '32-true' -> '64-true')"),
+    (["--trainer.accumulate_grad_batches", "2"], "(trainer.accumulate_grad_batches: 1 -> 2)"),
+    (["--global_batch_size", "16"], "(global_batch_size: None -> 16)"),
+    (["--trainer.gradient_clip_val", "0.5"], "(trainer.gradient_clip_val: 0.0 -> 0.5)"),
+    (["--trainer.max_steps", "10"], "(trainer.max_steps: 5 -> 10)"),  # the cosine schedule spreads over it
+]
+
+
+@pytest.mark.parametrize("change, listed", RESUME_CHANGES, ids=[change[0] for change, _ in RESUME_CHANGES])
+def test_resume_with_settings_that_change_the_numbers_is_refused(done_run, tmp_path, capsys, change, listed):
+    args = ["fit", "--config", str(done_run / "config.yaml"), "--trainer.logger.save_dir", str(tmp_path),
+            "--ckpt_path", str(done_run / "checkpoints" / "last.ckpt")]
+    error = fit_error([*args, *change], capsys)
+    assert f"was trained with other settings {listed}" in error or listed in error, error
+    assert "use the run's own config.yaml" in error and list(tmp_path.iterdir()) == []
+
+
+def test_resume_may_change_what_does_not_change_the_numbers(done_run, tmp_path):
+    """Logging, validation and where the cache is: the resume goes ahead."""
+    assert runner_free_fit(["--config", str(done_run / "config.yaml"), "--trainer.logger.save_dir", str(tmp_path),
+                            "--ckpt_path", str(done_run / "checkpoints" / "last.ckpt"),
+                            "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "3",
+                            "--data.cache_dir", str(tmp_path / "cache")]) == 0
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_logger_that_resolves_to_the_run_folder_is_refused_before_writing(done_run, tmp_path, capsys, command):
+    """A logger whose folder only the trainer resolves (no save_dir the settings show) is refused once
+    resolved, before anything is written."""
+    run_dir = shutil.copytree(done_run, tmp_path / "run")
+    logger = json.dumps({"class_path": "faults.FolderLogger", "init_args": {"folder": str(run_dir)}})
+    before = snapshot(tmp_path)
+    error = work_error([command, "--config", str(run_dir / "config.yaml"), "--trainer.logger", logger,
+                        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")], capsys)
+    assert str(run_dir) in error and ("already holds a finished run" in error or "would write into the run" in error)
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("model, counted", [([], True), (["--model.schedule", "constant"], False),
+                                            (["--model.schedule", "constant", "--model.warmup", "0.1"], True),
+                                            (["--model.schedule", "constant", "--model.warmup", "3"], False)])
+def test_run_length_is_compared_only_where_the_schedule_spreads_over_it(tmp_path, model, counted):
+    """A constant learning rate (no warmup, or one of a fixed number of steps) may run longer on resume."""
+    config = cli.cli_parser().parse_args(["fit", "--config", str(write_config(tmp_path)), *model]).fit
+    assert ("trainer.max_steps" in cli.run_settings(config)) is counted

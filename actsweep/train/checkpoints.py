@@ -20,7 +20,7 @@ from weakref import proxy
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from actsweep.errors import ConfigError, MissingPathError
 from actsweep.io import checksum_path, checksum_problem, naming, remove_orphans, remove_orphans_in, write_checksum
@@ -131,11 +131,45 @@ def load_checked(path: str | os.PathLike) -> dict:
     return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
 
 
-def setting_differences(saved: Mapping[str, Any], given: Mapping[str, Any]) -> list[str]:
-    """`key: saved -> given` for every setting both name with different values (lists = tuples)."""
+def setting_differences(saved: Mapping[str, Any], given: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """`prefix+key: saved -> given` for every setting both name with different values (lists = tuples;
+    None is a value: `val_windows: 16 -> None` is a change)."""
 
     def plain(value: Any) -> Any:
         return list(value) if isinstance(value, tuple) else value
 
-    return [f"{key}: {saved[key]!r} -> {given[key]!r}" for key in sorted(saved)
-            if key in given and given[key] is not None and plain(saved[key]) != plain(given[key])]
+    return [f"{prefix}{key}: {saved[key]!r} -> {given[key]!r}" for key in sorted(saved)
+            if key in given and plain(saved[key]) != plain(given[key])]
+
+
+# -- what a resumed fit must share with the run it continues -----------------------------------------
+
+RUN_SETTINGS = "actsweep_run_settings"  # the checkpoint's key for `RecordSettings`' settings
+# Data settings that say where or how fast, not what: a resume may change them.
+DATA_PLACES = ("cache_dir", "pin_memory", "_instantiator")
+
+
+class RecordSettings(Callback):
+    """Keeps in every checkpoint the run's settings outside the model and data hyperparameters that
+    change its numbers (seeds, threads, precision, batch), so a resume can be compared with them."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = dict(settings)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[RUN_SETTINGS] = self.settings
+
+
+def resume_differences(checkpoint: Mapping[str, Any], model: Mapping[str, Any], data: Mapping[str, Any] | None,
+                       run: Mapping[str, Any] | None) -> list[str]:
+    """What the command line changes of the checkpoint's run (`model.n_embd: 32 -> 64`, ...): the model
+    always; with `data` and `run` (a fit: it continues the run), every data setting but its places and
+    the `RecordSettings` (a checkpoint written before those were recorded is compared on the rest)."""
+    saved_model = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if k != "vocab_size"}
+    differences = setting_differences(saved_model, model, "model.")  # the vocabulary: the data's tokenizer
+    if data is not None:
+        saved = {k: v for k, v in checkpoint.get("datamodule_hyper_parameters", {}).items() if k not in DATA_PLACES}
+        differences += setting_differences(saved, data, "data.")
+    if run is not None:
+        differences += setting_differences(checkpoint.get(RUN_SETTINGS, {}), run)
+    return differences

@@ -1,14 +1,20 @@
 """LightningCLI for actsweep: `fit`, `validate`, `test` with data sizes linked into the model.
 
 Bad input is refused before anything is written: parse errors become one line, a `--ckpt_path` is
-checked (present, intact, its model settings those of the command line), and a fit never enters a
-run folder that already holds a finished or diverged run.
+checked (present, intact; its model settings those of the command line, and for a fit every other
+setting that changes the numbers too), and a fit never enters a run folder that already holds a
+finished or diverged run, however its path was reached.
+
+Finished runs are read-only to `validate` and `test`: they log into their own folder,
+`<run>/<command>/version_N` (the run that the checkpoint is in, else the logger's folder), which the
+report never reads as a run (it reads a run's own event files only, not its subfolders).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
@@ -25,8 +31,8 @@ from lightning.pytorch.utilities import rank_zero_only
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ActSweepError, ConfigError
 from actsweep.io import check_unique_keys, check_writable, hold_run
-from actsweep.status import read_run_info, read_status, write_run_info
-from actsweep.train.checkpoints import SPECIAL_PATHS, load_checked, setting_differences
+from actsweep.status import STATUS_FILE, read_run_info, read_status, write_run_info
+from actsweep.train.checkpoints import SPECIAL_PATHS, RecordSettings, load_checked, resume_differences
 from actsweep.train.module import ActSweepModule, checked_config
 from actsweep.train.optim import adamw_kernel_args
 from actsweep.train.schedules import check_run_length
@@ -40,7 +46,10 @@ DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x att
   actsweep sweep configs/sweeps/quickstart.yaml [--jobs N] [--dry-run]          run a grid, resumably
   actsweep report lightning_logs/sweeps/quickstart                              tables and figures"""
 SUBCOMMANDS = ("fit", "validate", "test")
+EVALUATIONS = ("validate", "test")
 DONE = ("finished", "diverged")
+# Lightning's other spellings of a precision (`precision: 32` is `32-true`).
+PRECISIONS = {"None": "32-true", "32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
 
 
 class HelpFormatter(DefaultHelpFormatter, RawDescriptionHelpFormatter):
@@ -86,11 +95,13 @@ class ActSweepCLI(LightningCLI):
         if subcommand is None:
             return
         config = self.config[subcommand]
+        if subcommand in EVALUATIONS:
+            redirect_evaluation(config, subcommand)
         data = check_settings(config, fit=subcommand == "fit")
         if subcommand == "test":
             data.check_test_split()
-        if subcommand == "fit" and not config.get("ckpt_path"):
-            refuse_done_folder(run_folder(config.trainer.logger))
+        for folder in write_folders(config.trainer, subcommand):
+            refuse_run_folder(folder, subcommand)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -100,15 +111,18 @@ class ActSweepCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Check `--ckpt_path` instead of Lightning's default, which silently replaces the command
-        line's model settings by the checkpoint's: here a contradiction is refused, listed."""
+        line's model settings by the checkpoint's: here a contradiction is refused, listed. A fit
+        continues the checkpoint's run, so its data and run settings must be the run's too; an
+        evaluation may choose its own data (other validation windows, the test split)."""
         subcommand = self.config.get("subcommand")
         path = subcommand and self.config[subcommand].get("ckpt_path")
         if path is None or path in SPECIAL_PATHS:
             return
-        saved = load_checked(path).get("hyper_parameters", {})
-        differences = setting_differences(saved, self.config[subcommand].model)
+        config, fit = self.config[subcommand], subcommand == "fit"
+        differences = resume_differences(load_checked(path), config.model, config.data if fit else None,
+                                         run_settings(config) if fit else None)
         if differences:
-            raise ConfigError(f"--ckpt_path {path} was trained with other model settings ({'; '.join(differences)}); "
+            raise ConfigError(f"--ckpt_path {path} was trained with other settings ({'; '.join(differences)}); "
                               "use the run's own config.yaml, or drop --ckpt_path to start afresh")
 
     def instantiate_classes(self) -> None:
@@ -130,6 +144,8 @@ class ActSweepCLI(LightningCLI):
             raise ConfigError(f"trainer settings: {err}") from err
         if not any(isinstance(callback, SaveOnSignal) for callback in trainer.callbacks):
             trainer.callbacks.append(SaveOnSignal())
+        if self.subcommand == "fit":  # what a resume is compared with (threads: resolved by now)
+            trainer.callbacks.append(RecordSettings(run_settings(self.config.fit)))
         return trainer
 
     def before_fit(self) -> None:
@@ -138,6 +154,7 @@ class ActSweepCLI(LightningCLI):
         the run's sweep metadata (merged into what the launcher recorded: the run's CPUs and devices)."""
         trainer = self.trainer
         config = self.config[self.subcommand]
+        refuse_run_folder(trainer.log_dir, "fit")  # what the logger resolved, whatever the settings said
         # One process per run folder, from before anything is written into it until this process exits
         # (not earlier: a fit refused as bad input leaves no trace). Under DDP the first process holds
         # it for all: the others are its own children or srun tasks.
@@ -152,6 +169,12 @@ class ActSweepCLI(LightningCLI):
             trainer.accumulate_grad_batches = accumulation_for(wanted, self.datamodule.batch_size, processes)
         if self.run_info and trainer.log_dir:
             write_run_info(trainer.log_dir, {**(read_run_info(trainer.log_dir) or {}), **self.run_info})
+
+    def before_validate(self) -> None:
+        refuse_run_folder(self.trainer.log_dir, "validate")  # the settings could not say (another logger)
+
+    def before_test(self) -> None:
+        refuse_run_folder(self.trainer.log_dir, "test")
 
 
 def training_seed(seed_everything: Any, train_seed: int | None) -> Any:
@@ -220,12 +243,80 @@ def parse_run_info(text: str | None) -> dict | None:
     return info
 
 
-def refuse_done_folder(folder: Path | None) -> None:
-    """Refuse a fit (not a resume) into a finished or diverged run's folder: that work is kept."""
+def refuse_done_folder(folder: str | os.PathLike | None) -> None:
+    """Refuse a fit (a resume too) into a finished or diverged run's folder: that work is kept."""
     status = folder is not None and (read_status(folder) or {}).get("status")
     if status in DONE:
         raise ConfigError(f"{folder} already holds a {status} run; choose another "
                           "--trainer.logger.version (or name), or delete that folder to run it again")
+
+
+def refuse_run_folder(folder: str | os.PathLike | None, subcommand: str) -> None:
+    """Refuse a command that would write into a run it must not change: a fit into a finished or
+    diverged run, an evaluation into any run (its config.yaml and events are the run's)."""
+    if subcommand == "fit":
+        return refuse_done_folder(folder)
+    if folder is not None and holds_run(Path(folder)):
+        raise ConfigError(f"{subcommand} would write into the run folder {folder}; give the logger a save_dir "
+                          f"(its results then go to <run>/{subcommand}/version_N), or drop that logger setting")
+
+
+def holds_run(folder: Path) -> bool:
+    """Whether `folder` is a fit's: it has a status or checkpoints."""
+    return (folder / STATUS_FILE).exists() or (folder / "checkpoints").is_dir()
+
+
+def write_folders(trainer: Any, subcommand: str) -> list[Path]:
+    """The folders a command will write into that its settings alone name: the logger's (an explicit
+    version; no logger: `default_root_dir`) and, for a fit, each checkpoint callback's `dirpath` and
+    the run folder above it."""
+    folders = [log_folder(trainer)]
+    if subcommand == "fit":
+        dirpaths = [init.get("dirpath") for init in map(init_args, trainer.get("callbacks") or [])
+                    if init is not None]
+        folders += [folder for path in dirpaths if path for folder in (Path(path), Path(path).parent)]
+    return [folder for folder in folders if folder is not None]
+
+
+def log_folder(trainer: Any) -> Path | None:
+    """The folder the trainer logs into, when its settings say; None when each start gets a new one."""
+    if trainer.get("logger") is False:  # Lightning writes config.yaml and checkpoints here
+        return Path(trainer.get("default_root_dir") or os.getcwd())
+    return run_folder(trainer.get("logger"))
+
+
+def redirect_evaluation(config: Any, subcommand: str) -> None:
+    """Point a `validate`/`test` logger at `<folder>/<subcommand>/version_N`, beside the run it
+    evaluates and never in it: the folder is the run that holds the checkpoint (`RUN/checkpoints/x.ckpt`
+    -> RUN), else the logger's own. A logger without a `save_dir` is left as it is (then the command
+    is refused if it would write into a run)."""
+    init = init_args(config.trainer.get("logger"))
+    if init is None or init.get("save_dir") is None:
+        return
+    path = config.get("ckpt_path")
+    owner = (Path(path).parent.parent if path and path not in SPECIAL_PATHS and Path(path).parent.name == "checkpoints"
+             else run_folder(config.trainer.logger) or Path(init.save_dir, init.get("name") or ""))
+    init.save_dir, init.name, init.version = str(owner), subcommand, None
+
+
+def run_settings(config: Any) -> dict[str, Any]:
+    """A fit's settings outside the model and data that change its numbers: the seeds (data's and
+    dropout's), threads (reduction order), precision, batch and clipping, and the run's length when the
+    learning-rate schedule spreads over it. Logging, validation and where files go are left out."""
+    trainer = config.trainer
+    settings = {
+        "seed_everything": config.get("seed_everything"), "train_seed": config.get("train_seed"),
+        "threads": torch.get_num_threads() if config.get("threads") is None else config.threads,
+        "global_batch_size": config.get("global_batch_size"),
+        "trainer.precision": PRECISIONS.get(str(trainer.get("precision")), str(trainer.get("precision"))),
+        "trainer.accumulate_grad_batches": trainer.get("accumulate_grad_batches") or 1,
+        "trainer.gradient_clip_val": float(trainer.get("gradient_clip_val") or 0),  # 0 and null: no clipping
+        "trainer.gradient_clip_algorithm": trainer.get("gradient_clip_algorithm") or "norm",
+    }
+    model = config.model
+    if model.schedule != "constant" or 0 < model.warmup < 1:  # the schedule's steps depend on max_steps
+        settings["trainer.max_steps"] = trainer.max_steps
+    return settings
 
 
 def check_config_files(args: list[str]) -> None:
@@ -242,15 +333,20 @@ def config_files(args: list[str]) -> list[str]:
             if (flag == "--config" and value) or flag.startswith("--config=")]
 
 
+def init_args(component: Any) -> Any:
+    """The `init_args` of a class given in the config (a logger, a callback), or None."""
+    return getattr(component, "init_args", None)
+
+
 def run_root(logger: Any) -> Path | None:
     """The folder a logger's runs go under (its `save_dir`), when it names one."""
-    init = getattr(logger, "init_args", None)
+    init = init_args(logger)
     return None if init is None or init.get("save_dir") is None else Path(init.save_dir)
 
 
 def run_folder(logger: Any) -> Path | None:
     """The folder a logger given an explicit `version` writes to; None when each start gets a new one."""
-    init = getattr(logger, "init_args", None)
+    init = init_args(logger)
     if init is None or init.get("version") in (None, "") or init.get("save_dir") is None:
         return None
     version = init.version if isinstance(init.version, str) else f"version_{init.version}"
@@ -312,14 +408,19 @@ class _ParserOnly(ActSweepCLI):
         raise _Parser(parser)
 
 
+def cli_parser() -> Any:
+    """The CLI's parser (every subcommand's options), with nothing parsed or built."""
+    try:
+        _ParserOnly(**cli_kwargs(), args=[])
+    except _Parser as built:
+        return built.args[0]
+
+
 def check_fit_args(runs: dict[str, list[str]]) -> None:
     """Parse and check every run's `fit` arguments (name -> argv after `fit`) as `actsweep fit` would,
     building nothing: an unknown key, a value of the wrong type or one out of range is refused, naming
     the run, before any runs."""
-    try:
-        _ParserOnly(**cli_kwargs(), args=[])
-    except _Parser as built:
-        parser = built.args[0]
+    parser = cli_parser()
     check_config_files([arg for args in runs.values() for arg in args])
     for name, args in runs.items():
         try:
