@@ -35,8 +35,9 @@ BLOG_STATUS_RULE = (
     "Blog-style status (the blog's categories, from ours): **Unstable** when our configuration is Unstable or "
     "Diverged; otherwise **Optimal** for the lowest mean val loss of the sweep, **High Sparsity** for a ReLU "
     f"whose inactive share is at least {SPARSE_PCT:.0f} %, **Robust** for a configuration stable at a learning "
-    "rate where another one is Unstable, else **Stable**. Applied to the blog's own numbers it gives the "
-    "blog's own labels."
+    "rate where another one is Unstable, else **Stable**. The rule was written to give the blog's labels on "
+    "the blog's six rows (whose Unstable is one of its inputs), so that agreement holds by construction and "
+    "is not evidence for the rule."
 )
 
 
