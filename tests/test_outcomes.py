@@ -16,6 +16,7 @@ from actsweep.study.outcomes import (
     config_status,
     final_saturation,
     final_slope,
+    layer_counts,
     nonfinite_origin,
     per_layer_finals,
     precision_flag,
@@ -211,3 +212,10 @@ def test_per_layer_finals_keep_each_layers_last_value_by_hand():
                "attn/entropy_frac/layer_2": at({})}
     assert per_layer_finals(scalars) == {"entropy_frac_layer_0": 0.8, "entropy_frac_layer_1": 0.7,
                                          "skipped_layer_3": 2.0}
+
+
+def test_layer_counts_by_hand():
+    """Layers in numeric order (10 after 2), zeros left out, `g` formatting; all zeros read 0."""
+    assert layer_counts({"skipped_layer_10": 1.0, "skipped_layer_2": 2.5, "skipped_layer_0": 0.0}) == "L2 2.5 · L10 1"
+    assert layer_counts({"skipped_layer_0": 0.0, "skipped_layer_1": 0.0}) == "0"
+    assert layer_counts({"skipped_layer_3": 3.0}) == "L3 3"
