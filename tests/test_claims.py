@@ -251,3 +251,188 @@ def test_a_comparison_with_a_bad_option_is_refused(tmp_path, option, value):
     with pytest.raises(SweepError, match=option):
         load_comparisons(tmp_path / "s.yaml", [{"key": "model.activation", "a": "relu", "b": "gelu", option: value}],
                          [{"model.activation": ["relu", "gelu"]}])
+
+
+# --- the single functions on their edges (each called directly, so that mutation testing maps them) ---
+
+
+def test_testable_needs_two_finite_values_with_spread():
+    assert claims.testable([1.0, 2.0]) and claims.testable([1.0, 2.0, math.nan])
+    assert not claims.testable([1.0]) and not claims.testable([1.0, math.nan, math.inf])
+    assert not claims.testable([]) and not claims.testable([0.3] * 5)
+    # the spread is the sample SD (ddof 1): [0, d] has SD d/√2 against a floor of 1e-12 · max(1, |x|)
+    assert not claims.testable([0.0, 1.0e-12])  # SD 7.1e-13 (the population SD, 5e-13, is smaller still)
+    assert claims.testable([0.0, 1.6e-12])  # SD 1.13e-12 (population SD 8e-13 would not pass)
+    assert claims.testable([0.0, 1e-11])
+    assert not claims.testable([1e-13, 3e-13])  # the floor is at least 1e-12, however small the values
+    assert not claims.testable([1e6, 1e6 + 1e-7])  # and relative to the largest |value| above 1
+    assert claims.testable([1e6, 1e6 + 1e-3])
+
+
+def test_sign_flip_p_edges():
+    assert math.isnan(claims.sign_flip_p([])) and math.isnan(claims.sign_flip_p([math.nan, math.inf]))
+    assert claims.sign_flip_p([0.5]) == 1.0  # one value: both patterns reach it
+    assert claims.sign_flip_p([1.0, 2.0, math.nan, 3.0]) == pytest.approx(2 / 8)  # NaN seeds are left out
+    # every difference of one sign: only the two all-same-sign patterns reach the observed |mean|; the
+    # observed pattern must count although np.mean and the matrix product round its mean differently
+    d = [-0.233, -0.022, -0.125, -0.073, -0.054, -0.032]
+    assert claims.sign_flip_p(d) == 2 / 64
+    assert claims.sign_flip_p([1e-3, -1e-3, 2e-3, -2e-3]) == 1.0  # mean 0: every pattern reaches it
+
+
+def test_sign_flip_p_is_exact_up_to_16_seeds_and_a_seeded_monte_carlo_above():
+    rng = np.random.default_rng(11)
+    for n in (16, 17):
+        d = rng.normal(0.02, 0.1, size=n)
+        # the exact p by hand: every one of the 2^n sign patterns
+        signs = np.array(np.meshgrid(*[[1.0, -1.0]] * n)).reshape(n, -1).T
+        exact = np.mean(np.abs(signs @ d) >= abs(d.sum()) * (1 - 1e-9))
+        p0, p1 = claims.sign_flip_p(d), claims.sign_flip_p(d, seed=1)
+        if n == 16:
+            assert p0 == pytest.approx(exact) and p1 == p0  # exact: no seed enters
+        else:
+            assert p0 == pytest.approx(exact, abs=0.005) and p1 == pytest.approx(exact, abs=0.005)
+            assert p1 != p0 and claims.sign_flip_p(d, seed=1) == p1  # seeded draws: repeatable, not exact
+            assert round(p0 * 100_000) == p0 * 100_000  # a share of 100 000 draws
+
+
+def test_adjust_defaults_and_untestable_families():
+    assert claims.adjust(HAND_P) == pytest.approx([0.03, 0.06, 0.06])  # Holm by default
+    assert claims.adjust(HAND_P, "bonferroni") == pytest.approx([0.03, 0.12, 0.09])
+    everything_nan = claims.adjust([math.nan, math.nan], "bh")
+    assert len(everything_nan) == 2 and np.isnan(everything_nan).all()
+    assert len(claims.adjust([], "holm")) == 0
+    assert claims.adjust([0.02], "holm") == pytest.approx([0.02])
+
+
+def test_adjusted_levels_defaults_ties_alpha_and_untestable_rows():
+    assert claims.adjusted_levels(HAND_P) == pytest.approx([0.05 / 3, 0.05, 0.05 / 2])  # Holm at α = 0.05
+    # tied p-values get distinct Holm steps, in order (ranks 1, 2, not 1.5 each)
+    assert claims.adjusted_levels([0.01, 0.01, 0.5], "holm") == pytest.approx([0.05 / 3, 0.05 / 2, 0.05])
+    assert claims.adjusted_levels(HAND_P, "bonferroni", alpha=0.1) == pytest.approx([0.1 / 3] * 3)
+    assert claims.adjusted_levels(HAND_P, "holm", alpha=0.1) == pytest.approx([0.1 / 3, 0.1, 0.1 / 2])
+    # BH at α: 0.01 ≤ α/3 and 0.03 ≤ 2α/3 for α = 0.06 but not at α = 0.02 (then only 0.01 ≤ α/3 fails too)
+    p = [0.01, 0.03, 0.5]
+    for alpha in (0.02, 0.06, 0.9):
+        rejected = int(multipletests(p, alpha=alpha, method="fdr_bh")[0].sum())
+        assert claims.adjusted_levels(p, "bh", alpha=alpha) == pytest.approx([max(rejected, 1) * alpha / 3] * 3)
+    assert claims.adjusted_levels(p, "bh", alpha=0.06) == pytest.approx([2 * 0.06 / 3] * 3)
+    assert claims.adjusted_levels(p, "bh", alpha=0.9) == pytest.approx([0.9] * 3)
+    with_nan = claims.adjusted_levels([0.01, math.nan, 0.04, 0.03], "holm")
+    assert math.isnan(with_nan[1]) and np.delete(with_nan, 1) == pytest.approx([0.05 / 3, 0.05, 0.05 / 2])
+    for method in ("holm", "bh", "bonferroni"):
+        levels = claims.adjusted_levels([math.nan, math.nan], method)
+        assert len(levels) == 2 and np.isnan(levels).all()
+    with pytest.raises(ValueError, match=r"unknown correction 'sidak'; choose one of holm, bh, bonferroni"):
+        claims.adjusted_levels(HAND_P, "sidak")
+
+
+def _t_power(standardized: float, n: int, alpha: float) -> float:
+    """Power of the two-sided one-sample t-test by hand, from scipy's noncentral t."""
+    df, noncentrality = n - 1, standardized * math.sqrt(n)
+    critical = scipy.stats.t.ppf(1 - alpha / 2, df)
+    return scipy.stats.nct.sf(critical, df, noncentrality) + scipy.stats.nct.cdf(-critical, df, noncentrality)
+
+
+def test_minimum_detectable_effect_edges_and_arguments():
+    sd = 0.1
+    mde = claims.minimum_detectable_effect(5, sd)  # α = 0.05, power 0.8 by default
+    assert _t_power(mde / sd, 5, 0.05) == pytest.approx(0.8, abs=1e-6)
+    assert claims.minimum_detectable_effect(5, 2 * sd) == pytest.approx(2 * mde)  # in units of the SD
+    two = claims.minimum_detectable_effect(2, sd)  # two seeds are enough for a t-test
+    assert _t_power(two / sd, 2, 0.05) == pytest.approx(0.8, abs=1e-6)
+    strict = claims.minimum_detectable_effect(5, sd, alpha=0.01, power=0.9)
+    assert _t_power(strict / sd, 5, 0.01) == pytest.approx(0.9, abs=1e-6)
+    assert _t_power(claims.minimum_detectable_effect(6, sd, power=0.5) / sd, 6, 0.05) == pytest.approx(0.5, abs=1e-5)
+    for n, s, alpha in ((1, sd, 0.05), (0, sd, 0.05), (5, -sd, 0.05), (5, math.inf, 0.05), (5, math.nan, 0.05),
+                        (5, sd, math.nan)):
+        assert math.isnan(claims.minimum_detectable_effect(n, s, alpha))
+
+
+@pytest.mark.parametrize("standardized, n, alpha", [(0.3, 5, 0.05), (1.0, 5, 0.05), (0.8, 3, 0.01), (2.0, 8, 0.2)])
+def test_power_by_mixture_is_the_noncentral_t_power(standardized, n, alpha):
+    assert claims._power_by_mixture(standardized, n, alpha) == pytest.approx(_t_power(standardized, n, alpha), abs=1e-7)
+
+
+def test_power_by_mixture_where_the_noncentral_t_fails():
+    """0.085 nats over a paired SD of 0.006 with 2 seeds at α/14: statsmodels gives NaN. With one degree of
+    freedom T = (Z + δ√2)/|W|, W standard normal: the power by Monte Carlo."""
+    effect, sd, n, alpha = 0.085, 0.006, 2, 0.05 / 14
+    assert math.isnan(TTestPower().power(effect / sd, n, alpha))
+    rng = np.random.default_rng(5)
+    z, w = rng.standard_normal(1_000_000), rng.standard_normal(1_000_000)
+    critical = scipy.stats.t.ppf(1 - alpha / 2, 1)
+    by_simulation = np.mean(np.abs(z + effect / sd * math.sqrt(n)) > critical * np.abs(w))
+    assert claims._power_by_mixture(effect / sd, n, alpha) == pytest.approx(by_simulation, abs=0.002)
+    assert claims.paired_power(effect, sd, n, alpha) == pytest.approx(by_simulation, abs=0.002)
+    assert claims.paired_power(-effect, sd, n, alpha) == pytest.approx(by_simulation, abs=0.002)
+
+
+def test_paired_power_against_statsmodels_and_its_edges():
+    for effect, sd, n, alpha in ((0.05, 0.1, 5, 0.05), (-0.05, 0.1, 5, 0.05), (0.02, 0.01, 3, 0.01), (0.1, 0.3, 2, 0.1)):
+        assert claims.paired_power(effect, sd, n, alpha) == pytest.approx(_t_power(abs(effect) / sd, n, alpha), abs=1e-9)
+    assert claims.paired_power(0.05, 0.1, 5) == pytest.approx(_t_power(0.5, 5, 0.05), abs=1e-9)  # α = 0.05 by default
+    assert claims.paired_power(0.0, 0.1, 5) == pytest.approx(0.05, abs=1e-9)  # no effect: the level
+    for effect, sd, n, alpha in ((0.05, 0.1, 1, 0.05), (0.05, 0.0, 5, 0.05), (0.05, -0.1, 5, 0.05),
+                                 (0.05, math.inf, 5, 0.05), (math.nan, 0.1, 5, 0.05), (math.inf, 0.1, 5, 0.05),
+                                 (0.05, 0.1, 5, math.nan)):
+        assert math.isnan(claims.paired_power(effect, sd, n, alpha))
+
+
+def test_seeds_for_power_is_the_smallest_n_with_the_power():
+    for effect, sd, alpha, power in ((0.05, 0.1, 0.05, 0.8), (-0.05, 0.1, 0.05, 0.8), (0.03, 0.1, 0.01, 0.9),
+                                     (0.1, 0.1, 0.05, 0.5), (0.2, 0.5, 0.05 / 14, 0.8)):
+        n = claims.seeds_for_power(effect, sd, alpha, power)
+        standardized = abs(effect) / sd
+        assert _t_power(standardized, n, alpha) >= power > _t_power(standardized, n - 1, alpha)
+        solved = TTestPower().solve_power(effect_size=standardized, nobs=None, alpha=alpha, power=power)
+        assert n == math.ceil(solved)
+    n = claims.seeds_for_power(0.05, 0.1)  # α = 0.05, power 0.8 by default
+    assert n == math.ceil(TTestPower().solve_power(effect_size=0.5, nobs=None, alpha=0.05, power=0.8))
+    assert claims.seeds_for_power(1.0, 0.01) == 2  # a t-test needs two seeds, however large the effect
+    # the large effect at a small level where statsmodels' root finder fails: 3 seeds (power 0.88, 2 give 0.09)
+    assert claims.seeds_for_power(0.085, 0.006, 0.05 / 14) == 3
+    for effect, sd, alpha in ((0.0, 0.1, 0.05), (math.nan, 0.1, 0.05), (math.inf, 0.1, 0.05), (0.05, 0.0, 0.05),
+                              (0.05, -0.1, 0.05), (0.05, math.nan, 0.05), (0.05, 0.1, math.nan)):
+        assert math.isnan(claims.seeds_for_power(effect, sd, alpha))
+
+
+def test_tost_p_edges():
+    d = [0.03, 0.01, 0.025, 0.02, 0.005]
+    b = np.array([2.2, 2.3, 2.25, 2.4, 2.1])
+    assert claims.tost_p(d + [math.nan], 0.05) == pytest.approx(ttost_paired(b + d, b, -0.05, 0.05)[0])
+    # a mean below zero: the upper test is the larger p
+    assert claims.tost_p([-x for x in d], 0.03) == pytest.approx(ttost_paired(b - d, b, -0.03, 0.03)[0])
+    assert claims.tost_p(d, 0.03) == pytest.approx(ttost_paired(b + d, b, -0.03, 0.03)[0])
+    for bad in (0.0, -0.05, math.nan, math.inf):
+        assert math.isnan(claims.tost_p(d, bad))
+    assert math.isnan(claims.tost_p([0.01], 0.05)) and math.isnan(claims.tost_p([0.01] * 4, 0.05))
+
+
+def test_leave_one_out_t_edges():
+    others = [1.0, 1.2, 0.8]
+    by_hand = (2.0 - 1.0) / (0.2 * math.sqrt(1 + 1 / 3))
+    assert claims.leave_one_out_t(2.0, others) == pytest.approx(by_hand)
+    assert claims.leave_one_out_t(0.0, others + [math.nan]) == pytest.approx(-1.0 / (0.2 * math.sqrt(1 + 1 / 3)))
+    assert claims.leave_one_out_t(2.0, [1.0, 3.0]) == pytest.approx((2.0 - 2.0) / math.sqrt(2))
+    assert claims.leave_one_out_t(4.0, [1.0, 3.0]) == pytest.approx(2.0 / (math.sqrt(2) * math.sqrt(1.5)))
+    assert math.isnan(claims.leave_one_out_t(2.0, [1.0])) and math.isnan(claims.leave_one_out_t(2.0, []))
+    assert math.isnan(claims.leave_one_out_t(2.0, [1.0, 1.0, 1.0]))  # no spread to measure by
+
+
+def test_outliers_at_four_values_and_their_degrees_of_freedom():
+    # four values: three others, t with 2 degrees of freedom (critical 31.6 at p = 0.001, 12.9 with 3)
+    sd, factor = 0.1, math.sqrt(1 + 1 / 3)
+    assert scipy.stats.t.ppf(1 - 0.001 / 2, 2) == pytest.approx(31.6, abs=0.05)
+    far = {"a": 1.0 + 40 * sd * factor, "b": 1.0, "c": 1.1, "d": 0.9}
+    assert claims.outliers(far) == ["a"]
+    below = {"a": 1.0 - 40 * sd * factor, "b": 1.0, "c": 1.1, "d": 0.9}
+    assert claims.outliers(below) == ["a"]  # on either side
+    middling = {"a": 1.0 + 20 * sd * factor, "b": 1.0, "c": 1.1, "d": 0.9}  # t = 20: inside t(2), outside t(3)
+    assert claims.outliers(middling) == []
+    assert claims.outliers(middling, p=0.01) == ["a"]  # t(2)'s 99.5 % quantile is 9.9
+    assert claims.outliers({**far, "e": math.nan}) == ["a"]  # a NaN is not a value, and does not add a degree
+    assert claims.outliers({**middling, "e": math.nan}) == []
+    assert claims.outliers({"a": 9.0, "b": 1.0, "c": 1.1, "d": math.nan}) == []
+    # equal others have no spread: no yardstick, nothing flagged
+    assert claims.outliers({"a": 9.0, "b": 1.0, "c": 1.0, "d": 1.0}) == []
