@@ -177,3 +177,38 @@ def test_preempted_task_requeues_and_resumes_exactly_and_a_bad_point_crashes(gri
     resumed, uninterrupted = read_scalars(run_dir)["train/loss"], read_scalars(grid_sweep[1] / REFERENCE)["train/loss"]
     assert list(resumed.index) == list(uninterrupted.index)
     assert resumed.to_list() == uninterrupted.to_list()
+
+
+DDP_STEPS = {"trainer.max_steps": 6, "trainer.log_every_n_steps": 1}  # both DDP runs: a few steps, each logged
+
+
+def local_ddp_loss(folder: Path) -> list[float]:
+    """train/loss of `ONE_RUN` fitted on this machine by Lightning's own 2-process DDP launcher (gloo)."""
+    command = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(folder / "tiny.yaml"),
+               "--model.activation", "relu", "--seed_everything", "0", "--threads", "1",
+               *(arg for key, value in DDP_STEPS.items() for arg in (f"--{key}", str(value))),
+               "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.logger.save_dir", str(folder / "local"),
+               "--trainer.logger.name", "tiny", "--trainer.logger.version", "ref"]
+    env = {k: v for k, v in task_env(folder).items() if not k.startswith("SLURM_")}
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return read_scalars(folder / "local" / "tiny" / "ref")["train/loss"].to_list()
+
+
+def test_a_run_spans_two_srun_tasks_under_ddp_like_a_local_two_process_run(tmp_path):
+    """devices_per_run 2 on CPU: one array task of 2 SLURM tasks, which srun starts and Lightning's
+    SLURMEnvironment joins under gloo; its train/loss is the local 2-process DDP run's, to the bit
+    (the same ranks draw the same windows and all-reduce the same gradients in the same order)."""
+    folder = tmp_path
+    write_sweep(folder / "one.yaml", write_tiny_base(folder), [{"model.activation": ["relu"]}], [0],
+                devices_per_run=2, launcher={"time": 30}, fixed=DDP_STEPS)
+    result = sweep("one.yaml", "--launcher", "slurm", "--root", "runs", "--no-report", cwd=folder, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = folder / "runs" / "tiny" / ONE_RUN
+    (script,) = (folder / "runs" / "tiny" / "slurm").glob("*/*_submission.sh")
+    assert "#SBATCH --ntasks-per-node=2" in script.read_text()
+    assert json.loads((run_dir / "run.json").read_text())["processes"] == 2
+    assert (run_dir / "fit.rank1.log").is_file() and read_status(run_dir)["status"] == "finished"
+    spanned = read_scalars(run_dir)["train/loss"]
+    assert list(spanned.index) == list(range(6))
+    assert spanned.to_list() == local_ddp_loss(folder)
