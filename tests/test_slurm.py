@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -179,7 +180,15 @@ def test_preempted_task_requeues_and_resumes_exactly_and_a_bad_point_crashes(gri
     assert resumed.to_list() == uninterrupted.to_list()
 
 
-DDP_STEPS = {"trainer.max_steps": 6, "trainer.log_every_n_steps": 1}  # both DDP runs: a few steps, each logged
+
+DDP_STEPS = {"trainer.max_steps": 20, "trainer.log_every_n_steps": 1}  # both DDP runs: checkpoint at 10, each step logged
+
+
+def ddp_sweep(folder: Path, **extra) -> subprocess.CompletedProcess:
+    """`ONE_RUN` as one array task of 2 SLURM tasks (devices_per_run 2 on CPU), in `folder/runs`."""
+    write_sweep(folder / "ddp.yaml", write_tiny_base(folder), [{"model.activation": ["relu"]}], [0],
+                devices_per_run=2, launcher={"time": 30}, fixed={**DDP_STEPS, **extra})
+    return sweep("ddp.yaml", "--launcher", "slurm", "--root", "runs", "--no-report", cwd=folder, timeout=300)
 
 
 def local_ddp_loss(folder: Path) -> list[float]:
@@ -195,20 +204,49 @@ def local_ddp_loss(folder: Path) -> list[float]:
     return read_scalars(folder / "local" / "tiny" / "ref")["train/loss"].to_list()
 
 
-def test_a_run_spans_two_srun_tasks_under_ddp_like_a_local_two_process_run(tmp_path):
+@pytest.fixture(scope="module")
+def spanned(tmp_path_factory) -> Path:
+    """The uninterrupted 2-task run's folder."""
+    folder = tmp_path_factory.mktemp("ddp")
+    result = ddp_sweep(folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+def test_a_run_spans_two_srun_tasks_under_ddp_like_a_local_two_process_run(spanned):
     """devices_per_run 2 on CPU: one array task of 2 SLURM tasks, which srun starts and Lightning's
     SLURMEnvironment joins under gloo; its train/loss is the local 2-process DDP run's, to the bit
     (the same ranks draw the same windows and all-reduce the same gradients in the same order)."""
-    folder = tmp_path
-    write_sweep(folder / "one.yaml", write_tiny_base(folder), [{"model.activation": ["relu"]}], [0],
-                devices_per_run=2, launcher={"time": 30}, fixed=DDP_STEPS)
-    result = sweep("one.yaml", "--launcher", "slurm", "--root", "runs", "--no-report", cwd=folder, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = folder / "runs" / "tiny" / ONE_RUN
-    (script,) = (folder / "runs" / "tiny" / "slurm").glob("*/*_submission.sh")
+    run_dir = spanned / "runs" / "tiny" / ONE_RUN
+    (script,) = (spanned / "runs" / "tiny" / "slurm").glob("*/*_submission.sh")
     assert "#SBATCH --ntasks-per-node=2" in script.read_text()
     assert json.loads((run_dir / "run.json").read_text())["processes"] == 2
     assert (run_dir / "fit.rank1.log").is_file() and read_status(run_dir)["status"] == "finished"
-    spanned = read_scalars(run_dir)["train/loss"]
-    assert list(spanned.index) == list(range(6))
-    assert spanned.to_list() == local_ddp_loss(folder)
+    losses = read_scalars(run_dir)["train/loss"]
+    assert list(losses.index) == list(range(DDP_STEPS["trainer.max_steps"]))
+    assert losses.to_list() == local_ddp_loss(spanned)
+
+
+def test_a_spanning_run_preempted_requeues_and_resumes_exactly(spanned, tmp_path):
+    """USR2 to both tasks after the first checkpoint: the ranks agree on a step, save it, submitit
+    requeues the array task, and its 2 tasks resume to the uninterrupted run's train/loss, to the bit."""
+    (tmp_path / "slow.py").write_text(SLOW)
+    run_dir = tmp_path / "runs" / "tiny" / ONE_RUN
+    with ThreadPoolExecutor(1) as pool:
+        result = pool.submit(ddp_sweep, tmp_path, **{"trainer.callbacks+": {"class_path": "slow.Slow"}})
+        deadline = time.monotonic() + 240
+        while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+            assert time.monotonic() < deadline and not result.done(), "no first checkpoint"
+            time.sleep(0.2)
+        job = json.loads((tmp_path / "runs" / "tiny" / "slurm" / "jobs.json").read_text())[ONE_RUN]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        out = result.result()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SaveOnSignal: SIGUSR2 at step" in (run_dir / "fit.log").read_text()
+    for log in ("fit.log", "fit.rank1.log"):  # both ranks resumed, once
+        assert (run_dir / log).read_text().count("--ckpt_path") == 1
+    assert "Requeued job" in next((tmp_path / "runs" / "tiny" / "slurm").glob(f"*/{job}_0_log.out")).read_text()
+    assert read_status(run_dir)["status"] == "finished"
+    resumed = read_scalars(run_dir)["train/loss"]
+    uninterrupted = read_scalars(spanned / "runs" / "tiny" / ONE_RUN)["train/loss"]
+    assert list(resumed.index) == list(uninterrupted.index) and resumed.to_list() == uninterrupted.to_list()
