@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -227,17 +228,53 @@ def test_a_run_spans_two_srun_tasks_under_ddp_like_a_local_two_process_run(spann
     assert losses.to_list() == local_ddp_loss(spanned)
 
 
+SLOWED = {"trainer.callbacks+": {"class_path": "slow.Slow"}}
+
+
+def start_slow_ddp_sweep(pool: ThreadPoolExecutor, folder: Path):
+    """The 2-task sweep with slowed steps, once its first checkpoint is written: (its future, run folder)."""
+    (folder / "slow.py").write_text(SLOW)
+    run_dir = folder / "runs" / "tiny" / ONE_RUN
+    result = pool.submit(ddp_sweep, folder, **SLOWED)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline and not result.done(), "no first checkpoint"
+        time.sleep(0.2)
+    return result, run_dir
+
+
+def rank_fit(run_dir: Path, rank: int) -> int:
+    """The process id of the fit of SLURM task `rank` training `run_dir` (the node is this machine)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline, environ = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"actsweep.cli\0fit" in cmdline and run_dir.name.encode() in cmdline and f"SLURM_PROCID={rank}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no fit of rank {rank} running")
+
+
+def test_a_signal_to_one_rank_stops_all_at_one_step_and_a_rerun_resumes_exactly(spanned, tmp_path):
+    """USR2 to rank 1's fit alone: the ranks agree, save one step together and end interrupted
+    (without the agreement rank 1 would wait alone in the checkpoint's barrier); rerunning the
+    sweep resumes both ranks to the uninterrupted run's train/loss, to the bit."""
+    with ThreadPoolExecutor(1) as pool:
+        result, run_dir = start_slow_ddp_sweep(pool, tmp_path)
+        os.kill(rank_fit(run_dir, 1), signal.SIGUSR2)
+        assert result.result().returncode == 1 and read_status(run_dir)["status"] == "interrupted"
+    rerun = ddp_sweep(tmp_path, **SLOWED)
+    assert rerun.returncode == 0 and read_status(run_dir)["status"] == "finished", rerun.stdout + rerun.stderr
+    resumed = read_scalars(run_dir)["train/loss"]
+    uninterrupted = read_scalars(spanned / "runs" / "tiny" / ONE_RUN)["train/loss"]
+    assert list(resumed.index) == list(uninterrupted.index) and resumed.to_list() == uninterrupted.to_list()
+
+
 def test_a_spanning_run_preempted_requeues_and_resumes_exactly(spanned, tmp_path):
     """USR2 to both tasks after the first checkpoint: the ranks agree on a step, save it, submitit
     requeues the array task, and its 2 tasks resume to the uninterrupted run's train/loss, to the bit."""
-    (tmp_path / "slow.py").write_text(SLOW)
-    run_dir = tmp_path / "runs" / "tiny" / ONE_RUN
     with ThreadPoolExecutor(1) as pool:
-        result = pool.submit(ddp_sweep, tmp_path, **{"trainer.callbacks+": {"class_path": "slow.Slow"}})
-        deadline = time.monotonic() + 240
-        while not (run_dir / "checkpoints" / "last.ckpt").is_file():
-            assert time.monotonic() < deadline and not result.done(), "no first checkpoint"
-            time.sleep(0.2)
+        result, run_dir = start_slow_ddp_sweep(pool, tmp_path)
         job = json.loads((tmp_path / "runs" / "tiny" / "slurm" / "jobs.json").read_text())[ONE_RUN]
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         out = result.result()
