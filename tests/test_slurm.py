@@ -117,6 +117,20 @@ def test_a_task_over_the_partitions_time_limit_is_refused_in_seconds_writing_not
     assert tree(folder) == before
 
 
+@pytest.mark.parametrize("devices, option, said", [
+    (2, ["--nodes", "0"], "launcher setting 'nodes' is a whole number ≥ 1, got 0"),
+    (3, [], "3 processes per node (devices_per_run) × 1 CPUs each exceed the 2 CPUs of partition debug's largest "
+            "node; lower devices_per_run or --cpus, or choose another --partition")])
+def test_a_run_that_cannot_span_is_refused_writing_nothing(tmp_path, devices, option, said):
+    """The one node has 2 CPUs (`.ci/slurm_up.sh`): 3 one-CPU processes of a run never fit on it."""
+    write_sweep(tmp_path / "one.yaml", write_tiny_base(tmp_path), [{"model.activation": ["relu"]}], [0],
+                devices_per_run=devices, launcher={"time": 30})
+    before = tree(tmp_path)
+    result = sweep("one.yaml", "--launcher", "slurm", *option, "--root", "runs", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and result.stderr.splitlines() == [f"actsweep: error: {said}"], result.stderr
+    assert tree(tmp_path) == before
+
+
 def test_pending_reason_is_shown_once_and_max_pending_cancels_the_array(tmp_path):
     """Partition `closed` is down: the task pends (PartitionDown), the sweep says so once, and after
     --max-pending seconds cancels it and exits 1 with one line."""
