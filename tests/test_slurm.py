@@ -120,7 +120,7 @@ def test_a_task_over_the_partitions_time_limit_is_refused_in_seconds_writing_not
 @pytest.mark.parametrize("devices, option, said", [
     (2, ["--nodes", "0"], "launcher setting 'nodes' is a whole number ≥ 1, got 0"),
     (3, [], "3 processes per node (devices_per_run) × 1 CPUs each exceed the 2 CPUs of partition debug's largest "
-            "node; lower devices_per_run or --cpus, or choose another --partition")])
+            "node; lower devices_per_run or --cpus, or choose another --partition")], ids=["nodes-0", "3-per-node"])
 def test_a_run_that_cannot_span_is_refused_writing_nothing(tmp_path, devices, option, said):
     """The one node has 2 CPUs (`.ci/slurm_up.sh`): 3 one-CPU processes of a run never fit on it."""
     write_sweep(tmp_path / "one.yaml", write_tiny_base(tmp_path), [{"model.activation": ["relu"]}], [0],
