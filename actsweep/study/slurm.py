@@ -238,7 +238,7 @@ def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) 
     for name, job in held.items():
         print(f"# {name}: already queued or running as SLURM job {job}; not submitted again")
     if submit:
-        print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), one run per task, with")
+        print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), one run per array task, with")
         print(f"#   sbatch {' '.join(sbatch_options(settings, sweep, len(submit)))}")
     span = span_args(settings.nodes, tasks_per_node(sweep))
     for run in submit:
