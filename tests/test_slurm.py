@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,20 @@ def test_a_task_over_the_partitions_time_limit_is_refused_in_seconds_writing_not
     assert tree(folder) == before
 
 
+@pytest.mark.parametrize("devices, option, said", [
+    (2, ["--nodes", "0"], "launcher setting 'nodes' is a whole number ≥ 1, got 0"),
+    (3, [], "3 processes per node (devices_per_run) × 1 CPUs each exceed the 2 CPUs of partition debug's largest "
+            "node; lower devices_per_run or --cpus, or choose another --partition")], ids=["nodes-0", "3-per-node"])
+def test_a_run_that_cannot_span_is_refused_writing_nothing(tmp_path, devices, option, said):
+    """The one node has 2 CPUs (`.ci/slurm_up.sh`): 3 one-CPU processes of a run never fit on it."""
+    write_sweep(tmp_path / "one.yaml", write_tiny_base(tmp_path), [{"model.activation": ["relu"]}], [0],
+                devices_per_run=devices, launcher={"time": 30})
+    before = tree(tmp_path)
+    result = sweep("one.yaml", "--launcher", "slurm", *option, "--root", "runs", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and result.stderr.splitlines() == [f"actsweep: error: {said}"], result.stderr
+    assert tree(tmp_path) == before
+
+
 def test_pending_reason_is_shown_once_and_max_pending_cancels_the_array(tmp_path):
     """Partition `closed` is down: the task pends (PartitionDown), the sweep says so once, and after
     --max-pending seconds cancels it and exits 1 with one line."""
@@ -177,3 +193,111 @@ def test_preempted_task_requeues_and_resumes_exactly_and_a_bad_point_crashes(gri
     resumed, uninterrupted = read_scalars(run_dir)["train/loss"], read_scalars(grid_sweep[1] / REFERENCE)["train/loss"]
     assert list(resumed.index) == list(uninterrupted.index)
     assert resumed.to_list() == uninterrupted.to_list()
+
+
+
+DDP_STEPS = {"trainer.max_steps": 20, "trainer.log_every_n_steps": 1}  # both DDP runs: checkpoint at 10, each step logged
+
+
+def ddp_sweep(folder: Path, **extra) -> subprocess.CompletedProcess:
+    """`ONE_RUN` as one array task of 2 SLURM tasks (devices_per_run 2 on CPU), in `folder/runs`."""
+    write_sweep(folder / "ddp.yaml", write_tiny_base(folder), [{"model.activation": ["relu"]}], [0],
+                devices_per_run=2, launcher={"time": 30}, fixed={**DDP_STEPS, **extra})
+    return sweep("ddp.yaml", "--launcher", "slurm", "--root", "runs", "--no-report", cwd=folder, timeout=300)
+
+
+def local_ddp_loss(folder: Path) -> list[float]:
+    """train/loss of `ONE_RUN` fitted on this machine by Lightning's own 2-process DDP launcher (gloo)."""
+    command = [sys.executable, "-m", "actsweep.cli", "fit", "--config", str(folder / "tiny.yaml"),
+               "--model.activation", "relu", "--seed_everything", "0", "--threads", "1",
+               *(arg for key, value in DDP_STEPS.items() for arg in (f"--{key}", str(value))),
+               "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.logger.save_dir", str(folder / "local"),
+               "--trainer.logger.name", "tiny", "--trainer.logger.version", "ref"]
+    env = {k: v for k, v in task_env(folder).items() if not k.startswith("SLURM_")}
+    result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return read_scalars(folder / "local" / "tiny" / "ref")["train/loss"].to_list()
+
+
+@pytest.fixture(scope="module")
+def spanned(tmp_path_factory) -> Path:
+    """The uninterrupted 2-task run's folder."""
+    folder = tmp_path_factory.mktemp("ddp")
+    result = ddp_sweep(folder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+def test_a_run_spans_two_srun_tasks_under_ddp_like_a_local_two_process_run(spanned):
+    """devices_per_run 2 on CPU: one array task of 2 SLURM tasks, which srun starts and Lightning's
+    SLURMEnvironment joins under gloo; its train/loss is the local 2-process DDP run's, to the bit
+    (the same ranks draw the same windows and all-reduce the same gradients in the same order)."""
+    run_dir = spanned / "runs" / "tiny" / ONE_RUN
+    (script,) = (spanned / "runs" / "tiny" / "slurm").glob("*/*_submission.sh")
+    assert "#SBATCH --ntasks-per-node=2" in script.read_text()
+    assert json.loads((run_dir / "run.json").read_text())["processes"] == 2
+    assert (run_dir / "fit.rank1.log").is_file() and read_status(run_dir)["status"] == "finished"
+    losses = read_scalars(run_dir)["train/loss"]
+    assert list(losses.index) == list(range(DDP_STEPS["trainer.max_steps"]))
+    assert losses.to_list() == local_ddp_loss(spanned)
+
+
+SLOWED = {"trainer.callbacks+": {"class_path": "slow.Slow"}}
+
+
+def start_slow_ddp_sweep(pool: ThreadPoolExecutor, folder: Path):
+    """The 2-task sweep with slowed steps, once its first checkpoint is written: (its future, run folder)."""
+    (folder / "slow.py").write_text(SLOW)
+    run_dir = folder / "runs" / "tiny" / ONE_RUN
+    result = pool.submit(ddp_sweep, folder, **SLOWED)
+    deadline = time.monotonic() + 240
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file():
+        assert time.monotonic() < deadline and not result.done(), "no first checkpoint"
+        time.sleep(0.2)
+    return result, run_dir
+
+
+def rank_fit(run_dir: Path, rank: int) -> int:
+    """The process id of the fit of SLURM task `rank` training `run_dir` (the node is this machine)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline, environ = (proc / "cmdline").read_bytes(), (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"actsweep.cli\0fit" in cmdline and run_dir.name.encode() in cmdline and f"SLURM_PROCID={rank}".encode() in environ:
+            return int(proc.name)
+    raise AssertionError(f"no fit of rank {rank} running")
+
+
+def test_a_signal_to_one_rank_stops_all_at_one_step_and_a_rerun_resumes_exactly(spanned, tmp_path):
+    """USR2 to rank 1's fit alone: the ranks agree, save one step together and end interrupted
+    (without the agreement rank 1 would wait alone in the checkpoint's barrier); rerunning the
+    sweep resumes both ranks to the uninterrupted run's train/loss, to the bit."""
+    with ThreadPoolExecutor(1) as pool:
+        result, run_dir = start_slow_ddp_sweep(pool, tmp_path)
+        os.kill(rank_fit(run_dir, 1), signal.SIGUSR2)
+        assert result.result().returncode == 1 and read_status(run_dir)["status"] == "interrupted"
+    rerun = ddp_sweep(tmp_path, **SLOWED)
+    assert rerun.returncode == 0 and read_status(run_dir)["status"] == "finished", rerun.stdout + rerun.stderr
+    resumed = read_scalars(run_dir)["train/loss"]
+    uninterrupted = read_scalars(spanned / "runs" / "tiny" / ONE_RUN)["train/loss"]
+    assert list(resumed.index) == list(uninterrupted.index) and resumed.to_list() == uninterrupted.to_list()
+
+
+def test_a_spanning_run_preempted_requeues_and_resumes_exactly(spanned, tmp_path):
+    """USR2 to both tasks after the first checkpoint: the ranks agree on a step, save it, submitit
+    requeues the array task, and its 2 tasks resume to the uninterrupted run's train/loss, to the bit."""
+    with ThreadPoolExecutor(1) as pool:
+        result, run_dir = start_slow_ddp_sweep(pool, tmp_path)
+        job = json.loads((tmp_path / "runs" / "tiny" / "slurm" / "jobs.json").read_text())[ONE_RUN]
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+        out = result.result()
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SaveOnSignal: SIGUSR2 at step" in (run_dir / "fit.log").read_text()
+    for log in ("fit.log", "fit.rank1.log"):  # both ranks resumed, once
+        assert (run_dir / log).read_text().count("--ckpt_path") == 1
+    assert "Requeued job" in next((tmp_path / "runs" / "tiny" / "slurm").glob(f"*/{job}_0_log.out")).read_text()
+    assert read_status(run_dir)["status"] == "finished"
+    resumed = read_scalars(run_dir)["train/loss"]
+    uninterrupted = read_scalars(spanned / "runs" / "tiny" / ONE_RUN)["train/loss"]
+    assert list(resumed.index) == list(uninterrupted.index) and resumed.to_list() == uninterrupted.to_list()

@@ -167,10 +167,10 @@ def before_exec(parent: int, cpus: set[int]) -> None:
 FITS: set[subprocess.Popen] = set()  # fits this process is running (a SLURM task forwards its signal to them)
 
 
-def launch_fit(command: list[str], run_dir: Path, env: dict[str, str]) -> int:
-    """One fit in its own process, its output appended to `<run_dir>/fit.log`; it shares the lock in
+def launch_fit(command: list[str], run_dir: Path, env: dict[str, str], log: str = "fit.log") -> int:
+    """One fit in its own process, its output appended to `<run_dir>/<log>`; it shares the lock in
     `env[LOCK_FD_VAR]`, keeps to the CPUs in `env[PIN_VARIABLE]` and dies with this process."""
-    with open(run_dir / "fit.log", "a") as log:
+    with open(run_dir / log, "a") as log:
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
         lock = (int(env[LOCK_FD_VAR]),) if LOCK_FD_VAR in env else ()

@@ -1,7 +1,10 @@
 """The `slurm` launcher: a sweep's pending runs as one SLURM job array, through submitit.
 
 Each array task runs one run through `plan.execute` (the same planning, lock and records as the
-local launcher). On the scheduler's warning signal (USR2, `signal_delay` seconds before the time
+local launcher). A run that spans devices is one array task of several SLURM tasks (`--nodes`,
+`--ntasks-per-node`), which submitit starts with `srun`: task 0 plans and records the run as a
+one-process task does and publishes its fit command; every other task runs that same command, and
+Lightning's `SLURMEnvironment` joins them under DDP from srun's variables (SLURM_PROCID, ...). On the scheduler's warning signal (USR2, `signal_delay` seconds before the time
 limit, or `scancel --signal=USR2`) the fit saves `last.ckpt` at its current step and records
 `interrupted`; submitit then requeues the task, which resumes from that checkpoint. Lightning's own
 SLURM requeue is off (`actsweep.train.cli`), so only submitit requeues.
@@ -12,6 +15,7 @@ dies, rerunning the same command waits for the runs SLURM still holds and submit
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -27,7 +31,7 @@ from actsweep.io import RunBusy, lock_run, write_atomic
 from actsweep.status import read_object, read_status, write_status
 from actsweep.resources import Slot, usable_cpus, visible_accelerators
 from actsweep.study.launchers import PendingTooLong, Progress, child_env, clock
-from actsweep.study.plan import FITS, execute, fit_command, plan, run_dir_of
+from actsweep.study.plan import FITS, execute, fit_command, launch_fit, plan, run_dir_of
 from actsweep.study.slurm_limits import partition_refusal
 from actsweep.study.slurm_settings import SlurmSettings
 from actsweep.study.sweep import Run, Sweep
@@ -48,20 +52,74 @@ except ImportError:  # pragma: no cover - submitit is a dependency; keep `sweep 
     Checkpointable = object
 
 
+def tasks_per_node(sweep: Sweep) -> int:
+    """Processes of a run on each of its nodes: one per device of the run, at least one."""
+    return sweep.devices_per_run or 1
+
+
+def span_args(nodes: int, tasks: int) -> list[str]:
+    """The fit options that make a run's SLURM tasks one DDP run (none for a one-process run);
+    `SLURMEnvironment` checks that nodes × devices is srun's task count, and Lightning spawns nothing."""
+    if nodes * tasks == 1:
+        return []
+    return ["--trainer.num_nodes", str(nodes), "--trainer.devices", str(tasks), "--trainer.strategy", "ddp"]
+
+
+def command_file(sweep: Sweep, root: Path) -> Path:
+    """Where task 0 of this job attempt publishes the fit command (a requeued attempt gets a new one)."""
+    attempt = f"{os.environ.get('SLURM_JOB_ID')}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return slurm_folder(root / sweep.name) / f"{attempt}.fit.json"
+
+
 class SweepTask(Checkpointable):
-    """One run as one array task: `plan.execute` on the node that SLURM chose."""
+    """One run as one array task: `plan.execute` on the node that SLURM chose, in task 0; the
+    other tasks of a run that spans devices follow it (`follow`)."""
+
+    def __init__(self, span: list[str] | None = None) -> None:
+        self.span = span or []
 
     def __call__(self, sweep: Sweep, run: Run, root: Path) -> dict:
         # SLURM placed the task: its CPUs and devices are all the run's, with no pinning on top.
         slot = Slot((), tuple(visible_accelerators()))
-        where = {"cpus": usable_cpus(), "devices": list(slot.devices), "slurm_job": os.environ.get("SLURM_JOB_ID")}
-        return execute(sweep, run, root, child_env(slot, sweep.threads), where=where)
+        env, rank = child_env(slot, sweep.threads), int(os.environ.get("SLURM_PROCID", "0"))
+        if rank:
+            return follow(command_file(sweep, root), run_dir_of(sweep, run, root), rank, env)
+        where = {"cpus": usable_cpus(), "devices": list(slot.devices), "slurm_job": os.environ.get("SLURM_JOB_ID"),
+                 "processes": int(os.environ.get("SLURM_NTASKS", "1"))}
+        if not self.span:
+            return execute(sweep, run, root, env, where=where)
+        published = command_file(sweep, root)
+        try:
+            return execute(sweep, run, root, env, functools.partial(lead, self.span, published), where=where)
+        finally:
+            if not published.exists():  # nothing to train (done, or busy elsewhere): the others stop too
+                publish(published, None)
 
     def checkpoint(self, sweep: Sweep, run: Run, root: Path):
         """submitit calls this on the warning signal: let the fit save and stop, then requeue this task."""
         stop_fits(PREEMPT_SIGNAL, FIT_STOP_TIMEOUT)
         return super().checkpoint(sweep, run, root)
 
+
+def publish(path: Path, command: list[str] | None) -> None:
+    write_atomic(path, json.dumps({"command": command}).encode())
+
+
+def lead(span: list[str], published: Path, command: list[str], run_dir: Path, env: dict[str, str]) -> int:
+    """Task 0's launch: the fit with the DDP options, published for the other tasks first."""
+    publish(published, command + span)
+    return launch_fit(command + span, run_dir, env)
+
+
+def follow(published: Path, run_dir: Path, rank: int, env: dict[str, str], poll: float = 0.2) -> dict:
+    """Another task of a run: wait for task 0's fit command and run it too (rank 0 alone holds the
+    run's lock and writes its records; this rank's output goes to `fit.rank<N>.log`)."""
+    while not published.exists():  # task 0 always publishes, if only "nothing to do"
+        time.sleep(poll)
+    command = json.loads(published.read_text())["command"]
+    if command is None:
+        return {"status": "skipped", "rank": rank}
+    return {"returncode": launch_fit(command, run_dir, env, log=f"fit.rank{rank}.log"), "rank": rank}
 
 def stop_fits(signum: int, timeout: float) -> None:
     """Pass `signum` to this process's fits and wait until they have exited (without reaping them:
@@ -118,11 +176,15 @@ def queued(name: str) -> dict[str, tuple[str, str]] | None:
     return {job: (state, reason) for job, state, reason in tasks if state not in ENDED}
 
 
+def parameters(settings: SlurmSettings, sweep: Sweep) -> dict:
+    return settings.submitit_parameters(sweep.threads, tasks_per_node(sweep))
+
+
 def executor(settings: SlurmSettings, folder: Path, sweep: Sweep):
     import submitit
 
     ex = submitit.SlurmExecutor(folder=folder / "%A")
-    ex.update_parameters(job_name=job_name(sweep), **settings.submitit_parameters(sweep.threads))
+    ex.update_parameters(job_name=job_name(sweep), **parameters(settings, sweep))
     return ex
 
 
@@ -132,7 +194,11 @@ def check_submission(settings: SlurmSettings, sweep: Sweep) -> None:
     if shutil.which("sbatch") is None:
         raise ConfigError("--launcher slurm needs SLURM's sbatch on this machine (a login node of the cluster); "
                           "or use --dry-run to print the fit commands")
-    why = partition_refusal(settings, sweep.threads)
+    tasks = tasks_per_node(sweep)
+    if settings.gpus and tasks > 1 and settings.gpus != tasks:  # one process per GPU
+        raise ConfigError(f"--gpus {settings.gpus} per node, but a run has devices_per_run {tasks} processes on "
+                          f"each node (one per GPU); make them equal")
+    why = partition_refusal(settings, sweep.threads, tasks)
     if why:
         raise ConfigError(why)
 
@@ -143,7 +209,8 @@ def submit_array(settings: SlurmSettings, folder: Path, sweep: Sweep, root: Path
     from submitit.core.utils import FailedJobError
 
     try:
-        return executor(settings, folder, sweep).map_array(SweepTask(), [sweep] * len(runs), runs, [root] * len(runs))
+        task = SweepTask(span_args(settings.nodes, tasks_per_node(sweep)))
+        return executor(settings, folder, sweep).map_array(task, [sweep] * len(runs), runs, [root] * len(runs))
     except FailedJobError as err:  # sbatch's own words
         said = "; ".join(line.removeprefix("sbatch: error: ") for line in str(err).strip().splitlines())
         raise ActSweepError(f"SLURM refused the job array: {said}; check the launcher settings") from err
@@ -151,11 +218,11 @@ def submit_array(settings: SlurmSettings, folder: Path, sweep: Sweep, root: Path
 
 def sbatch_options(settings: SlurmSettings, sweep: Sweep, tasks: int) -> list[str]:
     """The sbatch options the array is submitted with (what `--dry-run` shows)."""
-    params = {**settings.submitit_parameters(sweep.threads), "array": f"0-{tasks - 1}%{min(tasks, settings.parallel)}",
+    params = {**parameters(settings, sweep), "array": f"0-{tasks - 1}%{min(tasks, settings.parallel)}",
               "signal": f"{PREEMPT_SIGNAL.name.removeprefix('SIG')}@{settings.signal_delay}"}
     extra = params.pop("additional_parameters")
     params.pop("array_parallelism"), params.pop("signal_delay_s")
-    names = {"gpus_per_node": "gpus-per-node", "cpus_per_task": "cpus-per-task"}
+    names = {"gpus_per_node": "gpus-per-node", "cpus_per_task": "cpus-per-task", "ntasks_per_node": "ntasks-per-node"}
     return [f"--{names.get(k, k)}={v}" for k, v in {**params, **extra}.items()]
 
 
@@ -171,10 +238,12 @@ def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) 
     for name, job in held.items():
         print(f"# {name}: already queued or running as SLURM job {job}; not submitted again")
     if submit:
-        print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), one run per task, with")
+        print(f"# would submit {len(submit)} runs as one SLURM job array (submitit), one run per array task, with")
         print(f"#   sbatch {' '.join(sbatch_options(settings, sweep, len(submit)))}")
+    span = span_args(settings.nodes, tasks_per_node(sweep))
     for run in submit:
-        print(shlex.join(["actsweep", *fit_command(sweep, run, root, plan(run_dir_of(sweep, run, root))[1])[3:]]))
+        command = fit_command(sweep, run, root, plan(run_dir_of(sweep, run, root))[1])
+        print(shlex.join(["actsweep", *command[3:], *span]))
 
 
 def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings, poll: float = 2.0) -> dict[str, dict]:

@@ -99,9 +99,9 @@ def mem_limit(partition: Partition, cpus: int) -> tuple[float, str]:
     return tightest(partition.max_mem_mb, per_cpu)
 
 
-def refusal(settings: SlurmSettings, threads: int, partition: Partition) -> str | None:
-    """Why a task of `settings` can never start on `partition` (the limit and the largest value
-    allowed), or None when it fits."""
+def refusal(settings: SlurmSettings, threads: int, partition: Partition, tasks: int = 1) -> str | None:
+    """Why a task of `settings` (`tasks` processes per node) can never start on `partition` (the
+    limit and the largest value allowed), or None when it fits."""
     name, other = partition.name, "or choose another --partition"
     cpus = settings.cpus or threads
     if settings.time > partition.max_minutes:
@@ -112,6 +112,9 @@ def refusal(settings: SlurmSettings, threads: int, partition: Partition) -> str 
     if cpus > limit:
         return (f"{cpus} CPUs per task (--cpus; default: the sweep's threads) exceed the {int(limit)} of partition "
                 f"{name}'s {source}; ask for --cpus {int(limit)} or less, {other}")
+    if cpus * tasks > limit:
+        return (f"{tasks} processes per node (devices_per_run) × {cpus} CPUs each exceed the {int(limit)} CPUs of "
+                f"partition {name}'s {source}; lower devices_per_run or --cpus, {other}")
     limit, source = mem_limit(partition, cpus)
     if settings.mem is not None and parse_megabytes(settings.mem) > limit:
         return (f"--mem {settings.mem} exceeds the {math.floor(limit)}M of partition {name}'s {source}; "
@@ -160,7 +163,7 @@ def read_partition(wanted: str | None) -> Partition | str | None:
         return None
 
 
-def partition_refusal(settings: SlurmSettings, threads: int) -> str | None:
+def partition_refusal(settings: SlurmSettings, threads: int, tasks: int = 1) -> str | None:
     """Why a task of `settings` can start on none of the partitions it names (`--partition a,b`: any
     of them; none: the default one), or None when one fits or the cluster cannot be asked."""
     reasons = []
@@ -168,5 +171,5 @@ def partition_refusal(settings: SlurmSettings, threads: int) -> str | None:
         partition = read_partition(name)
         if partition is None:
             return None
-        reasons.append(partition if isinstance(partition, str) else refusal(settings, threads, partition))
+        reasons.append(partition if isinstance(partition, str) else refusal(settings, threads, partition, tasks))
     return None if None in reasons else reasons[0]

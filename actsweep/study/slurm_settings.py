@@ -1,6 +1,7 @@
 """What `--launcher slurm` asks the scheduler for: the sweep file's `launcher:` section, each setting
-overridable on the command line (`--partition gpu --time 120 ...`). Every setting is per task, and
-one task is one run."""
+overridable on the command line (`--partition gpu --time 120 ...`). One array task is one run: on
+`nodes` nodes, with one process (SLURM task) per device of the run on each (the sweep's
+`devices_per_run`, at least 1), which Lightning's `SLURMEnvironment` joins under DDP."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ class SlurmSettings:
     partition: str | None = setting(None, "partition (queue) to submit to; default: the cluster's default partition")
     time: int = setting(60, "time limit of each task in minutes; a run that needs longer is requeued "
                             "from its checkpoint (see signal_delay)")
-    gpus: int = setting(0, "GPUs per task (--gpus-per-node); one run trains on all of them")
-    cpus: int | None = setting(None, "CPUs per task (--cpus-per-task); default: the sweep's threads per run")
+    gpus: int = setting(0, "GPUs per node of a run (--gpus-per-node); one run trains on all of them")
+    cpus: int | None = setting(None, "CPUs per process (--cpus-per-task); default: the sweep's threads per run")
+    nodes: int = setting(1, "nodes per run (--nodes); a run trains under DDP on nodes × devices_per_run "
+                            "processes (--ntasks-per-node: the sweep's devices_per_run, default 1)")
     mem: str | None = setting(None, "memory per task (--mem), e.g. 8G; default: the cluster's")
     account: str | None = setting(None, "account to charge (--account)")
     qos: str | None = setting(None, "quality of service (--qos)")
@@ -36,7 +39,7 @@ class SlurmSettings:
     def __post_init__(self) -> None:
         if self.sbatch is None:
             self.sbatch = {}
-        for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("parallel", 1), ("signal_delay", 0), ("max_pending", 1)):
+        for name, low in (("time", 1), ("gpus", 0), ("cpus", 1), ("nodes", 1), ("parallel", 1), ("signal_delay", 0), ("max_pending", 1)):
             value = getattr(self, name)
             if name in ("cpus", "max_pending") and value is None:  # None: the default (the sweep's threads, no bound)
                 continue
@@ -63,10 +66,12 @@ class SlurmSettings:
             spec["mem"] = str(spec["mem"])
         return cls(**spec)
 
-    def submitit_parameters(self, threads: int) -> dict[str, Any]:
+    def submitit_parameters(self, threads: int, tasks_per_node: int = 1) -> dict[str, Any]:
         """`submitit.SlurmExecutor.update_parameters` keywords (None: leave to the cluster) for runs of
-        `threads` torch threads."""
+        `threads` torch threads per process, `tasks_per_node` processes on each of `nodes` nodes."""
+        spans = {"nodes": self.nodes, "ntasks_per_node": tasks_per_node}
         chosen = {"partition": self.partition, "time": self.time, "cpus_per_task": self.cpus or threads, "mem": self.mem,
+                  **{k: v for k, v in spans.items() if v > 1},  # 1: submitit's default, left out of the script
                   "gpus_per_node": self.gpus or None, "account": self.account, "qos": self.qos,
                   "array_parallelism": self.parallel, "signal_delay_s": self.signal_delay,
                   "additional_parameters": dict(self.sbatch)}

@@ -40,8 +40,9 @@ class SaveOnSignal(Callback):
     exactly: at the step's batch end, or, on a step that validates, at the end of that validation
     (saving before it would resume past a validation that never ran). The run stops at the next
     batch start, after the step's metrics are logged; a signal during the last step lets the run
-    finish, final validation included. The actsweep CLI adds it to every fit. One process per run:
-    under DDP, each rank would need the signal at the same step.
+    finish, final validation included. The actsweep CLI adds it to every fit. Under DDP the ranks
+    agree at each of those points whether any of them has the signal (one all-reduce of a flag), so
+    all save the same step together, whenever each had it.
     """
 
     def __init__(self, signal_name: str | Sequence[str] = ("SIGUSR2", "SIGTERM")) -> None:
@@ -74,12 +75,21 @@ class SaveOnSignal(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         stepped = trainer.global_step > self._step_at_start  # not in the middle of gradient accumulation
-        if self.received and stepped and not validation_follows(trainer):
+        if stepped and not validation_follows(trainer) and self._agreed(trainer):
             self._save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.received and trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking and self._agreed(trainer):
             self._save(trainer)
+
+    def _agreed(self, trainer: L.Trainer) -> bool:
+        """Whether to save now: this process had the signal, or, under DDP, any rank had it. Called at
+        the same points on every rank (a collective); one process asks nothing."""
+        if self.saved is not None:
+            return False
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(bool(self.received), all=False):
+            self.received = self.received or self.signums[0]  # another rank had it: stop alike
+        return self.received is not None
 
     def _save(self, trainer: L.Trainer) -> None:
         self.saved = last_checkpoint(trainer)
