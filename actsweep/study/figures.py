@@ -145,16 +145,24 @@ def train_loss_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
         runs = [run for run in runs if len(run)]
         if runs:
             curves[name] = (pd.concat(runs, axis=1, join="inner"), len(runs))
+    ranges = {name: (pd.DataFrame({"mean": frame.mean(axis=1), "low": frame.min(axis=1), "high": frame.max(axis=1)}), n)
+              for name, (frame, n) in curves.items()}
+    return band_figure(ranges, "train loss (smoothed): mean over seeds, band: their range")
+
+
+def band_figure(curves: dict[str, tuple[pd.DataFrame, int]], ylabel: str) -> plt.Figure | None:
+    """One line per label (its `mean` over steps, n seeds in the legend) with a band from `low` to
+    `high`, a colour and marker each, the legend right of the axes; None for no curves."""
     if not curves:
         return None
     style = styles(list(curves))
     fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    for name, (frame, n) in curves.items():
-        colour, marker = style[name]["color"], style[name]["marker"]
-        ax.plot(frame.index, frame.mean(axis=1), color=colour, marker=marker, markevery=max(1, len(frame) // 6),
-                ms=4, lw=1.2, label=f"{name} (n={n})")
-        ax.fill_between(frame.index, frame.min(axis=1), frame.max(axis=1), color=colour, alpha=0.15, lw=0)
-    ax.set(xlabel="step", ylabel="train loss (smoothed): mean over seeds, band: their range")
+    for label, (curve, n) in curves.items():
+        colour, marker = style[label]["color"], style[label]["marker"]
+        ax.plot(curve.index, curve["mean"], color=colour, marker=marker, markevery=max(1, len(curve) // 6), ms=4,
+                lw=1.2, label=f"{label} (n={n})")
+        ax.fill_between(curve.index, curve["low"], curve["high"], color=colour, alpha=0.15, lw=0)
+    ax.set(xlabel="step", ylabel=ylabel)
     ax.grid(alpha=0.3)
     legend_outside(fig, [ax])
     return fig
@@ -194,19 +202,7 @@ def slopes_figure(groups: dict[str, list[RunLog]]) -> plt.Figure | None:
             series = [log.scalars[tag] for log in logs if tag in log.scalars]
             curves[f"{name} {tag.removeprefix('slope/')}"] = (interval_curve(pd.concat(series, axis=1, join="inner")),
                                                               len(series))
-    if not curves:
-        return None
-    style = styles(list(curves))
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    for label, (curve, n) in curves.items():
-        colour, marker = style[label]["color"], style[label]["marker"]
-        ax.plot(curve.index, curve["mean"], color=colour, marker=marker, markevery=max(1, len(curve) // 6), ms=4,
-                lw=1.2, label=f"{label} (n={n})")
-        ax.fill_between(curve.index, curve["low"], curve["high"], color=colour, alpha=0.15, lw=0)
-    ax.set(xlabel="step", ylabel="learnable slope: mean over seeds, band: 95 % t-interval")
-    ax.grid(alpha=0.3)
-    legend_outside(fig, [ax])
-    return fig
+    return band_figure(curves, "learnable slope: mean over seeds, band: 95 % t-interval")
 
 
 def interval_curve(frame: pd.DataFrame) -> pd.DataFrame:
