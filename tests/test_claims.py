@@ -264,6 +264,7 @@ def test_testable_needs_two_finite_values_with_spread():
     assert not claims.testable([0.0, 1.0e-12])  # SD 7.1e-13 (the population SD, 5e-13, is smaller still)
     assert claims.testable([0.0, 1.6e-12])  # SD 1.13e-12 (population SD 8e-13 would not pass)
     assert claims.testable([0.0, 1e-11])
+    assert not claims.testable([-7.071067811865475e-13, 7.071067811865475e-13])  # SD exactly 1e-12: at the floor
     assert not claims.testable([1e-13, 3e-13])  # the floor is at least 1e-12, however small the values
     assert not claims.testable([1e6, 1e6 + 1e-7])  # and relative to the largest |value| above 1
     assert claims.testable([1e6, 1e6 + 1e-3])
@@ -303,6 +304,8 @@ def test_adjust_defaults_and_untestable_families():
     assert len(everything_nan) == 2 and np.isnan(everything_nan).all()
     assert len(claims.adjust([], "holm")) == 0
     assert claims.adjust([0.02], "holm") == pytest.approx([0.02])
+    missing = claims.adjust([0.01, None, 0.04], "holm")  # a missing p (None) is an untestable row
+    assert math.isnan(missing[1]) and np.delete(missing, 1) == pytest.approx([0.02, 0.04])
 
 
 def test_adjusted_levels_defaults_ties_alpha_and_untestable_rows():
@@ -320,6 +323,8 @@ def test_adjusted_levels_defaults_ties_alpha_and_untestable_rows():
     assert claims.adjusted_levels(p, "bh", alpha=0.9) == pytest.approx([0.9] * 3)
     with_nan = claims.adjusted_levels([0.01, math.nan, 0.04, 0.03], "holm")
     assert math.isnan(with_nan[1]) and np.delete(with_nan, 1) == pytest.approx([0.05 / 3, 0.05, 0.05 / 2])
+    missing = claims.adjusted_levels([0.01, None, 0.04], "holm")  # a missing p (None) is an untestable row
+    assert math.isnan(missing[1]) and np.delete(missing, 1) == pytest.approx([0.05 / 2, 0.05])
     for method in ("holm", "bh", "bonferroni"):
         levels = claims.adjusted_levels([math.nan, math.nan], method)
         assert len(levels) == 2 and np.isnan(levels).all()
@@ -431,6 +436,8 @@ def test_outliers_at_four_values_and_their_degrees_of_freedom():
     middling = {"a": 1.0 + 20 * sd * factor, "b": 1.0, "c": 1.1, "d": 0.9}  # t = 20: inside t(2), outside t(3)
     assert claims.outliers(middling) == []
     assert claims.outliers(middling, p=0.01) == ["a"]  # t(2)'s 99.5 % quantile is 9.9
+    # t = 35: beyond t(2)'s two-sided 0.001 quantile (31.6), inside its one-sided one at p/3 (38.7)
+    assert claims.outliers({**middling, "a": 1.0 + 35 * sd * factor}) == ["a"]
     assert claims.outliers({**far, "e": math.nan}) == ["a"]  # a NaN is not a value, and does not add a degree
     assert claims.outliers({**middling, "e": math.nan}) == []
     assert claims.outliers({"a": 9.0, "b": 1.0, "c": 1.1, "d": math.nan}) == []

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from actsweep.study.paired import comparison_text, difference_row, paired_markdown, paired_table, setting_text
+from actsweep.study.paired import comparison_text, difference_row, paired_markdown, paired_table, setting_pairings, setting_text
 
 NAMES = {"model.norm": "norm", "model.lr": "lr", "model.acts": "acts"}
 
@@ -84,13 +84,17 @@ def test_paired_table_by_hand():
                    {"key": "model.activation", "a": "relu", "b": "gelu", "metric": "missing"},  # not in the runs
                    {"key": "model.depth", "a": 1, "b": 2},  # not a column
                    {"key": "model.activation", "a": "relu", "b": "gelu", "metric": "act_mean"},
-                   {"key": "model.activation", "a": "relu", "b": "gelu", "across": {"key": "model.lr", "a": 1, "b": 2}}]
+                   {"key": "model.activation", "a": "relu", "b": "gelu", "across": {"key": "model.lr", "a": 1, "b": 2}},
+                   {"key": "model.activation", "a": "gelu", "b": "relu"}]
     table = paired_table(runs, comparisons, ["model.activation", "model.norm", "model.lr"])
-    assert list(table.declared) == [0, 0, 3, 3]
-    assert list(table["at"]) == ["norm=layernorm", "norm=none"] * 2
-    assert list(table.metric) == ["val_loss"] * 2 + ["act_mean"] * 2
+    assert list(table.declared) == [0, 0, 3, 3, 5, 5]
+    assert list(table["at"]) == ["norm=layernorm", "norm=none"] * 3
+    assert list(table.metric) == ["val_loss"] * 2 + ["act_mean"] * 2 + ["val_loss"] * 2
+    reverse, table = table.iloc[4:], table.iloc[:4]
     assert (table.comparison == "relu − gelu").all() and (table.key == "model.activation").all()
     assert (table.side_a == "relu").all() and (table.side_b == "gelu").all()
+    assert (reverse.comparison == "gelu − relu").all() and reverse.iloc[0].direction == "gelu lower"
+    assert reverse.iloc[0].differences == pytest.approx({0: -0.05, 1: -0.06, 2: -0.07})
     ln, free = table.iloc[0], table.iloc[1]
     assert ln.differences == pytest.approx({0: 0.05, 1: 0.06, 2: 0.07})
     assert free.differences == pytest.approx({0: 0.05, 1: 0.06})  # the diverged gelu seed 2 is left out
@@ -100,6 +104,9 @@ def test_paired_table_by_hand():
     assert ln.direction == "gelu lower" and ln.per_seed == "0: +0.050, 1: +0.060, 2: +0.070"
     assert table.iloc[2].differences == pytest.approx({0: 1.0, 1: 1.0, 2: 1.0})
     assert paired_table(runs, [], ["model.activation"]).empty
+    no_runs = pd.DataFrame(columns=runs.columns)  # no runs yet
+    assert setting_pairings(no_runs, "model.activation", "relu", "gelu", "val_loss", ["model.norm"], NAMES) == {}
+    assert paired_table(no_runs, comparisons, ["model.activation", "model.norm"]).empty
 
 
 def test_paired_table_of_an_interaction_names_its_sides():
@@ -128,5 +135,8 @@ def test_paired_markdown():
     ci = f"+0.060 [+{0.06 - half:.3f}, +{0.06 + half:.3f}]"
     assert lines[2] == f"| relu − gelu | norm=layernorm | val_loss | 3 | {ci} | 0: +0.050, 1: +0.060, 2: +0.070 | gelu lower |"
     assert lines[3].startswith("| relu − gelu | norm=none | val_loss | 2 | +0.055 [")
-    assert lines[4] == "" and lines[5].startswith("Differences are paired by seed (same initial weights")
-    assert lines[5].endswith("A direction is claimed only where the interval excludes zero.") and len(lines) == 6
+    assert lines[4] == "" and len(lines) == 6
+    assert lines[5] == ("Differences are paired by seed (same initial weights and training windows) over seeds that "
+                        "finished on both sides; the interval is a two-sided 95 % Student-t interval of the mean "
+                        "difference, not adjusted for the number of comparisons (see the adjusted table). A direction "
+                        "is claimed only where the interval excludes zero.")
