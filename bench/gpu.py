@@ -10,6 +10,7 @@
 
     python bench/gpu.py                      # everything, writes its section of bench/RESULTS.md
     python bench/gpu.py --only checks        # 2-4 only (a minute)
+    python bench/gpu.py --shrink --out /tmp/gpu.md   # every part tiny, CPU allowed (CI; tests/test_bench_gpu.py)
 
 Parts 3 and 4 also run on CPU (tests/test_bench_gpu.py runs them small).
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import ROOT, write_section
+from common import RESULTS, ROOT, write_section
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import nanogpt
@@ -41,6 +42,31 @@ SIZES = {  # name -> (n_layer, n_head, n_embd, block_size, batch_size)
 PRECISIONS = {"bf16": ("bf16-mixed", torch.bfloat16), "fp16": ("16-mixed", torch.float16)}
 WARMUP, STEPS = 5, 20  # timed steps hold two logging steps at log_every_n_steps=10
 BUDGET_S = 540  # throughput cells left when this is spent are reported as skipped
+# Dense (no sparsity) peak FLOP/s by device-name substring, owned here rather than taken from
+# lightning so the MFU denominator is visible; unknown devices report no MFU.
+PEAK_FLOPS = {  # substring of torch.cuda.get_device_name() -> {precision: FLOP/s}
+    "H200": {"bf16": 989e12, "fp16": 989e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12},
+}
+
+
+def shrink() -> None:
+    """Every part tiny so the whole benchmark runs end to end on CPU in CI (sizes, steps, one precision)."""
+    global WARMUP, STEPS
+    SIZES.update({"blog": (1, 2, 32, 32, 4), "gpt2": (2, 2, 32, 64, 2)})
+    for fp16 in [k for k in PRECISIONS if k != "bf16" and not torch.cuda.is_available()]:
+        del PRECISIONS[fp16]  # Lightning refuses 16-mixed on CPU
+    WARMUP, STEPS = 2, 3
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """The table's dense peak for the first key found in the device's name (None if unknown)."""
+    return next((peaks.get(precision) for key, peaks in PEAK_FLOPS.items() if key in device_name), None)
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def flops_per_token(n_layer: int, n_embd: int, block_size: int, vocab: int) -> float:
@@ -186,16 +212,16 @@ def bare_tokens_per_s(size: str, precision: str, compiled: bool) -> float:
 
     def clock(step: int) -> None:
         if step in (WARMUP, WARMUP + STEPS):
-            torch.cuda.synchronize()
+            if device == "cuda":
+                torch.cuda.synchronize()
             times[step] = time.perf_counter()
 
-    nanogpt.train(c, WARMUP + STEPS, on_step_end=clock, device="cuda", autocast=PRECISIONS[precision][1], compile=compiled)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    nanogpt.train(c, WARMUP + STEPS, on_step_end=clock, device=device, autocast=PRECISIONS[precision][1], compile=compiled)
     return STEPS * batch * block / (times[WARMUP + STEPS] - times[WARMUP])
 
 
 def throughput(deadline: float) -> list[str]:
-    from lightning.fabric.utilities.throughput import get_available_flops
-
     rows = []
     cells = [(s, p, c) for c in (False, True) for s in SIZES for p in PRECISIONS]
     for size, precision, compiled in cells:
@@ -203,7 +229,7 @@ def throughput(deadline: float) -> list[str]:
             rows.append(f"| {size} | {precision} | {'compiled' if compiled else 'eager'} | skipped: time budget spent | | | |")
             continue
         n_layer, _, n_embd, block, _ = SIZES[size]
-        peak = get_available_flops(torch.device("cuda"), PRECISIONS[precision][1])
+        peak = peak_flops(device_name(), precision)
         per_token = flops_per_token(n_layer, n_embd, block, 50304)
         bare = bare_tokens_per_s(size, precision, compiled)
         shipped = fit_tokens_per_s(size, precision, compiled, stats=True)
@@ -219,7 +245,11 @@ def throughput(deadline: float) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["checks", "throughput"])
+    parser.add_argument("--shrink", action="store_true", help="every part tiny, CPU allowed (CI)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="file whose section is written")
     args = parser.parse_args()
+    if args.shrink:
+        shrink()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.monotonic()
@@ -237,7 +267,7 @@ def main() -> None:
         print(f"host syncs on non-logging steps of actsweep fit (blog size, bf16, eager): {syncs}", flush=True)
         parts.append(f"Host synchronisations on non-logging steps of `actsweep fit` as shipped (blog size, bf16, "
                      f"eager; `torch.cuda.set_sync_debug_mode('warn')`): **{syncs}** (target 0).")
-    if args.only != "checks" and device == "cuda":
+    if args.only != "checks" and (device == "cuda" or args.shrink):
         rows = throughput(start + BUDGET_S)
         parts.append(
             f"Tokens/s of the bare loop (bench/nanogpt.py) and its MFU; time ratios (below 1: faster) of "
@@ -247,10 +277,13 @@ def main() -> None:
             "| size | precision | mode | bare tokens/s (MFU) | shipped/bare | plain/bare | shipped/plain |\n"
             "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
     if device != "cuda":
+        parts.append("Host syncs: skipped on CPU (`torch.cuda.set_sync_debug_mode` needs CUDA). "
+                     "MFU: n/a on CPU (no peak in `PEAK_FLOPS`).")
+    if device != "cuda" and not args.shrink:
         parts.append("**Waiting for a GPU**: host syncs, throughput and MFU need CUDA; above are the CPU-possible "
                      "parts, run on CPU (`python bench/gpu.py` on a CUDA machine replaces this section).")
-    name = torch.cuda.get_device_name() if device == "cuda" else "waiting for a GPU"
-    write_section(f"GPU checks ({name})", "\n\n".join(parts) + f"\n\nTook {time.monotonic() - start:.0f} s.")
+    name = device_name() if device == "cuda" or args.shrink else "waiting for a GPU"
+    write_section(f"GPU checks ({name})", "\n\n".join(parts) + f"\n\nTook {time.monotonic() - start:.0f} s.", args.out)
 
 
 if __name__ == "__main__":
