@@ -41,6 +41,7 @@ SIZES = {  # name -> (n_layer, n_head, n_embd, block_size, batch_size)
 }
 PRECISIONS = {"bf16": ("bf16-mixed", torch.bfloat16), "fp16": ("16-mixed", torch.float16)}
 WARMUP, STEPS = 5, 20  # timed steps hold two logging steps at log_every_n_steps=10
+SMOKE_S = 120  # the three smokes together
 BUDGET_S = 540  # throughput cells left when this is spent are reported as skipped
 # Dense (no sparsity) peak FLOP/s by device-name substring, owned here rather than taken from
 # lightning so the MFU denominator is visible; unknown devices report no MFU.
@@ -143,6 +144,34 @@ def error_table(errors: dict[str, dict[float, float | None]]) -> str:
             for name, by in errors.items()]
     header = "| kernel | " + " | ".join(f"{x:.0e}" for x in logits) + " |\n" + "|---" * (len(logits) + 1) + "|\n"
     return header + "\n".join(rows)
+
+
+# -- 0. the studies' smokes at their real precision ------------------------------------------------
+
+SMOKES = ("blog", "blog_code", "revival")
+
+
+def smokes(deadline: float) -> list[str]:
+    """`actsweep sweep configs/sweeps/<name>.yaml --smoke` for each study; on CUDA the smoke keeps the
+    study's precision (actsweep/study/smoke.py only swaps fp16 for bf16 without CUDA)."""
+    import subprocess
+    import sys
+
+    rows = []
+    for name in SMOKES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            rows.append(f"| {name} | skipped: time budget spent | |")
+            continue
+        began = time.monotonic()
+        try:
+            rc = subprocess.run([sys.executable, "-c", "from actsweep.cli import main; main()", "sweep", f"configs/sweeps/{name}.yaml", "--smoke"],
+                                cwd=ROOT, timeout=left, capture_output=True).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        rows.append(f"| {name} | {'ok' if rc == 0 else f'failed ({rc})'} | {time.monotonic() - began:.0f} s |")
+        print(rows[-1], flush=True)
+    return rows
 
 
 # -- 1 and 2. throughput and host syncs --------------------------------------------------------------
@@ -254,6 +283,11 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.monotonic()
     parts = []
+    if args.only is None and not args.shrink:
+        parts.append("Smokes (`actsweep sweep configs/sweeps/<name>.yaml --smoke`, the study's precision):\n\n"
+                     "| sweep | result | time |\n| --- | --- | --- |\n" + "\n".join(smokes(start + SMOKE_S)))
+    elif args.shrink:
+        parts.append("Smokes: skipped in --shrink (CI's .ci/run runs the same three smokes on CPU).")
     if args.only != "throughput":
         worst = probe_vs_explicit(device)
         print(f"entropy probe vs explicit float64 softmax: max |difference| {worst:.2e} nats", flush=True)
