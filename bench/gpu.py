@@ -203,7 +203,7 @@ class SyncWatch(L.Callback):
 
 
 def fit(size: str, precision: str, compiled: bool, stats: bool, callback: str) -> tuple[object, int]:
-    """Run `actsweep fit` (quickstart.yaml resized, validation past the end) with one extra callback;
+    """Run `actsweep fit` (quickstart.yaml resized, no validation: it would fall outside the timed steps) with one extra callback;
     returns the CLI and the number of sync-debug warnings."""
     from actsweep.train.cli import run_cli
     from train_throughput import without_statistics
@@ -217,7 +217,7 @@ def fit(size: str, precision: str, compiled: bool, stats: bool, callback: str) -
             f"--model.n_embd={n_embd}", "--model.pad_vocab_multiple=64", f"--model.compile={compiled}",
             "--data.tokenizer=gpt2", f"--data.block_size={block}", f"--data.batch_size={batch}",
             f"--trainer.precision={PRECISIONS[precision][0]}", f"--trainer.max_steps={WARMUP + STEPS}",
-            "--trainer.val_check_interval=1000", f"--trainer.logger.init_args.save_dir={folder}",
+            "--trainer.val_check_interval=1000", "--trainer.limit_val_batches=0", f"--trainer.logger.init_args.save_dir={folder}",
             f"--trainer.callbacks+={callback}"])
     return cli, sum("synchroniz" in str(w.message) for w in caught)
 
