@@ -41,8 +41,9 @@ SIZES = {  # name -> (n_layer, n_head, n_embd, block_size, batch_size)
 }
 PRECISIONS = {"bf16": ("bf16-mixed", torch.bfloat16), "fp16": ("16-mixed", torch.float16)}
 WARMUP, STEPS = 5, 20  # timed steps hold two logging steps at log_every_n_steps=10
-SMOKE_S = 120  # the three smokes together
-BUDGET_S = 540  # throughput cells left when this is spent are reported as skipped
+# Each part ends by its own deadline (seconds from the start) so the run fits 9 minutes on a GPU;
+# cells left when a part's deadline passes are reported as skipped.
+DEADLINES = {"smokes": 120, "throughput": 390, "runs_per_device": 510}
 # Dense (no sparsity) peak FLOP/s by device-name substring, owned here rather than taken from
 # lightning so the MFU denominator is visible; unknown devices report no MFU.
 PEAK_FLOPS = {  # substring of torch.cuda.get_device_name() -> {precision: FLOP/s}
@@ -271,21 +272,57 @@ def throughput(deadline: float) -> list[str]:
     return rows
 
 
+# -- 5. runs per device: K concurrent `actsweep fit` processes on one device ------------------------
+
+RUNS_PER_DEVICE = (1, 2, 4, 8)
+
+
+def concurrent_tokens_per_s(k: int, compiled: bool, shrunk: bool) -> float:
+    """Sum of the tokens/s of K blog-size fits started together on the same device (each times its own
+    steps; started at once, their timed windows overlap)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, "--one", "blog", f"--compiled={compiled}"] + (["--shrink"] if shrunk else [])
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(k)]
+    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+
+def runs_per_device(deadline: float, shrunk: bool) -> list[str]:
+    rows = []
+    for compiled in (False, True):
+        for k in RUNS_PER_DEVICE[:2] if shrunk else RUNS_PER_DEVICE:  # CI: two cores
+            mode = "compiled" if compiled else "eager"
+            if time.monotonic() > deadline:
+                rows.append(f"| {k} | {mode} | skipped: time budget spent |")
+                continue
+            rows.append(f"| {k} | {mode} | {concurrent_tokens_per_s(k, compiled, shrunk):,.0f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["checks", "throughput"])
     parser.add_argument("--shrink", action="store_true", help="every part tiny, CPU allowed (CI)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="file whose section is written")
+    parser.add_argument("--one", choices=list(SIZES), help=argparse.SUPPRESS)  # one fit, prints tokens/s (part 5)
+    parser.add_argument("--compiled", default="False", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.shrink:
         shrink()
+    if args.one:
+        logging.getLogger("lightning").setLevel(logging.ERROR)
+        print(fit_tokens_per_s(args.one, "bf16", args.compiled == "True", stats=True))
+        return
     logging.getLogger("lightning").setLevel(logging.ERROR)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.monotonic()
     parts = []
     if args.only is None and not args.shrink:
         parts.append("Smokes (`actsweep sweep configs/sweeps/<name>.yaml --smoke`, the study's precision):\n\n"
-                     "| sweep | result | time |\n| --- | --- | --- |\n" + "\n".join(smokes(start + SMOKE_S)))
+                     "| sweep | result | time |\n| --- | --- | --- |\n" + "\n".join(smokes(start + DEADLINES["smokes"])))
     elif args.shrink:
         parts.append("Smokes: skipped in --shrink (CI's .ci/run runs the same three smokes on CPU).")
     if args.only != "throughput":
@@ -302,7 +339,7 @@ def main() -> None:
         parts.append(f"Host synchronisations on non-logging steps of `actsweep fit` as shipped (blog size, bf16, "
                      f"eager; `torch.cuda.set_sync_debug_mode('warn')`): **{syncs}** (target 0).")
     if args.only != "checks" and (device == "cuda" or args.shrink):
-        rows = throughput(start + BUDGET_S)
+        rows = throughput(start + DEADLINES["throughput"])
         parts.append(
             f"Tokens/s of the bare loop (bench/nanogpt.py) and its MFU; time ratios (below 1: faster) of "
             f"`actsweep fit` as shipped (`shipped`, statistics on) and without the statistics callbacks "
@@ -310,6 +347,11 @@ def main() -> None:
             "≤ 1.05, shipped/plain ≤ 1.03).\n\n"
             "| size | precision | mode | bare tokens/s (MFU) | shipped/bare | plain/bare | shipped/plain |\n"
             "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
+    if args.only is None:
+        parts.append("Aggregate tokens/s of K concurrent `actsweep fit` processes (blog size, bf16, statistics "
+                     "on) on one device, the measure for the default `runs_per_device`:\n\n"
+                     "| K | mode | tokens/s (sum) |\n| --- | --- | --- |\n"
+                     + "\n".join(runs_per_device(start + DEADLINES["runs_per_device"], args.shrink)))
     if device != "cuda":
         parts.append("Host syncs: skipped on CPU (`torch.cuda.set_sync_debug_mode` needs CUDA). "
                      "MFU: n/a on CPU (no peak in `PEAK_FLOPS`).")
