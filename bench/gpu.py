@@ -21,6 +21,7 @@ import argparse
 import logging
 import math
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -156,7 +157,6 @@ def smokes(deadline: float) -> list[str]:
     """`actsweep sweep configs/sweeps/<name>.yaml --smoke` for each study; on CUDA the smoke keeps the
     study's precision (actsweep/study/smoke.py only swaps fp16 for bf16 without CUDA)."""
     import subprocess
-    import sys
 
     rows = []
     for name in SMOKES:
@@ -281,7 +281,6 @@ def concurrent_tokens_per_s(k: int, compiled: bool, shrunk: bool) -> float:
     """Sum of the tokens/s of K blog-size fits started together on the same device (each times its own
     steps; started at once, their timed windows overlap)."""
     import subprocess
-    import sys
 
     cmd = [sys.executable, __file__, "--one", "blog", f"--compiled={compiled}"] + (["--shrink"] if shrunk else [])
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -312,6 +311,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.shrink:
         shrink()
+        import gpu  # the callbacks the CLI imports by name come from this module, not from __main__
+
+        if gpu is not sys.modules[__name__]:
+            gpu.shrink()
     if args.one:
         logging.getLogger("lightning").setLevel(logging.ERROR)
         print(fit_tokens_per_s(args.one, "bf16", args.compiled == "True", stats=True))
