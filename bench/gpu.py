@@ -12,6 +12,10 @@
     python bench/gpu.py --only checks        # 2-4 only (a minute)
     python bench/gpu.py --shrink --out /tmp/gpu.md   # every part tiny, CPU allowed (CI; tests/test_bench_gpu.py)
 
+0. The blog, blog_code and revival smokes (`actsweep sweep ... --smoke`) at the studies' precision.
+5. Aggregate tokens/s of K = 1, 2, 4, 8 concurrent blog-size fits on one device (the default K).
+
+Each part has its own deadline (`DEADLINES`); MFU uses `PEAK_FLOPS`, this file's dense-peak table.
 Parts 3 and 4 also run on CPU (tests/test_bench_gpu.py runs them small).
 """
 
