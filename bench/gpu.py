@@ -10,7 +10,12 @@
 
     python bench/gpu.py                      # everything, writes its section of bench/RESULTS.md
     python bench/gpu.py --only checks        # 2-4 only (a minute)
+    python bench/gpu.py --shrink --out /tmp/gpu.md   # every part tiny, CPU allowed (CI; tests/test_bench_gpu.py)
 
+0. The blog, blog_code and revival smokes (`actsweep sweep ... --smoke`) at the studies' precision.
+5. Aggregate tokens/s of K = 1, 2, 4, 8 concurrent blog-size fits on one device (the default K).
+
+Each part has its own deadline (`DEADLINES`); MFU uses `PEAK_FLOPS`, this file's dense-peak table.
 Parts 3 and 4 also run on CPU (tests/test_bench_gpu.py runs them small).
 """
 
@@ -20,6 +25,7 @@ import argparse
 import logging
 import math
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -28,7 +34,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from common import ROOT, write_section
+from common import RESULTS, ROOT, write_section
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import nanogpt
@@ -40,7 +46,34 @@ SIZES = {  # name -> (n_layer, n_head, n_embd, block_size, batch_size)
 }
 PRECISIONS = {"bf16": ("bf16-mixed", torch.bfloat16), "fp16": ("16-mixed", torch.float16)}
 WARMUP, STEPS = 5, 20  # timed steps hold two logging steps at log_every_n_steps=10
-BUDGET_S = 540  # throughput cells left when this is spent are reported as skipped
+# Each part ends by its own deadline (seconds from the start) so the run fits 9 minutes on a GPU;
+# cells left when a part's deadline passes are reported as skipped.
+DEADLINES = {"smokes": 120, "throughput": 390, "runs_per_device": 510}
+# Dense (no sparsity) peak FLOP/s by device-name substring, owned here rather than taken from
+# lightning so the MFU denominator is visible; unknown devices report no MFU.
+PEAK_FLOPS = {  # substring of torch.cuda.get_device_name() -> {precision: FLOP/s}
+    "H200": {"bf16": 989e12, "fp16": 989e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12},
+    "A100": {"bf16": 312e12, "fp16": 312e12},
+}
+
+
+def shrink() -> None:
+    """Every part tiny so the whole benchmark runs end to end on CPU in CI (sizes, steps, one precision)."""
+    global WARMUP, STEPS
+    SIZES.update({"blog": (1, 2, 32, 32, 4), "gpt2": (2, 2, 32, 64, 2)})
+    for fp16 in [k for k in PRECISIONS if k != "bf16" and not torch.cuda.is_available()]:
+        del PRECISIONS[fp16]  # Lightning refuses 16-mixed on CPU
+    WARMUP, STEPS = 2, 3
+
+
+def peak_flops(device_name: str, precision: str) -> float | None:
+    """The table's dense peak for the first key found in the device's name (None if unknown)."""
+    return next((peaks.get(precision) for key, peaks in PEAK_FLOPS.items() if key in device_name), None)
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 def flops_per_token(n_layer: int, n_embd: int, block_size: int, vocab: int) -> float:
@@ -119,6 +152,33 @@ def error_table(errors: dict[str, dict[float, float | None]]) -> str:
     return header + "\n".join(rows)
 
 
+# -- 0. the studies' smokes at their real precision ------------------------------------------------
+
+SMOKES = ("blog", "blog_code", "revival")
+
+
+def smokes(deadline: float) -> list[str]:
+    """`actsweep sweep configs/sweeps/<name>.yaml --smoke` for each study; on CUDA the smoke keeps the
+    study's precision (actsweep/study/smoke.py only swaps fp16 for bf16 without CUDA)."""
+    import subprocess
+
+    rows = []
+    for name in SMOKES:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            rows.append(f"| {name} | skipped: time budget spent | |")
+            continue
+        began = time.monotonic()
+        try:
+            rc = subprocess.run([sys.executable, "-c", "from actsweep.cli import main; main()", "sweep", f"configs/sweeps/{name}.yaml", "--smoke"],
+                                cwd=ROOT, timeout=left, capture_output=True).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        rows.append(f"| {name} | {'ok' if rc == 0 else f'failed ({rc})'} | {time.monotonic() - began:.0f} s |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 # -- 1 and 2. throughput and host syncs --------------------------------------------------------------
 
 class StepTimer(L.Callback):
@@ -148,7 +208,7 @@ class SyncWatch(L.Callback):
 
 
 def fit(size: str, precision: str, compiled: bool, stats: bool, callback: str) -> tuple[object, int]:
-    """Run `actsweep fit` (quickstart.yaml resized, validation past the end) with one extra callback;
+    """Run `actsweep fit` (quickstart.yaml resized, no validation: it would fall outside the timed steps) with one extra callback;
     returns the CLI and the number of sync-debug warnings."""
     from actsweep.train.cli import run_cli
     from train_throughput import without_statistics
@@ -162,7 +222,7 @@ def fit(size: str, precision: str, compiled: bool, stats: bool, callback: str) -
             f"--model.n_embd={n_embd}", "--model.pad_vocab_multiple=64", f"--model.compile={compiled}",
             "--data.tokenizer=gpt2", f"--data.block_size={block}", f"--data.batch_size={batch}",
             f"--trainer.precision={PRECISIONS[precision][0]}", f"--trainer.max_steps={WARMUP + STEPS}",
-            "--trainer.val_check_interval=1000", f"--trainer.logger.init_args.save_dir={folder}",
+            "--trainer.val_check_interval=1000", "--trainer.limit_val_batches=0", f"--trainer.logger.init_args.save_dir={folder}",
             f"--trainer.callbacks+={callback}"])
     return cli, sum("synchroniz" in str(w.message) for w in caught)
 
@@ -186,16 +246,16 @@ def bare_tokens_per_s(size: str, precision: str, compiled: bool) -> float:
 
     def clock(step: int) -> None:
         if step in (WARMUP, WARMUP + STEPS):
-            torch.cuda.synchronize()
+            if device == "cuda":
+                torch.cuda.synchronize()
             times[step] = time.perf_counter()
 
-    nanogpt.train(c, WARMUP + STEPS, on_step_end=clock, device="cuda", autocast=PRECISIONS[precision][1], compile=compiled)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    nanogpt.train(c, WARMUP + STEPS, on_step_end=clock, device=device, autocast=PRECISIONS[precision][1], compile=compiled)
     return STEPS * batch * block / (times[WARMUP + STEPS] - times[WARMUP])
 
 
 def throughput(deadline: float) -> list[str]:
-    from lightning.fabric.utilities.throughput import get_available_flops
-
     rows = []
     cells = [(s, p, c) for c in (False, True) for s in SIZES for p in PRECISIONS]
     for size, precision, compiled in cells:
@@ -203,7 +263,7 @@ def throughput(deadline: float) -> list[str]:
             rows.append(f"| {size} | {precision} | {'compiled' if compiled else 'eager'} | skipped: time budget spent | | | |")
             continue
         n_layer, _, n_embd, block, _ = SIZES[size]
-        peak = get_available_flops(torch.device("cuda"), PRECISIONS[precision][1])
+        peak = peak_flops(device_name(), precision)
         per_token = flops_per_token(n_layer, n_embd, block, 50304)
         bare = bare_tokens_per_s(size, precision, compiled)
         shipped = fit_tokens_per_s(size, precision, compiled, stats=True)
@@ -216,14 +276,63 @@ def throughput(deadline: float) -> list[str]:
     return rows
 
 
+# -- 5. runs per device: K concurrent `actsweep fit` processes on one device ------------------------
+
+RUNS_PER_DEVICE = (1, 2, 4, 8)
+
+
+def concurrent_tokens_per_s(k: int, compiled: bool, shrunk: bool) -> float:
+    """Sum of the tokens/s of K blog-size fits started together on the same device (each times its own
+    steps; started at once, their timed windows overlap)."""
+    import subprocess
+
+    cmd = [sys.executable, __file__, "--one", "blog", f"--compiled={compiled}"] + (["--shrink"] if shrunk else [])
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for _ in range(k)]
+    return sum(float(p.communicate()[0].strip().splitlines()[-1]) for p in procs)
+
+
+def runs_per_device(deadline: float, shrunk: bool) -> list[str]:
+    rows = []
+    for compiled in (False, True):
+        # CI: two cores, and compiling on CPU is the slow part
+        for k in RUNS_PER_DEVICE[:1 if compiled else 2] if shrunk else RUNS_PER_DEVICE:
+            mode = "compiled" if compiled else "eager"
+            if time.monotonic() > deadline:
+                rows.append(f"| {k} | {mode} | skipped: time budget spent |")
+                continue
+            rows.append(f"| {k} | {mode} | {concurrent_tokens_per_s(k, compiled, shrunk):,.0f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=["checks", "throughput"])
+    parser.add_argument("--shrink", action="store_true", help="every part tiny, CPU allowed (CI)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="file whose section is written")
+    parser.add_argument("--one", choices=list(SIZES), help=argparse.SUPPRESS)  # one fit, prints tokens/s (part 5)
+    parser.add_argument("--compiled", default="False", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.shrink:
+        shrink()
+        import gpu  # the callbacks the CLI imports by name come from this module, not from __main__
+
+        if gpu is not sys.modules[__name__]:
+            gpu.shrink()
+    if args.one:
+        logging.getLogger("lightning").setLevel(logging.ERROR)
+        print(fit_tokens_per_s(args.one, "bf16", args.compiled == "True", stats=True))
+        return
     logging.getLogger("lightning").setLevel(logging.ERROR)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.monotonic()
     parts = []
+    if args.only is None and not args.shrink:
+        parts.append("Smokes (`actsweep sweep configs/sweeps/<name>.yaml --smoke`, the study's precision):\n\n"
+                     "| sweep | result | time |\n| --- | --- | --- |\n" + "\n".join(smokes(start + DEADLINES["smokes"])))
+    elif args.shrink:
+        parts.append("Smokes: skipped in --shrink (CI's .ci/run runs the same three smokes on CPU).")
     if args.only != "throughput":
         worst = probe_vs_explicit(device)
         print(f"entropy probe vs explicit float64 softmax: max |difference| {worst:.2e} nats", flush=True)
@@ -237,8 +346,8 @@ def main() -> None:
         print(f"host syncs on non-logging steps of actsweep fit (blog size, bf16, eager): {syncs}", flush=True)
         parts.append(f"Host synchronisations on non-logging steps of `actsweep fit` as shipped (blog size, bf16, "
                      f"eager; `torch.cuda.set_sync_debug_mode('warn')`): **{syncs}** (target 0).")
-    if args.only != "checks" and device == "cuda":
-        rows = throughput(start + BUDGET_S)
+    if args.only != "checks" and (device == "cuda" or args.shrink):
+        rows = throughput(start + DEADLINES["throughput"])
         parts.append(
             f"Tokens/s of the bare loop (bench/nanogpt.py) and its MFU; time ratios (below 1: faster) of "
             f"`actsweep fit` as shipped (`shipped`, statistics on) and without the statistics callbacks "
@@ -246,11 +355,19 @@ def main() -> None:
             "≤ 1.05, shipped/plain ≤ 1.03).\n\n"
             "| size | precision | mode | bare tokens/s (MFU) | shipped/bare | plain/bare | shipped/plain |\n"
             "| --- | --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows))
+    if args.only is None:
+        parts.append("Aggregate tokens/s of K concurrent `actsweep fit` processes (blog size, bf16, statistics "
+                     "on) on one device, the measure for the default `runs_per_device`:\n\n"
+                     "| K | mode | tokens/s (sum) |\n| --- | --- | --- |\n"
+                     + "\n".join(runs_per_device(start + DEADLINES["runs_per_device"], args.shrink)))
     if device != "cuda":
+        parts.append("Host syncs: skipped on CPU (`torch.cuda.set_sync_debug_mode` needs CUDA). "
+                     "MFU: n/a on CPU (no peak in `PEAK_FLOPS`).")
+    if device != "cuda" and not args.shrink:
         parts.append("**Waiting for a GPU**: host syncs, throughput and MFU need CUDA; above are the CPU-possible "
                      "parts, run on CPU (`python bench/gpu.py` on a CUDA machine replaces this section).")
-    name = torch.cuda.get_device_name() if device == "cuda" else "waiting for a GPU"
-    write_section(f"GPU checks ({name})", "\n\n".join(parts) + f"\n\nTook {time.monotonic() - start:.0f} s.")
+    name = device_name() if device == "cuda" or args.shrink else "waiting for a GPU"
+    write_section(f"GPU checks ({name})", "\n\n".join(parts) + f"\n\nTook {time.monotonic() - start:.0f} s.", args.out)
 
 
 if __name__ == "__main__":

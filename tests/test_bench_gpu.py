@@ -50,3 +50,19 @@ def test_kernel_gradient_table_on_cpu_shows_why_adaptive_switches():
     assert errors["flash"][1e7] > 1  # the fused kernel's gradients are garbage at 1e7 (torch 2.13 CPU)
     assert errors["cudnn"][1e2] is None  # no cuDNN kernel on CPU: reported, not raised
     assert "| flash |" in gpu.error_table(errors)
+
+
+def test_shrunk_benchmark_runs_end_to_end_on_cpu(tmp_path):
+    """The prepared GPU benchmark, every part tiny (`--shrink`), writes its section to the given file."""
+    import subprocess
+
+    out = tmp_path / "gpu.md"
+    bench = Path(gpu.__file__).resolve()
+    subprocess.run([sys.executable, str(bench), "--shrink", "--out", str(out)], check=True, timeout=240,
+                   cwd=bench.parent.parent)
+    text = out.read_text()
+    assert "Entropy probe" in text and "| flash |" in text  # checks
+    assert "| blog | bf16 | eager |" in text and "| gpt2 | bf16 | compiled |" in text  # throughput rows
+    assert "| 1 | eager |" in text and "| 1 | compiled |" in text  # runs per device
+    assert "Smokes: skipped in --shrink" in text
+    assert "Host syncs: skipped on CPU" in text and "MFU: n/a" in text  # stated CUDA-only skips
