@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import statistics
 import sys
 import tempfile
 import time
