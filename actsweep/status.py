@@ -15,6 +15,7 @@ from pathlib import Path
 from actsweep.io import write_atomic
 
 STATUS_FILE = "status.json"
+DONE = ("finished", "diverged")  # a run's final statuses: its work is kept, never retried or overwritten
 STATUSES = ("running", "finished", "diverged", "crashed", "interrupted")
 
 

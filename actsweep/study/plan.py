@@ -21,12 +21,10 @@ from typing import Callable, Iterable
 
 from actsweep import board
 from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
-from actsweep.status import read_run_info, read_status, write_run_info, write_status
+from actsweep.status import DONE, read_run_info, read_status, write_run_info, write_status
 from actsweep.study.logs import read_scalars
 from actsweep.study.records import run_settings
 from actsweep.study.sweep import Run, Sweep, cli_value
-
-DONE = ("finished", "diverged")  # a diverged run is a result: never retried
 
 
 def run_dir_of(sweep: Sweep, run: Run, root: Path) -> Path:

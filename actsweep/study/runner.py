@@ -15,7 +15,8 @@ from pathlib import Path
 from actsweep.errors import ActSweepError, OneLineParser
 from actsweep.resources import RUNS_PER_DEVICE
 from actsweep.study.launchers import PendingTooLong, run_local, slots_for
-from actsweep.study.plan import DONE, done_status, fit_command, plan, restart, run_dir_of
+from actsweep.status import DONE
+from actsweep.study.plan import done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
 from actsweep.study.slurm_settings import SlurmSettings
 from actsweep.study.sweep import Run, Sweep, SweepError, load_sweep, whole_number
