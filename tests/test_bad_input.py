@@ -159,7 +159,7 @@ COMMAND_CASES = [
 SWEEP_CASES = [
     ("unknown_key.yaml", [], "unknown key 'sweeps'; allowed keys: name, base, grid, seeds"),
     ("empty_grid.yaml", [], "'grid' is missing or empty"),
-    ("seeds_int.yaml", [], "'seeds' is a list of integers, got 5"),
+    ("seeds_int.yaml", [], "'seeds' is a non-empty list of integers, got 5"),
     ("syntax.yaml", [], "cannot read sweep file"),
     ("missing.yaml", [], "cannot read sweep file"),
     ("misspelt_key.yaml", [], "run activatoin=relu,seed=0 would not start: unrecognized arguments: --model.activatoin"),
@@ -173,7 +173,7 @@ SWEEP_CASES = [
     ("base_number.yaml", [], "'base' 42 is not a file"),
     ("seeds_negative.yaml", [], "run lr=1e-3,seed=-1 would not start: seed_everything must lie in 0..4294967295"),
     ("seeds_huge.yaml", [], "run lr=1e-3,seed=1099511627776 would not start: seed_everything must lie in"),
-    ("seeds_text.yaml", [], "'seeds' is a list of integers, got ['0', '1']"),
+    ("seeds_text.yaml", [], "'seeds' is a non-empty list of integers, got ['0', '1']"),
     ("heads.yaml", [], "run n_head=3,seed=0 would not start: n_embd (32) must be divisible by n_head (3)"),
     ("steps.yaml", [], "run max_steps=-5,seed=0 would not start: the learning-rate schedule needs a finite run"),
     ("empty_values.yaml", [], "'grid' maps dotted keys to non-empty lists of values, got {'model.lr': []}"),

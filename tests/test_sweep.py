@@ -41,6 +41,23 @@ def test_grid_expansion_and_names(tmp_path):
     assert "--ckpt_path" not in command
 
 
+def test_a_grid_part_may_name_its_own_seeds(tmp_path):
+    base = write_tiny_base(tmp_path)
+    grid = [{"model.activation": ["relu", "gelu"], "model.norm": ["layernorm"]},
+            {"model.activation": ["relu", "gelu"], "model.norm": ["none"], "seeds": [0, 1, 2, 7]}]
+    sweep = sw.load_sweep(write_sweep(tmp_path / "s.yaml", base, grid, seeds=[0, 1]))
+    by_norm = {norm: sorted({(r.overrides["model.activation"], r.seed) for r in sweep.runs()
+                             if r.overrides["model.norm"] == norm}) for norm in ("layernorm", "none")}
+    assert by_norm["layernorm"] == [(a, s) for a in ("gelu", "relu") for s in (0, 1)]
+    assert by_norm["none"] == [(a, s) for a in ("gelu", "relu") for s in (0, 1, 2, 7)]
+    assert "seeds" not in sw.grid_values(sweep.grid)  # the part's seeds are no grid key
+    assert "activation=relu,norm=none,seed=7" in {r.name for r in sweep.runs()}
+    for bad in ([], [0, "1"], 3):
+        grid[1]["seeds"] = bad
+        with pytest.raises(sw.SweepError, match="a grid part's 'seeds' is a non-empty list of integers"):
+            sw.load_sweep(write_sweep(tmp_path / "s.yaml", base, grid, seeds=[0, 1]))
+
+
 @pytest.mark.parametrize("value, text", [(1e-3, "1e-3"), (3e-4, "3e-4"), (0.5, "0.5"), (1e6, "1e6"), (128, "128"),
                                          (["relu", "gelu"], "relu-gelu"), (True, "true"), ("a/b c", "a_b_c")])
 def test_short_values_are_filesystem_safe(value, text):

@@ -118,9 +118,9 @@ def smoke_sweep(sweep: Sweep, root: Path, cuda: bool) -> tuple[Sweep, list[str]]
         if "data.tokenizer" in changes:
             texts = [json.loads(line)["text"] for line in corpus.read_text().splitlines()]
             train_bpe_tokenizer(texts, root / "corpus" / "tokenizer.json", SMOKE_VOCAB)
-    if len(sweep.seeds) > 1:
+    if len(sweep.seeds) > 1 or any(sweep.part_seeds):
         notes.append(f"seeds: {sweep.seeds} -> {sweep.seeds[:1]}  (one seed per configuration)")
-    smoke = dataclasses.replace(sweep, seeds=sweep.seeds[:1], forced={**sweep.forced, **changes})
+    smoke = dataclasses.replace(sweep, seeds=sweep.seeds[:1], part_seeds=[], forced={**sweep.forced, **changes})
     return smoke, notes
 
 

@@ -7,7 +7,8 @@ A sweep file (YAML)::
     grid:                            # dotted fit overrides, full cartesian product ...
       model.activation: [relu, gelu]
       model.norm: [layernorm, none]
-    # ... or a list of such mappings: the union of their products (e.g. extra variants)
+    # ... or a list of such mappings: the union of their products (e.g. extra variants); a part
+    # may name its own `seeds: [...]` (a comparison that needs more seeds for its power)
     seeds: [0, 1]
     fixed: {trainer.max_steps: 300}  # optional: overrides applied to every run
     study: blog                      # optional: blog | revival, published numbers in the report
@@ -113,17 +114,23 @@ class Sweep:
     comparisons: list[dict[str, Any]] = field(default_factory=list)  # paired differences the report shows
     launcher: SlurmSettings = field(default_factory=SlurmSettings)
     forced: dict[str, Any] = field(default_factory=dict)  # applied after the grid's values (a smoke run's changes)
+    part_seeds: list[list[int] | None] = field(default_factory=list)  # a grid part's own seeds, else None
+
+    def seeds_of(self, index: int) -> list[int]:
+        """The seeds of grid part `index`: its own where it names them, else the sweep's."""
+        own = self.part_seeds[index] if index < len(self.part_seeds) else None
+        return own if own is not None else self.seeds
 
     def runs(self) -> list[Run]:
         """Every grid point × seed, in file order; names are unique and depend only on the values."""
         keys = list(dict.fromkeys(k for part in self.grid for k in part))
         names = short_keys(keys)
         runs, seen = [], set()
-        for part in self.grid:
+        for index, part in enumerate(self.grid):
             for values in itertools.product(*part.values()):
                 overrides = dict(zip(part, values))
                 config = ",".join(f"{names[k]}={short(v)}" for k, v in overrides.items())
-                for seed in self.seeds:
+                for seed in self.seeds_of(index):
                     run = Run(f"{config},seed={seed}", overrides, seed, self.label_of(overrides), len(runs))
                     if run.name in seen:
                         raise SweepError(f"two runs are both named {run.name!r}: the grid repeats a point")
@@ -225,9 +232,8 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep file; every problem is a `SweepError` naming the key at fault."""
     path = Path(path)
     spec = read_spec(path)
-    grid = load_grid(path, spec["grid"])
-    if not isinstance(spec["seeds"], list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in spec["seeds"]):
-        raise SweepError(f"{path}: 'seeds' is a list of integers, got {spec['seeds']!r}")
+    grid, part_seeds = load_grid(path, spec["grid"])
+    seed_list(spec["seeds"], f"{path}: 'seeds'")
     study = spec.get("study")
     if study is not None and study not in STUDIES:
         raise SweepError(f"{path}: unknown 'study' {study!r}; choose one of {', '.join(STUDIES)}")
@@ -248,7 +254,7 @@ def load_sweep(path: str | Path) -> Sweep:
         raise SweepError(f"{path}: {err}") from err
     sweep = Sweep(str(spec["name"]), Path(spec["base"]), grid, spec["seeds"], fixed, study, labels,
                   spec.get("threads", 1), spec.get("devices_per_run"), spec.get("runs_per_device", RUNS_PER_DEVICE),
-                  load_comparisons(path, spec.get("comparisons"), grid), launcher)
+                  load_comparisons(path, spec.get("comparisons"), grid), launcher, part_seeds=part_seeds)
     sweep.runs()  # name clashes are file errors too
     return sweep
 
@@ -278,14 +284,27 @@ def read_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def load_grid(path: Path, spec: Any) -> list[dict[str, list[Any]]]:
-    """`grid`: one mapping of dotted keys to non-empty lists of values, or a list of such mappings."""
-    grid = []
+def seed_list(value: Any, what: str) -> list[int]:
+    """`value` when it is a non-empty list of integers, else a `SweepError`."""
+    if not isinstance(value, list) or not value or not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        raise SweepError(f"{what} is a non-empty list of integers, got {value!r}")
+    return value
+
+
+def load_grid(path: Path, spec: Any) -> tuple[list[dict[str, list[Any]]], list[list[int] | None]]:
+    """`grid`: one mapping of dotted keys to non-empty lists of values, or a list of such mappings;
+    with each part's own `seeds` (None where it names none)."""
+    grid, part_seeds = [], []
     for part in spec if isinstance(spec, list) else [spec]:
+        if isinstance(part, dict) and "seeds" in part:
+            part = dict(part)
+            part_seeds.append(seed_list(part.pop("seeds"), f"{path}: a grid part's 'seeds'"))
+        else:
+            part_seeds.append(None)
         if not isinstance(part, dict) or not part or not all(isinstance(v, list) and v for v in part.values()):
             raise SweepError(f"{path}: 'grid' maps dotted keys to non-empty lists of values, got {part!r}")
         grid.append({k: [number_or_text(v) for v in values] for k, values in part.items()})
-    return grid
+    return grid, part_seeds
 
 
 def mapping(path: Path, spec: dict[str, Any], key: str, shape: str) -> dict[str, Any]:
