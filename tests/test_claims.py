@@ -373,6 +373,17 @@ def test_power_by_mixture_where_the_noncentral_t_fails():
     assert claims.paired_power(-effect, sd, n, alpha) == pytest.approx(by_simulation, abs=0.002)
 
 
+def test_power_by_mixture_finds_a_narrow_rejecting_region():
+    """30 SDs with 2 seeds at α = 1e-4: the t quantile (one degree of freedom) is 6366, so only a tiny
+    |W| rejects; exactly, P(|Z + 30√2| > c·|W|), which is about 0.0053 (by simulation), not 0."""
+    rng = np.random.default_rng(7)
+    z, w = rng.standard_normal(4_000_000), rng.standard_normal(4_000_000)
+    critical = scipy.stats.t.ppf(1 - 1e-4 / 2, 1)
+    by_simulation = np.mean(np.abs(z + 30 * math.sqrt(2)) > critical * np.abs(w))
+    assert by_simulation == pytest.approx(0.0053, abs=0.0005)
+    assert claims.paired_power(30, 1, 2, 1e-4) == pytest.approx(by_simulation, abs=0.0003)
+
+
 def test_paired_power_against_statsmodels_and_its_edges():
     for effect, sd, n, alpha in ((0.05, 0.1, 5, 0.05), (-0.05, 0.1, 5, 0.05), (0.02, 0.01, 3, 0.01), (0.1, 0.3, 2, 0.1)):
         assert claims.paired_power(effect, sd, n, alpha) == pytest.approx(_t_power(abs(effect) / sd, n, alpha), abs=1e-9)

@@ -107,6 +107,10 @@ def test_paired_table_by_hand():
     no_runs = pd.DataFrame(columns=runs.columns)  # no runs yet
     assert setting_pairings(no_runs, "model.activation", "relu", "gelu", "val_loss", ["model.norm"], NAMES) == {}
     assert paired_table(no_runs, comparisons, ["model.activation", "model.norm"]).empty
+    as_text = runs.astype({"status": "string", "model.activation": "string"})  # pandas' string dtype
+    assert setting_pairings(as_text.iloc[:0], "model.activation", "relu", "gelu", "val_loss", ["model.norm"], NAMES) == {}
+    assert setting_pairings(as_text, "model.activation", "relu", "gelu", "val_loss", ["model.norm"],
+                            NAMES)["norm=layernorm"].differences == pytest.approx({0: 0.05, 1: 0.06, 2: 0.07})
 
 
 def test_paired_table_of_an_interaction_names_its_sides():

@@ -128,18 +128,19 @@ def minimum_detectable_effect(n: int, sd: float, alpha: float = ALPHA, power: fl
 
 
 def _power_by_mixture(standardized: float, n: int, alpha: float) -> float:
-    """The two-sided one-sample t-test's power as the normal probability averaged over the
-    chi-square of the variance: P(|Z + δ√n| > c·√(V/df)), V ~ χ²(df), df = n − 1, c the t quantile.
+    """The two-sided one-sample t-test's power as the chi-square probability averaged over the normal:
+    P(|Z + δ√n| > c·√(V/df)) = E_Z[P(V < df·(Z + δ√n)²/c²)], V ~ χ²(df), df = n − 1, c the t quantile.
     The same number as the noncentral t's tail, computed where scipy's `nct` gives NaN (large
-    noncentrality with few degrees of freedom)."""
+    noncentrality with few degrees of freedom). Integrated over Z, whose density is smooth and lies
+    within ±12, rather than over V, whose rejecting region can be too narrow for quad to find."""
     df, shift = n - 1, standardized * math.sqrt(n)
     critical = float(stats.t.ppf(1 - alpha / 2, df))
 
-    def rejects(v: float) -> float:
-        bound = critical * math.sqrt(v / df)
-        return (stats.norm.sf(bound - shift) + stats.norm.cdf(-bound - shift)) * stats.chi2.pdf(v, df)
+    def rejects(z: float) -> float:
+        return stats.norm.pdf(z) * stats.chi2.cdf(df * (z + shift) ** 2 / critical**2, df)
 
-    return float(integrate.quad(rejects, 0, math.inf, limit=200)[0])
+    inside = [-shift] if -12 < -shift < 12 else None  # where the chi-square probability is 0
+    return float(integrate.quad(rejects, -12, 12, points=inside, limit=200)[0])
 
 
 def paired_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:

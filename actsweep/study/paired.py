@@ -72,8 +72,10 @@ def setting_pairings(runs: pd.DataFrame, key: str, a: Any, b: Any, metric: str,
     """a − b of `metric` per setting of the `others` keys, over finished seeds. A setting where the
     grid has no `b` (e.g. a hybrid stack only run LayerNorm-free), or whose runs lack the metric,
     is left out; one whose runs have not finished is kept, with no differences."""
+    if runs.empty:  # (pandas' string dtype maps an empty column to strings, which `&` refuses)
+        return {}
     finished = runs.status.isin(FINISHED)
-    at = runs.apply(lambda r: setting_text(r, others, names), axis=1) if len(runs) else runs.seed
+    at = runs.apply(lambda r: setting_text(r, others, names), axis=1)
     is_a, is_b = runs[key].map(lambda v: _matches(v, a)), runs[key].map(lambda v: _matches(v, b))
     pairings = {}
     for setting in dict.fromkeys(at[is_a & finished]):
