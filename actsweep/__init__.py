@@ -30,6 +30,7 @@ _API = {
     "load_documents": "actsweep.data.sources",
     "get_tokenizer": "actsweep.data.tokenizers",
     "ActSweepModule": "actsweep.train.module",
+    "RunStatus": "actsweep.train.run_status",
     "probe_entropy": "actsweep.stats.entropy",
     "head_entropy": "actsweep.stats.metrics",
     "causal_uniform_entropy": "actsweep.stats.metrics",

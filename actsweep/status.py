@@ -1,8 +1,19 @@
-"""The run's `status.json` and `run.json` in its log folder: what a sweep runner reads to skip, resume or record a run.
+"""A run's lifecycle: its states, their transitions, and the one rule that settles a run from its files.
 
-Contract: `{"status": "running" | "finished" | "diverged" | "crashed" | "interrupted", "step": int,
-"reason": str, "val_loss": float | null, "time": ISO-8601 UTC}`. Written atomically (a temporary file
-renamed over the old one), so a reader never sees half a file.
+A run's state lives in its log folder: `status.json` (`{"status", "step", "reason", "val_loss",
+"time"}`, written atomically, so a reader never sees half a file) and the folder's lock
+(`actsweep.io.lock_run`). Every part of the package reads a run's state through this module.
+
+    pending ──▶ running ──▶ finished | diverged        (done: kept, never retried or overwritten)
+                  ▲  │
+                  │  └────▶ crashed | interrupted      (a rerun resumes from the last good checkpoint)
+                  └─────────────┘
+
+`stale` (a done run whose recorded settings differ from the sweep file's, `study/records.py`) and
+`busy` (another live process holds its folder) are what a launcher finds, not what a fit records.
+The fit's own `RunStatus` callback (always installed by `actsweep fit`) records running, finished,
+crashed and interrupted; `DivergenceGuard` records diverged; `settle` gives a process that died
+without a final word its state.
 """
 
 from __future__ import annotations
@@ -15,8 +26,18 @@ from pathlib import Path
 from actsweep.io import write_atomic
 
 STATUS_FILE = "status.json"
+STATES = ("pending", "running", "finished", "diverged", "crashed", "interrupted", "stale", "busy")
+STATUSES = ("running", "finished", "diverged", "crashed", "interrupted")  # what status.json may hold
 DONE = ("finished", "diverged")  # a run's final statuses: its work is kept, never retried or overwritten
-STATUSES = ("running", "finished", "diverged", "crashed", "interrupted")
+# The statuses a recorded one may move to (None: no status.json yet); a done run moves nowhere.
+TRANSITIONS: dict[str | None, tuple[str, ...]] = {
+    None: ("running",),
+    "running": STATUSES,  # "running" again: a resume of a run that died without a final word
+    "crashed": ("running",),
+    "interrupted": ("running",),
+    "finished": (),
+    "diverged": (),
+}
 
 
 def write_status(log_dir: str | os.PathLike, status: str, step: int, reason: str = "", val_loss: float | None = None) -> dict:
@@ -34,6 +55,52 @@ def write_status(log_dir: str | os.PathLike, status: str, step: int, reason: str
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / STATUS_FILE, json.dumps(record, indent=1).encode())
     return record
+
+
+def advance(log_dir: str | os.PathLike, status: str, step: int, reason: str = "", val_loss: float | None = None) -> dict:
+    """Move the run to `status` where `TRANSITIONS` allows it; returns the record now on disk (the
+    old one where the move is not allowed: a diverged run stays diverged when its fit ends)."""
+    current = read_status(log_dir)
+    if status not in TRANSITIONS[current["status"] if current else None]:
+        return current
+    return write_status(log_dir, status, step, reason, val_loss)
+
+
+def settle(log_dir: str | os.PathLike, returncode: int | None, reason: str = "") -> dict:
+    """The one rule for a run whose process has ended: it keeps the final word it wrote; one still
+    "running" (or with no record) is finished after exit 0, interrupted after a signal (negative
+    code: Ctrl-C, the scheduler, the OOM killer) or when it vanished (None: a SLURM task that ended
+    without a word), else crashed. `reason` says where to look. A record that cannot be written (a
+    full disk) is still returned, saying so."""
+    record = read_status(log_dir) or {"status": "running", "step": 0}
+    if record["status"] != "running":
+        return record
+    step, val_loss = record.get("step", 0), record.get("val_loss")
+    if returncode == 0:
+        outcome, why = "finished", ""
+    else:
+        outcome = "interrupted" if returncode is None or returncode < 0 else "crashed"
+        why = "; ".join(filter(None, [f"exit code {returncode}" if returncode is not None else "", reason]))
+    try:
+        return write_status(log_dir, outcome, step, why, val_loss)
+    except OSError as err:  # the sweep still says what happened (the next start records it)
+        return {"status": outcome, "step": step, "reason": f"{why}; {err}", "val_loss": val_loss}
+
+
+def busy(log_dir: str | os.PathLike, reason: str) -> dict:
+    """What a launcher reports for a run another live process holds: its record, as `busy`."""
+    return {**(read_status(log_dir) or {"step": 0}), "status": "busy", "reason": reason}
+
+
+def ended(log_dir: str | os.PathLike) -> str:
+    """The status of a run whose fit has just ended without an exception: the done status it holds
+    (diverged), else finished: the one `advance(log_dir, "finished", ...)` leaves."""
+    status = (read_status(log_dir) or {}).get("status")
+    return status if status in DONE else "finished"
+
+
+def is_done(log_dir: str | os.PathLike) -> bool:
+    return (read_status(log_dir) or {}).get("status") in DONE
 
 
 def read_status(log_dir: str | os.PathLike) -> dict | None:

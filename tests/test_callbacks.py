@@ -25,6 +25,7 @@ from actsweep.stats import (
     probe_entropy,
 )
 from actsweep.status import read_status
+from actsweep.train.run_status import RunStatus
 from actsweep.stats.common import all_reduce_
 from actsweep.stats.ffn import dead_unit_share, ffn_summary
 from actsweep.stats.gradients import parameter_groups
@@ -226,10 +227,11 @@ def test_no_statistics_work_on_non_logging_steps(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(ffn, "activation_sums", lambda a: calls.append(1) or activation_sums(a))
     monkeypatch.setattr(slopes, "slope_metrics", lambda model: calls.append(2) or slope_metrics(model))
-    callbacks = [FFNStats(), GradNorms(), SlopeMonitor(), ThroughputMonitor(), AttentionEntropy(), DivergenceGuard()]
+    callbacks = [FFNStats(), GradNorms(), SlopeMonitor(), ThroughputMonitor(), AttentionEntropy(), DivergenceGuard(),
+                 RunStatus()]
     module = ActSweepModule(**TINY, activation="learnable_leaky_relu")
     trainer = fit(module, callbacks, tmp_path, Tokens(n=64), max_steps=7, log_every_n_steps=3)
-    ffn_cb, grad_cb, slope_cb, speed_cb, entropy_cb, guard = callbacks
+    ffn_cb, grad_cb, slope_cb, speed_cb, entropy_cb, guard, _ = callbacks
     assert (ffn_cb.computations, grad_cb.computations, slope_cb.computations) == (2, 2, 2)
     assert calls.count(1) == 2 * module.config.n_layer and calls.count(2) == 2  # FFN hooks, slope reads
     assert speed_cb.computations == 1  # the first logging step only starts the clock
@@ -341,11 +343,11 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
     where the guard looks; it stops there and the step-2 checkpoint stays the last."""
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_last=True, save_top_k=-1)
     guard = DivergenceGuard()
-    trainer = fit(Failing(3, **TINY), [guard, ckpt], tmp_path, max_steps=20, log_every_n_steps=50,
+    trainer = fit(Failing(3, **TINY), [guard, ckpt, RunStatus()], tmp_path, max_steps=20, log_every_n_steps=50,
                   enable_checkpointing=True, limit_val_batches=1, val_check_interval=3)
     assert trainer.global_step == 4  # stopped after the first bad step's batch
     status = read_status(trainer.log_dir)
-    assert (status["status"], status["step"]) == ("diverged", 3)
+    assert (status["status"], status["step"]) == ("diverged", 3)  # RunStatus's "finished" at fit end refused
     assert "non-finite training loss" in status["reason"] and math.isfinite(status["val_loss"])
     saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert saved == ["epoch=0-step=2.ckpt", "last.ckpt"]
@@ -356,14 +358,14 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 def test_status_crashed_and_interrupted(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
-        fit(Failing(1, RuntimeError, **TINY), [DivergenceGuard()], tmp_path / "a", logger=TensorBoardLogger(tmp_path / "a"))
+        fit(Failing(1, RuntimeError, **TINY), [RunStatus()], tmp_path / "a", logger=TensorBoardLogger(tmp_path / "a"))
     status = read_status(tmp_path / "a" / "lightning_logs" / "version_0")
     assert status["status"] == "crashed" and "RuntimeError: boom" in status["reason"] and status["step"] == 1
 
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):  # Lightning's graceful Ctrl-C shutdown exits
-            fit(Failing(2, KeyboardInterrupt, **TINY), [DivergenceGuard()], tmp_path / "b", logger=TensorBoardLogger(tmp_path / "b"))
+            fit(Failing(2, KeyboardInterrupt, **TINY), [RunStatus()], tmp_path / "b", logger=TensorBoardLogger(tmp_path / "b"))
     finally:
         signal.signal(signal.SIGINT, handler)
     assert read_status(tmp_path / "b" / "lightning_logs" / "version_0")["status"] == "interrupted"

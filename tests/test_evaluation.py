@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from actsweep.stats.divergence import DivergenceGuard
 from actsweep.status import read_status
+from actsweep.train.run_status import RunStatus
 from actsweep.study.logs import read_scalars
 from actsweep.study.report import RunLog, run_outcome
 from actsweep.train.module import evaluation_loss
@@ -44,7 +45,7 @@ def fit_with_poisoned_validation(folder, bad: set[int]) -> tuple[RunLog, L.Train
     L.seed_everything(7)
     module, data = tiny_modules(folder)
     data.val_batch_size = 16 // VAL_BATCHES
-    trainer = tiny_trainer(folder, [PoisonValidation(bad), DivergenceGuard()], logger=TensorBoardLogger(folder),
+    trainer = tiny_trainer(folder, [PoisonValidation(bad), DivergenceGuard(), RunStatus()], logger=TensorBoardLogger(folder),
                            limit_val_batches=None, val_check_interval=5, max_steps=10)
     trainer.fit(module, data)
     run = Path(trainer.log_dir)

@@ -19,7 +19,7 @@ import yaml
 import pytest
 
 from actsweep.io import checksum_path, lock_run
-from actsweep.status import read_status, write_status
+from actsweep.status import read_status, settle, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
 from actsweep.study.report import write_report
@@ -190,7 +190,7 @@ def test_status_that_cannot_be_written_is_still_reported(tmp_path):
     limits = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (16, limits[1]))
     try:
-        status = plan.settle_status(tmp_path, 1)
+        status = settle(tmp_path, 1, "see fit.log")
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, limits)
     assert status["status"] == "crashed" and f"File too large: '{tmp_path / 'status.json'}'" in status["reason"]

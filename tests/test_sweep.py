@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from actsweep.study import launchers, plan, runner, sweep as sw
-from actsweep.status import read_status, write_status
+from actsweep.status import read_status, settle, write_status
 from actsweep.study.logs import read_scalars
 from helpers import fake_launcher, write_sweep, write_tiny_base
 
@@ -89,9 +89,9 @@ def test_plan_skips_finished_resumes_interrupted_restarts_crashed(tmp_path):
 
 def test_dead_process_without_final_status_is_interrupted_or_crashed(tmp_path):
     write_status(tmp_path, "running", 12)
-    assert plan.settle_status(tmp_path, -9)["status"] == "interrupted"
+    assert settle(tmp_path, -9)["status"] == "interrupted"
     write_status(tmp_path, "running", 12)
-    crashed = plan.settle_status(tmp_path, 1)
+    crashed = settle(tmp_path, 1, "see fit.log")
     assert crashed["status"] == "crashed" and "exit code 1" in crashed["reason"] and crashed["step"] == 12
     assert read_status(tmp_path)["status"] == "crashed"
 

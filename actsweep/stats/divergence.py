@@ -6,7 +6,7 @@ Each step folds "is the loss finite?" into a device-side first-bad-step tensor w
 weights are checked too). Lightning moves checkpoint callbacks to the end of the list, so this
 callback's hooks run before their saves; on divergence it sets `trainer.should_stop` and takes the
 checkpoint callbacks out of `trainer.callbacks`, so the last checkpoint on disk stays the last good
-one. It also owns the run's `status.json` (see `status.py`).
+one, and records the run `diverged` (`actsweep.status`; the fit's `RunStatus` records the rest).
 
 `nonfinite="skip"` is the Hugging Face Trainer's behaviour under a GradScaler instead (ReLU's Revival's
 LN-free fp16 runs produced NaNs and went on): a step whose gradients are not all finite is skipped
@@ -25,13 +25,12 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from actsweep.errors import ConfigError
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step, publish
 from actsweep.stats.gradients import block_parameters
 from actsweep.stats.metrics import all_finite, first_bad_step
-from actsweep.status import write_status
+from actsweep.status import advance
 
 _NEVER = 2**62  # "no bad step yet": larger than any step, so a MIN across processes finds the first
 NONFINITE_POLICIES = ("stop", "skip")
@@ -51,12 +50,10 @@ def checkpoint_due(trainer: L.Trainer) -> bool:
 
 
 class DivergenceGuard(Callback):
-    """Stops the run at the first non-finite training loss or validation loss and writes `status.json`
-    to `trainer.log_dir`.
-
-    Statuses: "running" at fit start, "finished" at fit end, "diverged" (with the first non-finite
-    step, the step axis of `train/loss`), "crashed" (exception text), "interrupted" (Ctrl-C, SIGTERM). Under
-    DDP the flag is reduced across processes (all stop together); rank 0 writes the file.
+    """Stops the run at the first non-finite training loss or validation loss and records it
+    "diverged" in `trainer.log_dir/status.json`, with the first non-finite step (the step axis of
+    `train/loss`) and the latest finite validation loss. Under DDP the flag is reduced across
+    processes (all stop together); rank 0 writes the file.
 
     Args:
         val_metric: the logged metric recorded as `val_loss` (the latest finite value).
@@ -88,7 +85,6 @@ class DivergenceGuard(Callback):
         # After Lightning restored a checkpoint, so a resumed run records the step it resumed at.
         self._first_bad = torch.full((), _NEVER, dtype=torch.int64, device=pl_module.device)
         self.diverged_at, self._val_loss = None, None
-        self._write(trainer, "running", trainer.global_step)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -141,19 +137,6 @@ class DivergenceGuard(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer, pl_module, weights=True)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.diverged_at is None:
-            self._write(trainer, "finished", trainer.global_step)
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self.diverged_at is not None:
-            return
-        status = "interrupted" if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) else "crashed"
-        try:
-            self._write(trainer, status, trainer.global_step, f"{type(exception).__name__}: {exception}")
-        except OSError as err:  # a full disk: the run's own error is the one to raise; the sweep settles it
-            rank_zero_warn(f"DivergenceGuard: could not record the run {status}: {err}")
-
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, weights: bool) -> None:
         """Read the flag (one collective, one transfer); on divergence stop and hold back checkpoints."""
         if self.diverged_at is not None or self._first_bad is None:
@@ -176,8 +159,5 @@ class DivergenceGuard(Callback):
         self.held_checkpoints = [cb for cb in trainer.callbacks if isinstance(cb, Checkpoint)]
         trainer.callbacks[:] = [cb for cb in trainer.callbacks if not isinstance(cb, Checkpoint)]
         rank_zero_warn(f"DivergenceGuard: {reason}; stopping, no checkpoint of this state is saved")
-        self._write(trainer, "diverged", step, reason)
-
-    def _write(self, trainer: L.Trainer, status: str, step: int, reason: str = "") -> None:
         if trainer.is_global_zero and self._log_dir is not None:
-            write_status(self._log_dir, status, step, reason, self._val_loss)
+            advance(self._log_dir, "diverged", step, reason, self._val_loss)

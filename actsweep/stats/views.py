@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import SCALARS, Even
 
 from actsweep.board import LAYOUT, write_hparams
 from actsweep.stats.common import tensorboard
-from actsweep.status import read_status
+from actsweep.status import ended
 
 # Arguments that choose how a run executes, not what it computes.
 NOT_SETTINGS = {"compile", "cache_dir", "pin_memory"}
@@ -66,7 +66,5 @@ class TensorBoardViews(Callback):
         params = run_settings(dict(pl_module.hparams), dict(getattr(datamodule, "hparams", {})))
         if "PL_GLOBAL_SEED" in os.environ:  # set by `seed_everything`
             params["seed"] = int(os.environ["PL_GLOBAL_SEED"])
-        # The fit ended without an exception: finished, unless DivergenceGuard stopped it.
-        diverged = (read_status(logger.log_dir) or {}).get("status") == "diverged"
-        params["status"] = "diverged" if diverged else "finished"
+        params["status"] = ended(logger.log_dir)  # the fit ended without an exception
         write_hparams(logger.log_dir, params, logged_tags(logger.log_dir))

@@ -20,6 +20,7 @@ import yaml
 
 from actsweep.study.intervals import t_interval
 from actsweep.study.logs import RunLog
+from actsweep.study.outcomes import COMPLETED, run_outcome
 from actsweep.study.published import published_for
 
 # What the published numbers were measured with.
@@ -115,7 +116,7 @@ def published_rows(logs: list[RunLog], summary: pd.DataFrame) -> pd.DataFrame:
         if theirs is None or (isinstance(theirs, float) and math.isnan(theirs)):
             continue
         runs = by_config[row["config"]]
-        finished = [log for log in runs if log.status.get("status") == "finished" and not log.unreadable]
+        finished = [log for log in runs if run_outcome(log)[0] in COMPLETED]  # as the summary counts them
         seeded = [log for log in finished if log.info.get("seed") == setting["seed"]]
         overrides = runs[0].info["overrides"]
         raw = published_for(study, {**runs[0].info.get("fixed", {}), **overrides}).get(metric, math.nan)

@@ -12,6 +12,8 @@ import pandas as pd
 
 from actsweep.study.logs import RunLog
 
+COMPLETED = ("Stable", "Unstable")  # the outcomes of runs that finished: the ones a result is computed from
+
 MAX_SKIPPED_SHARE = 0.05  # fp16 runs whose GradScaler skipped more of the optimizer steps are flagged
 SPIKE_AFTER, SPIKE_FACTOR, END_FACTOR = 0.10, 1.5, 1.10
 # The training-loss rules read a trailing mean over this share of the run's logged train losses: one

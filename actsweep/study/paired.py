@@ -20,10 +20,10 @@ import pandas as pd
 
 from actsweep.study.claims import sign_flip_p, t_test_p
 from actsweep.study.intervals import Interval, direction, paired_differences, t_interval
+from actsweep.study.outcomes import COMPLETED
 from actsweep.study.published import same_value
 from actsweep.study.sweep import short, short_keys
 
-FINISHED = ("Stable", "Unstable")
 BASE = "base"  # how a `null` value (the base config's) is written in a row's text
 HIDDEN = ("differences", "runs", "side_a", "side_b")  # per-seed columns a CSV leaves out (`per_seed` is their text)
 
@@ -74,7 +74,7 @@ def setting_pairings(runs: pd.DataFrame, key: str, a: Any, b: Any, metric: str,
     is left out; one whose runs have not finished is kept, with no differences."""
     if runs.empty:  # (pandas' string dtype maps an empty column to strings, which `&` refuses)
         return {}
-    finished = runs.status.isin(FINISHED)
+    finished = runs.status.isin(COMPLETED)
     at = runs.apply(lambda r: setting_text(r, others, names), axis=1)
     is_a, is_b = runs[key].map(lambda v: _matches(v, a)), runs[key].map(lambda v: _matches(v, b))
     pairings = {}

@@ -1,7 +1,7 @@
 """One run of a sweep, the same under every launcher: what to do with it, its fit command, and doing it.
 
-The run's state is its `status.json` (written by the status callback; by `settle_status` when the
-process died without a final word) and its `checkpoints/last.ckpt`. `execute` holds the run folder's
+The run's state is its `status.json` (see `actsweep.status`: written by the fit's status callback, by
+`settle` when the process died without a final word) and its `checkpoints/last.ckpt`. `execute` holds the run folder's
 lock for the whole fit (the fit shares it), so no two processes ever train or rewrite the same run.
 """
 
@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 from actsweep import board
 from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
-from actsweep.status import DONE, read_run_info, read_status, write_run_info, write_status
+from actsweep.status import busy, is_done, read_run_info, read_status, settle, write_run_info
 from actsweep.study.logs import read_scalars
 from actsweep.study.records import run_settings
 from actsweep.study.sweep import Run, Sweep, cli_value
@@ -58,8 +58,7 @@ def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) 
 
 def plan(run_dir: Path) -> tuple[str, Path | None]:
     """What to do with a run: ("skip", None), ("resume", checkpoint) or ("start", None)."""
-    status = (read_status(run_dir) or {}).get("status")
-    if status in DONE:
+    if is_done(run_dir):
         return "skip", None
     good = last_good_checkpoint(run_dir)
     return ("resume", good) if good else ("start", None)
@@ -94,22 +93,6 @@ def restart(sweep: Sweep, root: Path, names: Iterable[str]) -> None:
     finally:
         for lock in locks.values():
             os.close(lock)
-
-
-def settle_status(run_dir: Path, returncode: int) -> dict:
-    """The run's final status; a process that died without saying so is crashed or interrupted."""
-    status = read_status(run_dir) or {"status": "running", "step": 0}
-    if status["status"] != "running":
-        return status
-    step, val_loss = status.get("step", 0), status.get("val_loss")
-    if returncode == 0:
-        return write_status(run_dir, "finished", step, "", val_loss)
-    killed = returncode < 0  # a signal: Ctrl-C, the scheduler, the OOM killer
-    outcome, reason = "interrupted" if killed else "crashed", f"exit code {returncode}; see fit.log"
-    try:
-        return write_status(run_dir, outcome, step, reason, val_loss)
-    except OSError as err:  # a full disk: the sweep still says what happened (the next start records it)
-        return {"status": outcome, "step": step, "reason": f"{reason}; {err}", "val_loss": val_loss}
 
 
 def write_hparams(run_dir: Path, run: Run) -> None:
@@ -192,7 +175,7 @@ def execute(sweep: Sweep, run: Run, root: Path, env: dict[str, str], launch: Lau
     try:
         lock = lock_run(run_dir)
     except RunBusy as err:
-        return {**(read_status(run_dir) or {"step": 0}), "status": "running", "reason": str(err)}
+        return busy(run_dir, str(err))
     try:
         action, ckpt = plan(run_dir)  # again, under the lock: another process may have finished it
         if action == "skip":
@@ -202,8 +185,8 @@ def execute(sweep: Sweep, run: Run, root: Path, env: dict[str, str], launch: Lau
         write_run_info(run_dir, {**run_info(sweep, run), **(where or {})})
         announce("resuming" if ckpt else "running")
         returncode = launch(fit_command(sweep, run, root, ckpt), run_dir, {**env, LOCK_FD_VAR: str(lock)})
-        status = settle_status(run_dir, returncode)
-        if status["status"] in DONE:
+        status = settle(run_dir, returncode, "see fit.log")
+        if is_done(run_dir):
             write_hparams(run_dir, run)
         return status
     finally:

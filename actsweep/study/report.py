@@ -33,8 +33,8 @@ from actsweep.study.sweep import Sweep, default_comparisons, load_sweep, short, 
 from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
 from actsweep.study.outcomes import (
-    MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, layer_counts, precision_flag,
-    per_layer_finals, run_outcome, skipped_share,
+    COMPLETED, MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, layer_counts,
+    precision_flag, per_layer_finals, run_outcome, skipped_share,
 )
 
 # Final (last logged) value of each tag, and the factor that turns a share into a percentage.
@@ -79,7 +79,7 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
     folders = {log.info["config"]: log.dir for log in logs}
     rows = []
     for config, group in runs.groupby("config", sort=False):
-        kept = group[group.status.isin(["Stable", "Unstable"])]  # finished seeds only
+        kept = group[group.status.isin(COMPLETED)]  # finished seeds only
         row: dict[str, Any] = {"config": config, "label": group.label.iloc[0], "n": int(kept.val_loss.notna().sum())}
         for column in ("val_loss", "val_ppl"):
             row[column] = t_interval(kept[column].tolist())

@@ -29,7 +29,8 @@ from actsweep.study.claims import (
     paired_power, seeds_for_power, testable, tost_p,
 )
 from actsweep.study.intervals import Interval, direction, t_interval
-from actsweep.study.paired import FINISHED, comparison_text, difference_row, setting_text
+from actsweep.study.outcomes import COMPLETED
+from actsweep.study.paired import comparison_text, difference_row, setting_text
 from actsweep.study.sweep import short_keys
 
 OUTLIER_STATISTICS = ("val_loss", "act_mean", "grad_norm")
@@ -45,7 +46,7 @@ def family_of(comparison: dict[str, Any], index: int) -> str:
 
 def outlier_runs(runs: pd.DataFrame, grid_keys: list[str], outlier_p: float = OUTLIER_P) -> dict[str, str]:
     """Flagged finished runs, by run name, with why: `val_loss 2.568 (other seeds 2.221, 2.256, …)`."""
-    finished = runs[runs.status.isin(FINISHED)]
+    finished = runs[runs.status.isin(COMPLETED)]
     if "config" in finished:
         arms = finished["config"]
     else:

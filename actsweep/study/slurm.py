@@ -28,7 +28,7 @@ from pathlib import Path
 
 from actsweep.errors import ActSweepError, ConfigError
 from actsweep.io import RunBusy, lock_run, write_atomic
-from actsweep.status import read_object, read_status, write_status
+from actsweep.status import busy, read_object, settle
 from actsweep.resources import Slot, usable_cpus, visible_accelerators
 from actsweep.study.launchers import PendingTooLong, Progress, child_env, clock
 from actsweep.study.plan import FITS, execute, fit_command, launch_fit, plan, run_dir_of
@@ -256,7 +256,7 @@ def run_slurm(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings
         try:
             os.close(lock_run(run_dir_of(sweep, run, root)))
         except RunBusy as err:  # a local sweep or fit has it now
-            results[run.name] = {"status": "running", "step": 0, "reason": str(err)}
+            results[run.name] = busy(run_dir_of(sweep, run, root), str(err))
             submit.remove(run)
     for name, job in held.items():
         print(f"{name}: already queued or running as SLURM job {job}; waiting for it", flush=True)
@@ -284,7 +284,7 @@ def wait(sweep: Sweep, root: Path, jobs: dict[str, str], parallel: int, poll: fl
                 started[name] = time.monotonic()
                 progress.start(name, f"running (job {job})")
             elif state is None:
-                results[name] = settle(root / sweep.name / name, job)
+                results[name] = settle_vanished(root / sweep.name / name, job)
                 progress.done(name, results[name], time.monotonic() - started.get(name, time.monotonic()))
                 del waiting[name]
         if tasks is not None and waiting:
@@ -380,19 +380,14 @@ def cancel(jobs: list[str]) -> str:
     return f"cancelled {plural(len(jobs), 'task')} of SLURM job array {arrays}"
 
 
-def settle(run_dir: Path, job: str) -> dict:
+def settle_vanished(run_dir: Path, job: str) -> dict:
     """The status of a run whose task SLURM no longer holds; one that ended without a final word
     (cancelled, killed at its time limit, a failed node) is interrupted: a rerun resumes it."""
     try:
         lock = lock_run(run_dir)
     except RunBusy as err:
-        return {**(read_status(run_dir) or {"step": 0}), "status": "running", "reason": str(err)}
+        return busy(run_dir, str(err))
     try:
-        status = read_status(run_dir) or {"status": "running", "step": 0}
-        if status["status"] != "running":
-            return status
-        return write_status(run_dir, "interrupted", status["step"],
-                            f"SLURM job {job} ended without a final status; see {slurm_folder(run_dir.parent)}",
-                            status.get("val_loss"))
+        return settle(run_dir, None, f"SLURM job {job} ended without a final status; see {slurm_folder(run_dir.parent)}")
     finally:
         os.close(lock)

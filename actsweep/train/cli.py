@@ -36,6 +36,7 @@ from actsweep.train.module import ActSweepModule, checked_config
 from actsweep.train.optim import adamw_kernel_args
 from actsweep.train.schedules import check_run_length
 from actsweep.train.preemption import SaveOnSignal
+from actsweep.train.run_status import RunStatus
 from actsweep.train.run_folders import redirect_evaluation, refuse_run_folder, run_folder, run_root, write_folders
 
 
@@ -141,8 +142,9 @@ class ActSweepCLI(LightningCLI):
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ModuleNotFoundError) as err:  # bad settings, or a backend not installed
             raise ConfigError(f"trainer settings: {err}") from err
-        if not any(isinstance(callback, SaveOnSignal) for callback in trainer.callbacks):
-            trainer.callbacks.append(SaveOnSignal())
+        for always in (SaveOnSignal, RunStatus):  # every fit records its status and saves on a scheduler's signal
+            if not any(isinstance(callback, always) for callback in trainer.callbacks):
+                trainer.callbacks.append(always())
         if self.subcommand == "fit":  # what a resume is compared with (threads: resolved by now)
             trainer.callbacks.append(RecordSettings(run_settings(self.config.fit)))
         return trainer
