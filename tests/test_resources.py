@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +83,46 @@ def test_the_child_is_pinned_to_its_slot(tmp_path) -> None:
     (tmp_path / "checkpoints").mkdir()
     assert plan.launch_fit([os.sys.executable, "-c", code], tmp_path, env) == 0
     assert (tmp_path / "fit.log").read_text().splitlines()[-1] == "[0]"
+
+
+LAUNCH_FROM_A_THREAD = """
+import os, sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from actsweep.study import plan
+folder = Path(sys.argv[1])
+child = f"import os, time; open({str(folder / 'pid')!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+with ThreadPoolExecutor(1) as pool:  # as the local launcher starts fits: from a pool thread
+    pool.submit(plan.launch_fit, [sys.executable, "-c", child], folder, dict(os.environ)).result()
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_fit_dies_with_the_sweep_that_started_it(tmp_path) -> None:
+    """The sweep is SIGKILLed (no cleanup) while its fit runs: the fit gets SIGTERM and is gone within
+    seconds, not left training under PID 1."""
+    repo = Path(__file__).resolve().parents[1]
+    sweep = subprocess.Popen([sys.executable, "-c", LAUNCH_FROM_A_THREAD, str(tmp_path)],
+                             env={**os.environ, "PYTHONPATH": str(repo)})
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text():
+        assert time.monotonic() < deadline and sweep.poll() is None, "the fit never started"
+        time.sleep(0.05)
+    fit = int((tmp_path / "pid").read_text())
+    assert alive(fit)
+    sweep.kill()
+    sweep.wait()
+    deadline = time.monotonic() + 10
+    while alive(fit):
+        assert time.monotonic() < deadline, "the fit outlived the sweep that started it"
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("global_batch, batch, processes, accumulation", [(512, 128, 1, 4), (512, 128, 4, 1), (512, 64, 2, 4)])

@@ -7,12 +7,9 @@ lock for the whole fit (the fit shares it), so no two processes ever train or re
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import warnings
@@ -123,26 +120,13 @@ def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:
 # -- running one fit -----------------------------------------------------------------------------
 
 Launch = Callable[[list[str], Path, dict[str, str]], int]
-PIN_VARIABLE = "ACTSWEEP_CPUS"  # the CPUs of a job's slot, for the pre-exec pinning
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# Looked up before any fork: the child runs only this call between fork and exec.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+PIN_VARIABLE = "ACTSWEEP_CPUS"  # the CPUs of a job's slot, for the launcher process to pin
 
 
-def pin_to(env: dict[str, str]) -> set[int]:
-    """The CPUs of the child's slot (named in `env`); empty: no pinning."""
-    return {int(c) for c in env.get(PIN_VARIABLE, "").split(",") if c} if hasattr(os, "sched_setaffinity") else set()
-
-
-def before_exec(parent: int, cpus: set[int]) -> None:
-    """In the forked child: receive SIGTERM when the parent thread dies, however it dies (SIGKILL too),
-    so a killed sweep or SLURM task leaves no fit training under PID 1; keep to the slot's CPUs."""
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
-    if os.getppid() != parent:  # the parent died before the request took hold
-        os._exit(1)
-    if cpus:
-        os.sched_setaffinity(0, cpus)
+def in_launcher(command: list[str], env: dict[str, str]) -> list[str]:
+    """`command` started through `actsweep.study.child`: it dies with this process and keeps to the
+    CPUs named in `env` (no `preexec_fn`: this runs in the pool's threads)."""
+    return [sys.executable, "-m", "actsweep.study.child", str(os.getpid()), env.get(PIN_VARIABLE, ""), "--", *command]
 
 
 FITS: set[subprocess.Popen] = set()  # fits this process is running (a SLURM task forwards its signal to them)
@@ -155,8 +139,8 @@ def launch_fit(command: list[str], run_dir: Path, env: dict[str, str], log: str 
         log.write(f"$ {shlex.join(command)}\n")
         log.flush()
         lock = (int(env[LOCK_FD_VAR]),) if LOCK_FD_VAR in env else ()
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, pass_fds=lock,
-                                preexec_fn=functools.partial(before_exec, os.getpid(), pin_to(env)))
+        proc = subprocess.Popen(in_launcher(command, env), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                pass_fds=lock)
         FITS.add(proc)
         try:
             return proc.wait()
