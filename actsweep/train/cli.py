@@ -12,8 +12,10 @@ report never reads as a run (it reads a run's own event files only, not its subf
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import re
 import sys
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
@@ -299,6 +301,19 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def parse_error(err: ArgumentError) -> str:
+    """A parse error as one line; a value outside a switch's `Literal` choices as `check_choice` words
+    it, with the switch's flag (jsonargparse lists the union's types and their errors instead)."""
+    text = str(err)
+    key = re.match(r'Parser key "([^"]+)":', text)
+    value = re.search(r"Got value: (.*)", text) or re.search(r"Given value: (.*)", text)
+    literals = re.findall(r"typing\.Literal\[(.*?)\]", text)
+    if not (key and value and literals):
+        return one_line(text)
+    choices = dict.fromkeys(str(name) for names in literals for name in ast.literal_eval(f"({names},)"))
+    return f"unknown --{key[1]} {value[1]!r}; choose one of {', '.join(choices)}"
+
+
 def cli_kwargs() -> dict:
     # GPTConfig documents each field with an attribute docstring: that is the option's help.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -319,7 +334,7 @@ def run_cli(args: list[str] | None = None) -> ActSweepCLI:
     try:
         return ActSweepCLI(**cli_kwargs(), args=args)
     except ArgumentError as err:
-        raise ConfigError(one_line(err)) from err
+        raise ConfigError(parse_error(err)) from err
 
 
 class _Parser(Exception):
@@ -349,6 +364,6 @@ def check_fit_args(runs: dict[str, list[str]]) -> None:
         try:
             check_settings(parser.parse_args(["fit", *args]).fit, fit=True)
         except ArgumentError as err:
-            raise ConfigError(f"run {name} would not start: {one_line(err)}") from err
+            raise ConfigError(f"run {name} would not start: {parse_error(err)}") from err
         except ActSweepError as err:
             raise ConfigError(f"run {name} would not start: {err}") from err
