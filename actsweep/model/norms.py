@@ -24,7 +24,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
-SITES = ("attn", "ffn", "final")
+NORM_SITES = ("attn", "ffn", "final")
 
 
 class DynamicNorm(nn.Module):
@@ -132,4 +132,4 @@ def is_norm_scalar(param_name: str) -> bool:
     return param_name.rsplit(".", 1)[-1] in ("alpha", "shift", "beta") or param_name == "embedding_scale.scale"
 
 
-__all__ = ["DYNAMIC_NORMS", "NORMS", "QK_NORMS", "SITES", "NormName", "QKNormName", "DyISRU", "DyT", "Derf", "DynamicNorm", "EmbeddingScale", "is_norm_scalar"]
+__all__ = ["DYNAMIC_NORMS", "NORMS", "QK_NORMS", "NORM_SITES", "NormName", "QKNormName", "DyISRU", "DyT", "Derf", "DynamicNorm", "EmbeddingScale", "is_norm_scalar"]

@@ -121,7 +121,7 @@ class ActSweepCLI(LightningCLI):
             return
         config, fit = self.config[subcommand], subcommand == "fit"
         differences = resume_differences(load_checked(path), config.model, config.data if fit else None,
-                                         run_settings(config) if fit else None)
+                                         resume_settings(config) if fit else None)
         if differences:
             raise ConfigError(f"--ckpt_path {path} was trained with other settings ({'; '.join(differences)}); "
                               "use the run's own config.yaml, or drop --ckpt_path to start afresh")
@@ -146,7 +146,7 @@ class ActSweepCLI(LightningCLI):
         if not any(isinstance(callback, SaveOnSignal) for callback in trainer.callbacks):
             trainer.callbacks.append(SaveOnSignal())
         if self.subcommand == "fit":  # what a resume is compared with (threads: resolved by now)
-            trainer.callbacks.append(RecordSettings(run_settings(self.config.fit)))
+            trainer.callbacks.append(RecordSettings(resume_settings(self.config.fit)))
         return trainer
 
     def before_fit(self) -> None:
@@ -244,10 +244,11 @@ def parse_run_info(text: str | None) -> dict | None:
     return info
 
 
-def run_settings(config: Any) -> dict[str, Any]:
-    """A fit's settings outside the model and data that change its numbers: the seeds (data's and
-    dropout's), threads (reduction order), precision, batch and clipping, and the run's length when the
-    learning-rate schedule spreads over it. Logging, validation and where files go are left out."""
+def resume_settings(config: Any) -> dict[str, Any]:
+    """What a resumed fit must share with its checkpoint besides the model and data: the settings that
+    change its numbers, i.e. the seeds (data's and dropout's), threads (reduction order), precision, batch
+    and clipping, and the run's length when the learning-rate schedule spreads over it. Logging,
+    validation and where files go are left out."""
     trainer = config.trainer
     settings = {
         "seed_everything": config.get("seed_everything"), "train_seed": config.get("train_seed"),
