@@ -24,3 +24,9 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+def check_choice(switch: str, value: object, choices) -> None:
+    """Refuse a value outside a switch's named choices (a registry's keys, or a tuple of names), naming them."""
+    if value not in choices:
+        raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(map(str, choices))}")

@@ -5,16 +5,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from actsweep import cli
+from actsweep.data.module import WINDOWS, WindowKind
+from actsweep.data.windows import SAMPLINGS, VAL_SAMPLINGS, Sampling, ValSampling
+from actsweep.model.activations import ACTIVATIONS, SLOPE_SCOPES, ActivationName, SlopeScope
+from actsweep.model.attention import ATTENTION, AttentionName
+from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyMax,
+                                        EntropyReduction, ThresholdScope)
+from actsweep.model.gpt import BIAS_SITES, DROPOUT_SITES, BiasSites, DropoutSites
+from actsweep.model.init import INITS, InitName
+from actsweep.model.norms import NORMS, QK_NORMS, NormName, QKNormName
+from actsweep.train.module import MATMUL_PRECISIONS, MatmulPrecision
+from actsweep.train.optim import ADAMW_KERNELS, DECAY_SCOPES, OPTIMIZERS, AdamWKernel, DecayScope, OptimizerName
+from actsweep.train.schedules import DECAYS, ScheduleName
 from helpers import finished_fit, fit_error, run_main, snapshot, write_config
 
 SEP = "<|endoftext|>"
-VALID_ACTIVATIONS = "choose one of relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu"
+VALID_ACTIVATIONS = "choose one of relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu, relu2, silu"
 HUB_HINT = "Point --data.source at local files instead"
 
 
@@ -58,13 +72,20 @@ SWEEP_FILES = {
     "fixed_val_windows": {"fixed": {"data.val_windows": 0}},
     "comparison_key": {"comparisons": [{"key": "model.activation", "a": "relu", "b": "gelu"}]},
     "comparison_value": {"comparisons": [{"key": "model.lr", "a": 1e-3, "b": 1e-2}]},
+    "choice": {"grid": {"model.norm": ["layernorm", "batchnorm"]}},
 }
 
 
 FIT_CASES = [
-    (["--model.activation", "swish"], f"unknown activation 'swish'; {VALID_ACTIVATIONS}"),
-    (["--model.norm", "batchnorm"], "unknown norm 'batchnorm'; choose one of layernorm, rmsnorm, none"),
-    (["--model.slope_scope", "head"], "unknown slope_scope 'head'; choose one of global, layer, neuron"),
+    # a value outside a switch's choices is refused by the parser, from the switch's Literal type
+    (["--model.activation", "swish"], f"unknown --model.activation 'swish'; {VALID_ACTIVATIONS}"),
+    (["--model.activation", "[relu, swish]"], f"unknown --model.activation 'swish'; {VALID_ACTIVATIONS}"),
+    (["--model.norm", "batchnorm"], "unknown --model.norm 'batchnorm'; choose one of layernorm, rmsnorm, none, dyt"),
+    (["--model.slope_scope", "head"], "unknown --model.slope_scope 'head'; choose one of global, layer, neuron"),
+    (["--model.sdpa_backend", "fast"], "unknown --model.sdpa_backend 'fast'; choose one of adaptive, auto, flash"),
+    (["--model.optimizer", "sgd"], "unknown --model.optimizer 'sgd'; choose one of adamw, adamw_hf"),
+    (["--data.sampling", "epochs"], "unknown --data.sampling 'epochs'; choose one of step, epoch, uniform"),
+    (["--data.split_by", "line"], "unknown --data.split_by 'line'; choose one of document, char"),
     (["--model.n_head", "3"], "n_embd (32) must be divisible by n_head (3)"),
     (["--model.activation", "[relu, gelu, relu]"], "got 3 names for n_layer=2"),
     (["--model.activatoin", "relu"], "unrecognized arguments: --model.activatoin relu"),
@@ -78,7 +99,7 @@ FIT_CASES = [
     (["--model.weight_decay", "-0.1"], "weight_decay must be >= 0, got -0.1"),
     (["--model.warmup", "-1"], "warmup must be >= 0, got -1.0"),
     (["--model.min_lr_ratio", "2"], "min_lr_ratio must lie in [0, 1], got 2.0"),
-    (["--model.schedule", "wavy"], "unknown schedule 'wavy'; choose one of cosine, linear, constant"),
+    (["--model.schedule", "wavy"], "unknown --model.schedule 'wavy'; choose one of cosine, linear, constant"),
     (["--trainer.max_steps", "-5"], "needs a finite run: set --trainer.max_steps to a positive number, got -5"),
     (["--data.block_size", "55000"], "fewer than block_size + 1 = 55001; lower --data.block_size"),
     (["--data.block_size", "100000000"], "block_size 100000000 is longer than the whole corpus"),
@@ -120,18 +141,18 @@ FIT_CASES = [
     (["--model.n_embd", "0"], "n_embd must be a positive integer, got 0"),
     (["--model.n_head", "0"], "n_head must be a positive integer, got 0"),
     (["--model.n_embd", "100000", "--model.n_head", "1"], "a model of about 2.4e+11 parameters"),
-    (["--model.activation", ""], f"unknown activation ''; {VALID_ACTIVATIONS}"),
-    (["--model.norm", "LayerNorm"], "unknown norm 'LayerNorm'"),
+    (["--model.activation", ""], f"unknown --model.activation ''; {VALID_ACTIVATIONS}"),
+    (["--model.norm", "LayerNorm"], "unknown --model.norm 'LayerNorm'"),
     (["--model.norm_eps", "0"], "norm_eps must be a positive finite number, got 0.0"),
     (["--model.tie_weights", "false", "--model.embedding_init_std", "-1"], "embedding_init_std must be a positive"),
-    (["--model.matmul_precision", "low"], "matmul_precision must be one of highest, high, medium, got 'low'"),
+    (["--model.matmul_precision", "low"], "unknown --model.matmul_precision 'low'; choose one of highest, high, medium"),
     (["--data.batch_size", "-1"], "batch_size must be >= 1, got -1"),
     (["--data.batch_size", "100000"], "100000 distinct windows of 33 tokens need"),
     (["--data.probe_windows", "0"], "probe_windows must be >= 1, got 0"),
     (["--data.val_fraction", "1.5"], "val_fraction must be in (0, 1), got 1.5"),
     (["--data.max_documents", "0"], "max_documents must be >= 1, got 0"),
     (["--data.tokenizer", "gtp2"], "unknown tokenizer 'gtp2'"),
-    (["--trainer.precision", "17"], 'Parser key "trainer.precision"'),
+    (["--trainer.precision", "17"], "unknown --trainer.precision '17'; choose one of 64, 32, 16, transformer-engine"),
     (["--trainer.accumulate_grad_batches", "0"], "accumulate_grad_batches must be >= 1, got 0"),
     (["--trainer.log_every_n_steps", "0"], "log_every_n_steps must be >= 1, got 0"),
     (["--trainer.val_check_interval", "-0.5"], "val_check_interval must be positive"),
@@ -182,9 +203,37 @@ SWEEP_CASES = [
     ("fixed_val_windows.yaml", [], "run lr=1e-3,seed=0 would not start: val_windows must be >= 1, got 0"),
     ("comparison_key.yaml", [], "comparison key 'model.activation' is not a grid key; grid keys: model.lr"),
     ("comparison_value.yaml", [], "comparison of model.lr names 0.01, not among its grid values [0.001]"),
+    ("choice.yaml", [], "run norm=batchnorm,seed=0 would not start: unknown --model.norm 'batchnorm'; choose one of"),
     ("unknown_key.yaml", ["--jobs", "-1"], "--jobs must be at least 1, got -1"),
     ("unknown_key.yaml", ["--jobs", "two"], "argument --jobs: invalid int value: 'two' (see actsweep sweep --help)"),
 ]
+
+
+CHOICES = [  # (registry, the Literal type of its switch)
+    (ACTIVATIONS, ActivationName), (SLOPE_SCOPES, SlopeScope), (NORMS, NormName), (QK_NORMS, QKNormName),
+    (BIAS_SITES, BiasSites), (DROPOUT_SITES, DropoutSites), (INITS, InitName), (ATTENTION, AttentionName),
+    (THRESHOLD_SCOPES, ThresholdScope), (ENTROPY_MAXIMA, EntropyMax), (ENTROPY_REDUCTIONS, EntropyReduction),
+    (DECAY_SCOPES, DecayScope), (ADAMW_KERNELS, AdamWKernel), (OPTIMIZERS, OptimizerName), (DECAYS, ScheduleName),
+    (MATMUL_PRECISIONS, MatmulPrecision), (WINDOWS, WindowKind), (SAMPLINGS, Sampling), (VAL_SAMPLINGS, ValSampling),
+]
+
+
+@pytest.mark.parametrize("registry, choice", CHOICES)
+def test_a_switch_type_names_its_registry_exactly(registry, choice):
+    assert get_args(choice) == tuple(registry)
+
+
+def test_fit_help_lists_the_choices_of_each_switch(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["fit", "--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert exit_.value.code == 0
+    for flag, names in (("--model.norm", NORMS), ("--model.sdpa_backend", ATTENTION), ("--model.schedule", DECAYS),
+                        ("--data.sampling", SAMPLINGS), ("--data.split_by", ("document", "char"))):
+        assert f"  {flag} {{{','.join(names)}}}" in lines
+    # a name or a list of names: the choices stand in the type
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("  --model.activation ")]
+    assert all(f"'{name}'" in " ".join(lines[at:at + 12]) for name in ACTIVATIONS)
 
 
 def test_the_table_holds_a_hundred_bad_inputs():

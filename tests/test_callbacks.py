@@ -28,7 +28,7 @@ from actsweep.status import read_status
 from actsweep.train.run_status import RunStatus
 from actsweep.stats.common import all_reduce_
 from actsweep.stats.ffn import dead_unit_share, ffn_summary
-from actsweep.stats.gradients import parameter_groups
+from actsweep.stats.gradients import grad_norm_groups
 from actsweep.stats.slopes import slope_metrics
 from actsweep.stats.metrics import activation_sums, fired_units, grad_norms, square_sums
 from actsweep.model.hooks import capture
@@ -190,7 +190,7 @@ def test_grad_norms_equal_clip_grad_norm():
     model = GPT(GPTConfig(**TINY, activation="learnable_leaky_relu", slope_scope="global"))
     idx = torch.randint(0, VOCAB, (2, T))
     F.cross_entropy(model(idx).flatten(0, 1), idx.flatten()).backward()
-    groups = parameter_groups(model)
+    groups = grad_norm_groups(model)
     assert set(groups) == {"block_0", "block_1", "embeddings", "head", "slopes"}
     total, norms = grad_norms(groups)
     for key, params in groups.items():

@@ -438,7 +438,7 @@ def test_document_validation_windows_fixed(jsonl_corpus: Path, tmp_path: Path) -
 
 
 def test_document_windows_errors(jsonl_corpus: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="valid values: random, document"):
+    with pytest.raises(ValueError, match="choose one of random, document"):
         gpt2_module(jsonl_corpus, tmp_path, windows="sentence")
     with pytest.raises(ValueError, match="end-of-text token, such as gpt2"):
         char_module(jsonl_corpus, tmp_path, windows="document").prepare_data()

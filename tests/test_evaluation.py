@@ -112,7 +112,7 @@ def test_fresh_validation_windows_change_with_the_step_and_not_with_the_process(
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"val_sampling": "random"}, "unknown val_sampling 'random'; valid values: fixed, fresh"),
+    ({"val_sampling": "random"}, "unknown val_sampling 'random'; choose one of fixed, fresh"),
     ({"val_sampling": "fresh", "val_windows": None}, "val_sampling fresh draws val_windows windows"),
 ])
 def test_bad_val_sampling_is_refused(options, message):

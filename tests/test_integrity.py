@@ -426,4 +426,4 @@ def test_a_logger_that_resolves_to_the_run_folder_is_refused_before_writing(done
 def test_run_length_is_compared_only_where_the_schedule_spreads_over_it(tmp_path, model, counted):
     """A constant learning rate (no warmup, or one of a fixed number of steps) may run longer on resume."""
     config = cli.cli_parser().parse_args(["fit", "--config", str(write_config(tmp_path)), *model]).fit
-    assert ("trainer.max_steps" in cli.run_settings(config)) is counted
+    assert ("trainer.max_steps" in cli.resume_settings(config)) is counted

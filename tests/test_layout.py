@@ -88,8 +88,24 @@ def test_no_source_file_over_400_lines() -> None:
 
 
 def test_public_api_resolves() -> None:
-    for name in actsweep.__all__:
-        assert getattr(actsweep, name) is not None
+    """Each public name is the object its defining module holds (imported here directly, not via `_API`)."""
+    from actsweep.data.module import TextDataModule
+    from actsweep.data.sources import load_documents
+    from actsweep.data.tokenizers import get_tokenizer
+    from actsweep.export import to_transformer_lens
+    from actsweep.model.gpt import GPT, GPTConfig
+    from actsweep.model.hooks import HookPoint, capture, hooks
+    from actsweep.stats.entropy import probe_entropy
+    from actsweep.stats.metrics import causal_uniform_entropy, head_entropy
+    from actsweep.study.report import load_runs
+    from actsweep.study.results import load_study
+    from actsweep.train.module import ActSweepModule
+
+    public = [GPT, GPTConfig, HookPoint, capture, hooks, TextDataModule, load_documents, get_tokenizer, ActSweepModule,
+              probe_entropy, head_entropy, causal_uniform_entropy, load_runs, load_study, to_transformer_lens]
+    assert actsweep.__all__ == sorted(value.__name__ for value in public)
+    for value in public:
+        assert getattr(actsweep, value.__name__) is value, value.__name__
     with pytest.raises(AttributeError):
         actsweep.not_a_name  # noqa: B018
 

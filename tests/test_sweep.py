@@ -6,6 +6,7 @@ reuse it.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from actsweep.errors import ActSweepError
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.status import read_status, settle, write_status
 from actsweep.study.logs import read_scalars
@@ -202,17 +204,32 @@ def test_numbers_do_not_depend_on_jobs(finished_sweep, tmp_path):
     pd.testing.assert_frame_equal(one[numbers], two[numbers], check_exact=True)
 
 
-def test_slurm_dry_run_shows_the_array_with_file_settings_and_overrides(tmp_path, capsys):
+def test_slurm_dry_run_shows_the_array_with_file_settings_and_overrides(tmp_path, capsys, monkeypatch):
     sweep_file = write_sweep(tmp_path / "s.yaml", write_tiny_base(tmp_path), threads=2,
                              launcher={"partition": "gpu", "time": 120, "mem": "8G", "sbatch": {"constraint": "a100"}})
     args = [str(sweep_file), "--root", str(tmp_path / "runs"), "--launcher", "slurm", "--dry-run"]
-    assert runner.main(args + ["--time", "30", "--parallel", "2", "--sbatch", "exclude=node3", "--cpus", "4"]) == 0
+    args_overrides = ["--time", "30", "--parallel", "2", "--sbatch", "exclude=node3", "--cpus", "4"]
+    assert runner.main(args + args_overrides) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "would submit 6 runs as one SLURM job array" in lines[0]
-    assert lines[1].split()[1:] == ["sbatch", "--partition=gpu", "--time=30", "--cpus-per-task=4", "--mem=8G",
-                                    "--array=0-5%2", "--signal=USR2@90", "--constraint=a100", "--exclude=node3"]
+    shown = lines[1].split()[2:]
+    assert shown == ["--partition=gpu", "--time=30", "--cpus-per-task=4", "--mem=8G",
+                     "--array=0-5%2", "--signal=USR2@90", "--constraint=a100", "--exclude=node3"]
     assert len(lines) == 2 + 6 and all(shlex.split(line)[:2] == ["actsweep", "fit"] for line in lines[2:])
     assert not (tmp_path / "runs").exists()
+    # What is submitted: the script submitit hands sbatch (a stand-in that keeps it, then refuses) has each
+    # option. submitit wants an srun on the PATH too; it is never called.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("sbatch", f'cp "$1" {tmp_path}/submitted.sh\necho refused >&2\nexit 1'), ("srun", "exit 1")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    with pytest.raises(ActSweepError, match="SLURM refused the job array: refused"):
+        runner.main([arg for arg in args if arg != "--dry-run"] + args_overrides)
+    script = (tmp_path / "submitted.sh").read_text().splitlines()
+    submitted = [line.removeprefix("#SBATCH ") for line in script if line.startswith("#SBATCH ")]
+    assert set(shown) <= set(submitted), sorted(set(shown) - set(submitted))
 
 
 @pytest.mark.parametrize("launcher, args, message", [

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import re
 from collections.abc import Callable
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -20,12 +21,13 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from actsweep.data import cache, windows
 from actsweep.data.loaders import Batch, FixedBatches, FreshBatches, TrainWindows
-from actsweep.data.windows import SAMPLINGS, VAL_SAMPLINGS
-from actsweep.data.sources import SPLITS, STDLIB, Corpus
+from actsweep.data.windows import SAMPLINGS, VAL_SAMPLINGS, Sampling, ValSampling
+from actsweep.data.sources import SPLITS, STDLIB, Corpus, SplitBy
 from actsweep.data.tokenizers import HF_PREFIX, Tokenizer, check_tokenizer, get_tokenizer
-from actsweep.errors import ConfigError
+from actsweep.errors import ConfigError, check_choice
 
 WINDOWS = ("random", "document")
+WindowKind = Literal[WINDOWS]
 
 
 class TextDataModule(L.LightningDataModule):
@@ -81,20 +83,20 @@ class TextDataModule(L.LightningDataModule):
         val_windows: int | None = 64,
         probe_windows: int = 8,
         seed: int = 1337,
-        windows: str = "random",
-        sampling: str = "step",
+        windows: WindowKind = "random",
+        sampling: Sampling = "step",
         text_column: str | None = None,
         separator: str = "<|endoftext|>",
         val_source: str | None = None,
         val_fraction: float = 0.1,
-        split_by: str = "document",
+        split_by: SplitBy = "document",
         max_documents: int | None = None,
         max_val_documents: int | None = None,
         test_fraction: float = 0.0,
         test_source: str | None = None,
         cache_dir: str | None = None,
         pin_memory: bool = True,
-        val_sampling: str = "fixed",
+        val_sampling: ValSampling = "fixed",
     ) -> None:
         super().__init__()
         check_tokenizer(tokenizer)  # before anything is read
@@ -103,14 +105,11 @@ class TextDataModule(L.LightningDataModule):
                             ("max_documents", max_documents), ("max_val_documents", max_val_documents)):
             if value is not None and value < 1:  # None: the default that the docstring names
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        if windows not in WINDOWS:
-            raise ConfigError(f"unknown windows {windows!r}; valid values: {', '.join(WINDOWS)}")
-        if val_sampling not in VAL_SAMPLINGS:
-            raise ConfigError(f"unknown val_sampling {val_sampling!r}; valid values: {', '.join(VAL_SAMPLINGS)}")
+        check_choice("windows", windows, WINDOWS)
+        check_choice("val_sampling", val_sampling, VAL_SAMPLINGS)
         if val_sampling == "fresh" and val_windows is None:
             raise ConfigError("val_sampling fresh draws val_windows windows at each validation; give a number, not null")
-        if sampling not in SAMPLINGS:
-            raise ConfigError(f"unknown sampling {sampling!r}; valid values: {', '.join(SAMPLINGS)}")
+        check_choice("sampling", sampling, SAMPLINGS)
         self.save_hyperparameters()
         self.corpus = Corpus(source=source, text_column=text_column, separator=separator,
                              val_source=val_source, val_fraction=val_fraction, split_by=split_by,

@@ -23,17 +23,18 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
 from actsweep.data.documents import Documents
 from actsweep.data.hub import HUB_DATASETS, documents_split, read_hub
-from actsweep.errors import ConfigError, MissingPathError
+from actsweep.errors import ConfigError, MissingPathError, check_choice
 
 STDLIB = "python-stdlib"
 FILE_SUFFIXES = (".txt", ".jsonl", ".parquet")
 SPLITS = ("train", "val")
-SPLIT_BY = ("document", "char")
+SplitBy = Literal["document", "char"]
 SHUFFLE_SEED = 0
 EXCLUDED_STDLIB_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"})
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -278,15 +279,14 @@ class Corpus:
     separator: str = "<|endoftext|>"
     val_source: str | None = None
     val_fraction: float = 0.1
-    split_by: str = "document"
+    split_by: SplitBy = "document"
     max_documents: int | None = None
     max_val_documents: int | None = None
     test_fraction: float = 0.0
     test_source: str | None = None
 
     def __post_init__(self) -> None:
-        if self.split_by not in SPLIT_BY:
-            raise ConfigError(f"split_by must be one of {SPLIT_BY}, got {self.split_by!r}")
+        check_choice("split_by", self.split_by, get_args(SplitBy))
         if not 0.0 < self.val_fraction < 1.0 and self._val_origin() is None:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0.0 <= self.test_fraction < 1.0:

@@ -8,6 +8,7 @@ pure function of (seed, step, rank), which is what makes resume and multi-proces
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 import numpy as np
 
@@ -15,9 +16,11 @@ from actsweep.errors import ConfigError
 
 EOT_SCAN_BLOCK = 1 << 26  # tokens compared with eot at a time: bounds the scan's memory (64 MB of bools)
 SAMPLINGS = ("step", "epoch", "uniform")
+Sampling = Literal[SAMPLINGS]
 EPOCH_STREAM = 1  # keeps epoch permutations apart from the per-step generators
 VAL_STREAM = 2  # keeps fresh validation draws apart from the training windows of the same step
 VAL_SAMPLINGS = ("fixed", "fresh")
+ValSampling = Literal[VAL_SAMPLINGS]
 
 
 def document_chunk_starts(tokens: np.ndarray, eot: int, length: int) -> np.ndarray:

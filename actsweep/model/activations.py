@@ -8,13 +8,14 @@ unit (`neuron`).
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
-from actsweep.errors import ConfigError
+from actsweep.errors import check_choice
 
 SLOPE_SCOPES = ("global", "layer", "neuron")
+SlopeScope = Literal[SLOPE_SCOPES]
 
 
 class LeakyReLU(nn.Module):
@@ -44,8 +45,7 @@ class SlopeBank(nn.Module):
 
     def __init__(self, scope: str, init: float, hidden: int) -> None:
         super().__init__()
-        if scope not in SLOPE_SCOPES:
-            raise ConfigError(f"unknown slope_scope {scope!r}; choose one of {', '.join(SLOPE_SCOPES)}")
+        check_choice("slope_scope", scope, SLOPE_SCOPES)
         self.scope, self.init, self.hidden = scope, init, hidden
         self.register_parameter("shared", None)  # created by the first layer that asks for it
 
@@ -69,11 +69,11 @@ ACTIVATIONS: dict[str, ActivationFactory] = {
     "relu2": lambda bank, leak: ReLUSquared(),
     "silu": lambda bank, leak: nn.SiLU(),
 }
+ActivationName = Literal[tuple(ACTIVATIONS)]
 
 
 def check_activation(name: str) -> None:
-    if name not in ACTIVATIONS:
-        raise ConfigError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    check_choice("activation", name, ACTIVATIONS)
 
 
 def build_activation(name: str, bank: SlopeBank, leaky_slope: float) -> nn.Module:
@@ -86,4 +86,4 @@ def is_slope(param_name: str) -> bool:
     return param_name.endswith(".slope") or param_name.endswith("slopes.shared")
 
 
-__all__ = ["ACTIVATIONS", "SLOPE_SCOPES", "LeakyReLU", "ReLUSquared", "SlopeBank", "build_activation", "check_activation", "is_slope"]
+__all__ = ["ACTIVATIONS", "SLOPE_SCOPES", "ActivationName", "SlopeScope", "LeakyReLU", "ReLUSquared", "SlopeBank", "build_activation", "check_activation", "is_slope"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,3 +70,4 @@ ATTENTION: dict[str, Attention] = {
     **{name: functools.partial(sdpa_attention, backend=name) for name in SDPA_BACKENDS},
     "eager": eager_attention,
 }
+AttentionName = Literal[tuple(ATTENTION)]

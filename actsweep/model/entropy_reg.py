@@ -20,6 +20,7 @@ The code does not say how the thresholds start; ours start at `threshold_init` (
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,9 @@ from torch import nn
 ENTROPY_MAXIMA = ("context", "causal")
 ENTROPY_REDUCTIONS = {"sum": torch.sum, "mean": torch.mean}
 THRESHOLD_SCOPES = ("shared", "layer")
+EntropyMax = Literal[ENTROPY_MAXIMA]
+EntropyReduction = Literal[tuple(ENTROPY_REDUCTIONS)]
+ThresholdScope = Literal[THRESHOLD_SCOPES]
 
 
 def attention_with_probs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, drop: float) -> tuple[torch.Tensor, torch.Tensor]:

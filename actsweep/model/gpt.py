@@ -1,6 +1,7 @@
 """A pre-norm GPT whose FFN activation, normalization and biases are switches.
 
 Read top to bottom: the switch registries (`BIAS_SITES`, `DROPOUT_SITES`; `NORMS` and `INITS` in their modules),
+each with a `Literal` of its names (derived from it: `--help` lists them and parsing refuses others),
 `GPTConfig` (names and numbers, validated), then attention, MLP, block and the GPT itself. With
 `norm="layernorm"`, `activation="gelu_tanh"`, `bias="all"`, tied weights and `init="gpt2"` the model
 is GPT-2.
@@ -10,19 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actsweep.model.attention import ATTENTION, logit_bound
-from actsweep.model.activations import SLOPE_SCOPES, SlopeBank, build_activation, check_activation
+from actsweep.model.attention import ATTENTION, AttentionName, logit_bound
+from actsweep.model.activations import (SLOPE_SCOPES, ActivationName, SlopeBank, SlopeScope, build_activation,
+                                        check_activation)
 from actsweep.model.hooks import HookPoint
-from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyRegularizer,
-                                        attention_with_probs)
-from actsweep.model.init import INITS
-from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale
-from actsweep.errors import ConfigError
+from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyMax,
+                                        EntropyReduction, EntropyRegularizer, ThresholdScope, attention_with_probs)
+from actsweep.model.init import INITS, InitName
+from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale, NormName, QKNormName
+from actsweep.errors import ConfigError, check_choice
 from actsweep.resources import check_fits_memory
 
 # Which sites carry a bias. "qk" is ReLU's Revival: of the projections only query and key have one;
@@ -33,6 +36,7 @@ BIAS_SITES = {
     "no_qkv": frozenset({"attn_out", "fc", "fc_out", "norm"}),  # the blog's code: bias-free q, k, v Linears
     "none": frozenset(),
 }
+BiasSites = Literal[tuple(BIAS_SITES)]
 
 # Where `dropout` applies: on the summed embeddings, the attention probabilities, after the attention
 # output projection, after the FFN's output projection. The blog's code has no embedding dropout
@@ -42,8 +46,7 @@ DROPOUT_SITES = {
     "blocks": frozenset({"attn", "attn_out", "fc_out"}),
     "embedding": frozenset({"embedding"}),
 }
-
-
+DropoutSites = Literal[tuple(DROPOUT_SITES)]
 
 
 @dataclass
@@ -62,17 +65,17 @@ class GPTConfig:
     """Width of the residual stream."""
     mlp_hidden: int | None = None
     """Hidden units of each FFN (default 4 × n_embd)."""
-    activation: str | list[str] = "gelu"
+    activation: ActivationName | list[ActivationName] = "gelu"
     """FFN activation: one name, or one name per layer (see ACTIVATIONS)."""
-    slope_scope: str = "layer"
+    slope_scope: SlopeScope = "layer"
     """Learnable leaky-ReLU slopes: global (one slope) | layer | neuron."""
     slope_init: float = 0.01
     """Initial value of learnable slopes."""
     leaky_slope: float = 0.01
     """Fixed slope of `leaky_relu`."""
-    norm: str = "layernorm"
+    norm: NormName = "layernorm"
     """Norm before attention and before the FFN of every block: layernorm | rmsnorm | none | dyt | derf | dyisru."""
-    final_norm: str = "layernorm"
+    final_norm: NormName = "layernorm"
     """Norm before the LM head (ReLU's Revival keeps it in LN-free models); the same kinds as norm."""
     norm_eps: float = 1e-5
     """Epsilon of every norm (dyisru: added to beta + x², as dyaf.py:100)."""
@@ -88,13 +91,13 @@ class GPTConfig:
     """dyisru: initial beta in x/sqrt(beta + x²) (dynamic-activation-functions nanoGPT/dyaf.py:95)."""
     embedding_scale: bool = False
     """Multiply the summed embeddings by a learnable scalar initialised at sqrt(n_embd) (DyT's LLaMA code, Derf)."""
-    qk_norm: str = "none"
+    qk_norm: QKNormName = "none"
     """Normalize queries and keys per head before attention: none | rms (parameter-free RMSNorm, QK-norm)."""
-    bias: str = "all"
+    bias: BiasSites = "all"
     """Sites with a bias: all | qk (of the projections only query and key) | no_qkv | none."""
     lm_head_bias: bool = False
     """Give the LM head a bias (the blog's code: an untied nn.Linear with one)."""
-    sdpa_backend: str = "adaptive"
+    sdpa_backend: AttentionName = "adaptive"
     """Attention kernels: adaptive (auto until logits grow large, then math) | auto | flash | efficient | cudnn | math (exact at huge logits) | eager (scores in the activation dtype, as HF GPT-2 and ReLU's Revival: fp16 overflows)."""
     exact_attention_above: float = 1e4
     """adaptive: switch to math for good once a bound on |attention logits| passes this (fused gradients break near 1e6)."""
@@ -104,23 +107,23 @@ class GPTConfig:
     """entropy_reg: its λ (entropy_regularization.py:11)."""
     entropy_reg_tolerance: float = 0.2
     """entropy_reg: no penalty within this fraction of the maximum entropy of the threshold (entropy_regularization.py:11)."""
-    entropy_reg_thresholds: str = "shared"
+    entropy_reg_thresholds: ThresholdScope = "shared"
     """entropy_reg: learnable per-head thresholds shared by all layers (the code's example) | layer (one vector per layer)."""
-    entropy_reg_max: str = "context"
+    entropy_reg_max: EntropyMax = "context"
     """entropy_reg: maximum entropy of a row: context (log T for every row, the code) | causal (log t for row t)."""
-    entropy_reg_reduce: str = "sum"
+    entropy_reg_reduce: EntropyReduction = "sum"
     """entropy_reg: over batch and query positions: sum (the code) | mean."""
     entropy_reg_threshold_init: float = 0.5
     """entropy_reg: initial thresholds as a fraction of the maximum entropy (the code leaves it open)."""
     dropout: float = 0.0
     """Dropout probability."""
-    dropout_sites: str = "all"
+    dropout_sites: DropoutSites = "all"
     """Where dropout applies: all | blocks (not the embeddings) | embedding (only there)."""
     tie_weights: bool = True
     """Share the token embedding with the LM head."""
     init_std: float = 0.02
     """Standard deviation of the weights' normal initialisation."""
-    init: str = "gpt2"
+    init: InitName = "gpt2"
     """Initialisation: gpt2 (residual projections scaled by 1/sqrt(2·n_layer)) | normal (unscaled)."""
     embedding_init_std: float | None = None
     """Standard deviation of the token and position tables (default init_std; torch's own is 1)."""
@@ -158,8 +161,7 @@ class GPTConfig:
             ("entropy_reg_max", self.entropy_reg_max, ENTROPY_MAXIMA),
             ("entropy_reg_reduce", self.entropy_reg_reduce, ENTROPY_REDUCTIONS),
         ):
-            if value not in allowed:
-                raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+            check_choice(switch, value, allowed)  # the Python API: the CLI's parser refuses it from the type
         if not self.dyisru_beta > 0:
             raise ConfigError(f"dyisru_beta must be positive, got {self.dyisru_beta}")
         if not self.exact_attention_above > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal
 
 from torch import nn
 
@@ -32,3 +32,4 @@ def init_gpt2(model: nn.Module) -> None:
 # GPT-2's residual scaling ("normal"); the blog's code initialised Linears only (N(0, 0.02)) and left
 # the embedding tables at torch's N(0, 1) ("normal" with embedding_init_std 1).
 INITS: dict[str, Callable[[nn.Module], None]] = {"gpt2": init_gpt2, "normal": init_normal}
+InitName = Literal[tuple(INITS)]

@@ -19,12 +19,12 @@ saturated where it is below a threshold.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
-SITES = ("attn", "ffn", "final")
+NORM_SITES = ("attn", "ffn", "final")
 
 
 class DynamicNorm(nn.Module):
@@ -102,6 +102,7 @@ NORMS: dict[str, NormFactory] = {
     "derf": lambda cfg, site, bias: Derf(cfg.n_embd, bias, alpha_for(cfg, site), cfg.derf_shift),
     "dyisru": lambda cfg, site, bias: DyISRU(cfg.n_embd, bias, cfg.dyisru_beta, cfg.norm_eps),
 }
+NormName = Literal[tuple(NORMS)]
 DYNAMIC_NORMS = frozenset({"dyt", "derf", "dyisru"})
 
 # Normalization of queries and keys, per head, before their product: "rms" is QK-norm as in
@@ -110,6 +111,7 @@ QK_NORMS = {
     "none": lambda head_dim, eps: nn.Identity(),
     "rms": lambda head_dim, eps: nn.RMSNorm(head_dim, eps=eps, elementwise_affine=False),
 }
+QKNormName = Literal[tuple(QK_NORMS)]
 
 
 class EmbeddingScale(nn.Module):
@@ -130,4 +132,4 @@ def is_norm_scalar(param_name: str) -> bool:
     return param_name.rsplit(".", 1)[-1] in ("alpha", "shift", "beta") or param_name == "embedding_scale.scale"
 
 
-__all__ = ["DYNAMIC_NORMS", "NORMS", "QK_NORMS", "SITES", "DyISRU", "DyT", "Derf", "DynamicNorm", "EmbeddingScale", "is_norm_scalar"]
+__all__ = ["DYNAMIC_NORMS", "NORMS", "QK_NORMS", "NORM_SITES", "NormName", "QKNormName", "DyISRU", "DyT", "Derf", "DynamicNorm", "EmbeddingScale", "is_norm_scalar"]

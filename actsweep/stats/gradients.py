@@ -16,7 +16,7 @@ from actsweep.stats.common import is_logging_step, layer_index, publish
 from actsweep.stats.metrics import grad_norms
 
 
-def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+def grad_norm_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Parameters by group: `block_{i}` per transformer block, `embeddings`, `slopes` (a global
     learnable slope) and `head` (final norm and LM head). Tied weights count once, as embeddings."""
     groups: dict[str, list[nn.Parameter]] = {}
@@ -35,7 +35,7 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 def block_parameters(model: nn.Module) -> dict[int, list[nn.Parameter]]:
     """The parameters of each transformer block, by layer index."""
-    return {int(k.removeprefix("block_")): v for k, v in parameter_groups(model).items() if k.startswith("block_")}
+    return {int(k.removeprefix("block_")): v for k, v in grad_norm_groups(model).items() if k.startswith("block_")}
 
 
 class GradNorms(Callback):
@@ -46,7 +46,7 @@ class GradNorms(Callback):
         self._groups: dict[str, list[nn.Parameter]] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._groups = parameter_groups(pl_module.model)
+        self._groups = grad_norm_groups(pl_module.model)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
         if not is_logging_step(trainer):

@@ -20,6 +20,7 @@ import yaml
 
 from actsweep.study.intervals import t_interval
 from actsweep.study.logs import RunLog
+from actsweep.study.markdown import table_lines
 from actsweep.study.outcomes import COMPLETED, run_outcome
 from actsweep.study.published import published_for
 
@@ -162,9 +163,8 @@ def published_section(logs: list[RunLog], summary: pd.DataFrame) -> list[str]:
     if "blog_status" in table:
         columns += [("published status", lambda r: str(r["pub_status"])),
                     ("ours, blog-style status", lambda r: r["blog_status"])]
-    lines = ["## Against the published numbers", "",
-             "| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(f(r) for _, f in columns) + " |" for r in table.to_dict("records")]
+    rows = ([f(r) for _, f in columns] for r in table.to_dict("records"))
+    lines = ["## Against the published numbers", "", *table_lines([h for h, _ in columns], rows)]
     lines += ["", f"Published {metric} values{at}, with the {setting['tokenizer']} tokenizer; `{NOT_COMPARABLE}`: "
               "our runs used another tokenizer, so their per-token numbers measure something else."]
     if "blog_status" in table:

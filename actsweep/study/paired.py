@@ -20,6 +20,7 @@ import pandas as pd
 
 from actsweep.study.claims import sign_flip_p, t_test_p
 from actsweep.study.intervals import Interval, direction, paired_differences, t_interval
+from actsweep.study.markdown import table_lines
 from actsweep.study.outcomes import COMPLETED
 from actsweep.study.published import same_value
 from actsweep.study.sweep import short, short_keys
@@ -164,10 +165,9 @@ def paired_markdown(table: pd.DataFrame) -> str:
     """The paired table as markdown, with the rule for reading it."""
     if table.empty:
         return ""
-    lines = ["| comparison | at | metric | n | mean difference [95 % CI] | per seed | claim |", "|---|---|---|---|---|---|---|"]
-    for r in table.itertuples():
-        text = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
-        lines.append(f"| {r.comparison} | {r.at} | {r.metric} | {r.n} | {text} | {r.per_seed} | {r.direction} |")
+    rows = ([r.comparison, r.at, r.metric, r.n, Interval(r.mean, r.low, r.high, r.n).text(3, signed=True),
+             r.per_seed, r.direction] for r in table.itertuples())
+    lines = table_lines(["comparison", "at", "metric", "n", "mean difference [95 % CI]", "per seed", "claim"], rows)
     lines += ["", "Differences are paired by seed (same initial weights and training windows) over seeds that "
               "finished on both sides; the interval is a two-sided 95 % Student-t interval of the mean "
               "difference, not adjusted for the number of comparisons (see the adjusted table). A direction "

@@ -20,7 +20,7 @@ from actsweep import board
 from actsweep.io import LOCK_FD_VAR, RunBusy, clear_run, lock_run
 from actsweep.status import busy, is_done, read_run_info, read_status, settle, write_run_info
 from actsweep.study.logs import read_scalars
-from actsweep.study.records import run_settings
+from actsweep.study.records import staleness_settings
 from actsweep.study.sweep import Run, Sweep, cli_value
 
 
@@ -32,7 +32,7 @@ def run_info(sweep: Sweep, run: Run) -> dict:
     """What the report needs to group the run (`run.json`); the fit command carries it too."""
     return {"name": run.name, "config": run.config, "overrides": run.overrides, "seed": run.seed,
             "index": run.index, "label": run.label, "fixed": sweep.fixed, "study": sweep.study,
-            "threads": sweep.threads, "comparisons": sweep.comparisons, "settings": run_settings(sweep, run)}
+            "threads": sweep.threads, "comparisons": sweep.comparisons, "settings": staleness_settings(sweep, run)}
 
 
 def fit_command(sweep: Sweep, run: Run, root: Path, resume: Path | None = None) -> list[str]:

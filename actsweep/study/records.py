@@ -111,9 +111,9 @@ def tokenizer_identity(name: str) -> Any:
     return [name, *file_identity(path)] if name.startswith("hf:") and path.is_file() else name
 
 
-def run_settings(sweep: Sweep, run: Run) -> dict[str, Any]:
+def staleness_settings(sweep: Sweep, run: Run) -> dict[str, Any]:
     """Everything of the sweep file and of the files it names that a run's results depend on, as
-    JSON reads it back."""
+    JSON reads it back: a run recorded with other settings is stale."""
     included: list[Path] = []
     data = data_settings(sweep, run, included)
     settings = {"base_sha256": file_sha256(sweep.base),
@@ -160,7 +160,7 @@ def stale_runs(sweep: Sweep, root: Path) -> dict[str, str]:
     for run in sweep.runs():
         run_dir = root / sweep.name / run.name
         if run_dir.is_dir():
-            change = settings_change(recorded_settings(run_dir), run_settings(sweep, run))
+            change = settings_change(recorded_settings(run_dir), staleness_settings(sweep, run))
             if change:
                 stale[run.name] = change
     return stale

@@ -32,6 +32,7 @@ from actsweep.study.review import claims_markdown, claims_table, outlier_runs
 from actsweep.study.sweep import Sweep, default_comparisons, load_sweep, short, short_keys
 from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
+from actsweep.study.markdown import table_lines
 from actsweep.study.outcomes import (
     COMPLETED, MAX_SKIPPED_SHARE, UNSTABLE_RULE, config_status, final_saturation, final_slope, layer_counts,
     precision_flag, per_layer_finals, run_outcome, skipped_share,
@@ -161,9 +162,8 @@ def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
     names = short_keys(grid_keys)
     columns = [(names[k], lambda r, k=k: grid_value(r.get(k))) for k in grid_keys]
     columns += [(h, f) for h, key, f in COLUMNS if key is None or (key in summary and summary[key].notna().any())]
-    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(f(row) for _, f in columns) + " |" for _, row in summary.iterrows()]
-    return "\n".join(lines)
+    rows = ([f(row) for _, f in columns] for _, row in summary.iterrows())
+    return "\n".join(table_lines([h for h, _ in columns], rows))
 
 
 # -- the report ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from actsweep.study.claims import (
     paired_power, seeds_for_power, testable, tost_p,
 )
 from actsweep.study.intervals import Interval, direction, t_interval
+from actsweep.study.markdown import table_lines
 from actsweep.study.outcomes import COMPLETED
 from actsweep.study.paired import comparison_text, difference_row, setting_text
 from actsweep.study.sweep import short_keys
@@ -142,6 +143,19 @@ def _number(value: float, digits: int = 3) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
 
 
+def claim_cells(r: Any, other: str) -> list[object]:
+    """One row of the adjusted table; `other`: the correction whose p stands beside the chosen one."""
+    raw = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
+    adjusted = (Interval(r.mean, r.adj_low, r.adj_high, r.n).text(3, signed=True) +
+                f" ({1 - r.level:.4g})") if math.isfinite(r.level) else ""
+    name = r.comparison if r.kind == "comparison" else "… without " + ", ".join(
+        part.split(":")[0] for part in r.without.split("; "))
+    equivalence = f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)} {r.bound_from})" \
+        if isinstance(r.equivalence, str) and r.equivalence else ""
+    return [name, r.at, r.metric, r.n, raw, adjusted, f"{_number(r.p, 2)} / {_number(r.p_signflip, 2)}",
+            _number(r.p_adj, 2), _number(getattr(r, "p_" + other), 2), r.claim, _number(r.mde), equivalence]
+
+
 def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float = ALPHA, power: float = POWER,
                     outlier_p: float = OUTLIER_P) -> list[str]:
     """The adjusted table, one section per family, then the outliers and the rules."""
@@ -150,23 +164,13 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
     method = METHOD_NAMES[table.method.iloc[0]]
     other = "bh" if table.method.iloc[0] != "bh" else "holm"  # the other correction's p, for comparison
     lines = ["## Adjusted for multiple comparisons", ""]
-    header = ("| comparison | at | metric | n | mean [95 % CI] | adjusted CI (level) | p (t / sign-flip) | "
-              f"p adjusted ({method}) | {'BH q' if other == 'bh' else 'Holm p'} | claim | MDE ({power:.0%} power) | equivalence (TOST) |")
+    headers = ["comparison", "at", "metric", "n", "mean [95 % CI]", "adjusted CI (level)", "p (t / sign-flip)",
+               f"p adjusted ({method})", "BH q" if other == "bh" else "Holm p", "claim", f"MDE ({power:.0%} power)",
+               "equivalence (TOST)"]
     for family, rows in table.groupby("family", sort=False):
         m = int(rows.m.iloc[0])
-        lines += [f"### Family `{family}`: {m} comparison{'s' * (m != 1)}", "", header, "|" + "---|" * 12]
-        for r in rows.itertuples():
-            raw = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
-            adjusted = (Interval(r.mean, r.adj_low, r.adj_high, r.n).text(3, signed=True) +
-                        f" ({1 - r.level:.4g})") if math.isfinite(r.level) else ""
-            name = r.comparison if r.kind == "comparison" else "… without " + ", ".join(
-                part.split(":")[0] for part in r.without.split("; "))
-            equivalence = f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)} {r.bound_from})" \
-                if isinstance(r.equivalence, str) and r.equivalence else ""
-            lines.append(f"| {name} | {r.at} | {r.metric} | {r.n} | {raw} | {adjusted} | {_number(r.p, 2)} / "
-                         f"{_number(r.p_signflip, 2)} | {_number(r.p_adj, 2)} | {_number(getattr(r, 'p_' + other), 2)} | {r.claim} | {_number(r.mde)} | "
-                         f"{equivalence} |")
-        lines.append("")
+        lines += [f"### Family `{family}`: {m} comparison{'s' * (m != 1)}", "",
+                  *table_lines(headers, (claim_cells(r, other) for r in rows.itertuples())), ""]
     lines += [
         f"Each family's t-test p-values are adjusted by {method} (α = {alpha}); a direction is claimed only where "
         "the adjusted p < α, which is also where the interval at the row's adjusted level (in brackets: "
@@ -217,10 +221,11 @@ def plan_markdown(plan: pd.DataFrame, power: float = POWER) -> str:
     if plan.empty:
         return "No testable comparison of this metric to plan for."
     effect, metric = plan.effect.iloc[0], plan.metric.iloc[0]
-    lines = [f"| comparison | at | family (m) | level α/m | n | paired SD | power of n for {effect:g} | "
-             f"seeds for {power:.0%} power |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.comparison} | {r.at} | {r.family} ({r.m}) | {_number(r.level)} | {r.n} | {_number(r.sd)} | "
-              f"{_number(r.power_now, 2)} | {'' if math.isnan(r.seeds) else int(r.seeds)} |" for r in plan.itertuples()]
+    headers = ["comparison", "at", "family (m)", "level α/m", "n", "paired SD", f"power of n for {effect:g}",
+               f"seeds for {power:.0%} power"]
+    lines = table_lines(headers, ([r.comparison, r.at, f"{r.family} ({r.m})", _number(r.level), r.n, _number(r.sd),
+                                   _number(r.power_now, 2), "" if math.isnan(r.seeds) else int(r.seeds)]
+                                  for r in plan.itertuples()))
     lines += ["", f"Seeds a two-sided paired t-test needs to resolve a true {metric} difference of {effect:g} "
               f"with {power:.0%} power at the level α/m (the strictest a family of m adjusted rows applies), "
               "from the pilot's paired SD (statsmodels TTestPower), taken as the true one: a pilot of few "

@@ -12,8 +12,10 @@ report never reads as a run (it reads a run's own event files only, not its subf
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import re
 import sys
 from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
@@ -120,7 +122,7 @@ class ActSweepCLI(LightningCLI):
             return
         config, fit = self.config[subcommand], subcommand == "fit"
         differences = resume_differences(load_checked(path), config.model, config.data if fit else None,
-                                         run_settings(config) if fit else None)
+                                         resume_settings(config) if fit else None)
         if differences:
             raise ConfigError(f"--ckpt_path {path} was trained with other settings ({'; '.join(differences)}); "
                               "use the run's own config.yaml, or drop --ckpt_path to start afresh")
@@ -146,7 +148,7 @@ class ActSweepCLI(LightningCLI):
             if not any(isinstance(callback, always) for callback in trainer.callbacks):
                 trainer.callbacks.append(always())
         if self.subcommand == "fit":  # what a resume is compared with (threads: resolved by now)
-            trainer.callbacks.append(RecordSettings(run_settings(self.config.fit)))
+            trainer.callbacks.append(RecordSettings(resume_settings(self.config.fit)))
         return trainer
 
     def before_fit(self) -> None:
@@ -244,10 +246,11 @@ def parse_run_info(text: str | None) -> dict | None:
     return info
 
 
-def run_settings(config: Any) -> dict[str, Any]:
-    """A fit's settings outside the model and data that change its numbers: the seeds (data's and
-    dropout's), threads (reduction order), precision, batch and clipping, and the run's length when the
-    learning-rate schedule spreads over it. Logging, validation and where files go are left out."""
+def resume_settings(config: Any) -> dict[str, Any]:
+    """What a resumed fit must share with its checkpoint besides the model and data: the settings that
+    change its numbers, i.e. the seeds (data's and dropout's), threads (reduction order), precision, batch
+    and clipping, and the run's length when the learning-rate schedule spreads over it. Logging,
+    validation and where files go are left out."""
     trainer = config.trainer
     settings = {
         "seed_everything": config.get("seed_everything"), "train_seed": config.get("train_seed"),
@@ -301,6 +304,19 @@ def one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def parse_error(err: ArgumentError) -> str:
+    """A parse error as one line; a value outside a switch's `Literal` choices as `check_choice` words
+    it, with the switch's flag (jsonargparse lists the union's types and their errors instead)."""
+    text = str(err)
+    key = re.match(r'Parser key "([^"]+)":', text)
+    value = re.search(r"Got value: (.*)", text) or re.search(r"Given value: (.*)", text)
+    literals = re.findall(r"typing\.Literal\[(.*?)\]", text)
+    if not (key and value and literals):
+        return one_line(text)
+    choices = dict.fromkeys(str(name) for names in literals for name in ast.literal_eval(f"({names},)"))
+    return f"unknown --{key[1]} {value[1]!r}; choose one of {', '.join(choices)}"
+
+
 def cli_kwargs() -> dict:
     # GPTConfig documents each field with an attribute docstring: that is the option's help.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
@@ -321,7 +337,7 @@ def run_cli(args: list[str] | None = None) -> ActSweepCLI:
     try:
         return ActSweepCLI(**cli_kwargs(), args=args)
     except ArgumentError as err:
-        raise ConfigError(one_line(err)) from err
+        raise ConfigError(parse_error(err)) from err
 
 
 class _Parser(Exception):
@@ -351,6 +367,6 @@ def check_fit_args(runs: dict[str, list[str]]) -> None:
         try:
             check_settings(parser.parse_args(["fit", *args]).fit, fit=True)
         except ArgumentError as err:
-            raise ConfigError(f"run {name} would not start: {one_line(err)}") from err
+            raise ConfigError(f"run {name} would not start: {parse_error(err)}") from err
         except ActSweepError as err:
             raise ConfigError(f"run {name} would not start: {err}") from err

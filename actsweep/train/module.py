@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -22,13 +22,14 @@ from torchmetrics import SumMetric
 
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, per_layer, publish
-from actsweep.errors import ConfigError
-from actsweep.train.optim import (adamw_kernel_args, build_optimizer, check_optimizer, check_optimizer_settings,
-                                  check_update_rule, parameter_groups)
-from actsweep.train.schedules import build_schedule
+from actsweep.errors import check_choice
+from actsweep.train.optim import (AdamWKernel, DecayScope, OptimizerName, adamw_kernel_args, build_optimizer,
+                                  check_optimizer, check_optimizer_settings, check_update_rule, parameter_groups)
+from actsweep.train.schedules import ScheduleName, build_schedule
 
 
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's values
+MatmulPrecision = Literal[MATMUL_PRECISIONS]
 # Summed over an evaluation's batches and processes: token losses, tokens, non-finite batches, and
 # the windows' mean losses with their squares (for the sampling noise of the evaluation).
 EVAL_SUMS = ("loss", "tokens", "nonfinite", "windows", "window_loss", "window_loss_sq")
@@ -54,8 +55,7 @@ def check_training_settings(settings: Mapping[str, Any]) -> None:
                              s["warmup"], s["min_lr_ratio"])
     check_optimizer(s["decay_scope"], s["adamw_kernel"])
     check_update_rule(s["optimizer"], s["adamw_kernel"])
-    if s["matmul_precision"] not in MATMUL_PRECISIONS:
-        raise ConfigError(f"matmul_precision must be one of {', '.join(MATMUL_PRECISIONS)}, got {s['matmul_precision']!r}")
+    check_choice("matmul_precision", s["matmul_precision"], MATMUL_PRECISIONS)
 
 
 def checked_config(settings: Mapping[str, Any]) -> GPTConfig:
@@ -74,15 +74,15 @@ class ActSweepModule(L.LightningModule):
         eps: float = 1e-8,
         weight_decay: float = 0.1,
         slope_weight_decay: float = 0.0,
-        decay_scope: str = "matrices",
+        decay_scope: DecayScope = "matrices",
         decay_norm_scalars: bool = False,
-        adamw_kernel: str = "auto",
-        optimizer: str = "adamw",
-        schedule: str = "cosine",
+        adamw_kernel: AdamWKernel = "auto",
+        optimizer: OptimizerName = "adamw",
+        schedule: ScheduleName = "cosine",
         warmup: float = 0.0,
         min_lr_ratio: float = 0.0,
         compile: bool = False,
-        matmul_precision: str = "highest",
+        matmul_precision: MatmulPrecision = "highest",
         **architecture: Any,
     ) -> None:
         """The model and its training.

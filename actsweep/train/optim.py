@@ -18,12 +18,12 @@ applies is refused before training.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Literal
 
 import torch
 from torch import nn
 
-from actsweep.errors import ConfigError
+from actsweep.errors import ConfigError, check_choice
 from actsweep.model.activations import is_slope
 from actsweep.model.norms import is_norm_scalar
 from actsweep.train.hf_adamw import HFAdamW
@@ -36,6 +36,9 @@ DECAY_SCOPES: dict[str, Callable[[nn.Parameter], bool]] = {
 ADAMW_KERNELS = ("auto", "fused", "foreach", "for_loop")
 # The update rule: torch's AdamW, or Hugging Face's (ReLU's Revival's `adamw_hf`; no fused kernel).
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adamw": torch.optim.AdamW, "adamw_hf": HFAdamW}
+DecayScope = Literal[tuple(DECAY_SCOPES)]
+AdamWKernel = Literal[ADAMW_KERNELS]
+OptimizerName = Literal[tuple(OPTIMIZERS)]
 
 
 def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, slope_weight_decay: float,
@@ -60,15 +63,13 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], weight_decay: fl
 
 def check_optimizer(decay_scope: str, kernel: str) -> None:
     """Refuse unknown names at construction, before anything runs."""
-    for switch, value, allowed in (("decay_scope", decay_scope, DECAY_SCOPES), ("adamw_kernel", kernel, ADAMW_KERNELS)):
-        if value not in allowed:
-            raise ConfigError(f"unknown {switch} {value!r}; choose one of {', '.join(allowed)}")
+    check_choice("decay_scope", decay_scope, DECAY_SCOPES)
+    check_choice("adamw_kernel", kernel, ADAMW_KERNELS)
 
 
 def check_update_rule(optimizer: str, kernel: str) -> None:
     """Refuse an unknown update rule, and a kernel choice for one that has no kernels."""
-    if optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    check_choice("optimizer", optimizer, OPTIMIZERS)
     if optimizer != "adamw" and kernel != "auto":
         raise ConfigError(f"--model.adamw_kernel {kernel} applies to torch's AdamW only; "
                           f"--model.optimizer {optimizer} has one kernel: leave adamw_kernel at auto")

@@ -6,14 +6,16 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
-from actsweep.errors import ConfigError
+from typing import Callable, Literal
+
+from actsweep.errors import ConfigError, check_choice
 
 DECAYS: dict[str, Callable[[float], float]] = {
     "cosine": lambda progress: 0.5 * (1 + math.cos(math.pi * progress)),
     "linear": lambda progress: 1 - progress,
     "constant": lambda progress: 1.0,
 }
+ScheduleName = Literal[tuple(DECAYS)]
 
 
 def warmup_steps(warmup: float, total: int) -> int:
@@ -21,8 +23,7 @@ def warmup_steps(warmup: float, total: int) -> int:
 
 
 def check_schedule(name: str) -> None:
-    if name not in DECAYS:
-        raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(DECAYS)}")
+    check_choice("schedule", name, DECAYS)
 
 
 def check_run_length(total: int) -> None:
