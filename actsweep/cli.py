@@ -1,6 +1,6 @@
-"""The `actsweep` command: LightningCLI's fit/validate/test, plus `sweep`, `report` and `plan-seeds`.
+"""The `actsweep` command: LightningCLI's fit/validate/test, plus `sweep`, `report`, `plan-seeds` and `sample`.
 
-Lightning is imported only for the LightningCLI commands, so `sweep` and `report` start quickly.
+Lightning is imported only where a command needs it, so `sweep` and `report` start quickly.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 
 from actsweep.errors import ActSweepError
 
-# The runner's own commands, imported only when asked for (Lightning is slow to import).
-COMMANDS = {"sweep": "actsweep.study.runner", "report": "actsweep.study.report", "plan-seeds": "actsweep.study.seeds"}
+# Commands of our own, imported only when asked for (Lightning is slow to import).
+COMMANDS = {"sweep": "actsweep.study.runner", "report": "actsweep.study.report", "plan-seeds": "actsweep.study.seeds",
+            "sample": "actsweep.sample"}
 # OS errors that mean "this place cannot be written": the fix is the user's, not the code's.
 FULL = {errno.ENOSPC, errno.EDQUOT}
 UNWRITABLE = FULL | {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EFBIG}
@@ -30,7 +31,7 @@ def write_error(err: OSError) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point; `argv=None` reads the command line (LightningCLI warns if given both).
 
-    `sweep` and `report` are the runner's own argparse commands; everything else is LightningCLI's.
+    The names in `COMMANDS` are argparse commands of their own; everything else is LightningCLI's.
     Bad input ends with one line naming the problem and the fix, and exit status 2."""
     args = sys.argv[1:] if argv is None else argv
     try:

@@ -19,7 +19,7 @@ from actsweep.data import windows
 
 PACKAGE = Path(actsweep.__file__).parent
 # Each module may import only modules of its own layer or below.
-LAYERS = {"errors": 0, "io": 0, "resources": 1, "status": 1, "board": 1, "model": 2, "data": 2, "stats": 3, "train": 4, "study": 5, "export": 5,
+LAYERS = {"errors": 0, "io": 0, "resources": 1, "status": 1, "board": 1, "model": 2, "data": 2, "stats": 3, "train": 4, "study": 5, "export": 5, "sample": 5,
           "cli": 6, "__init__": 7}
 
 

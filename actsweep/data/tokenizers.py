@@ -40,6 +40,10 @@ class Tokenizer(Protocol):
         """Encode documents, each followed by the document separator."""
         ...
 
+    def encode(self, text: str) -> list[int]:
+        """Encode a text as it stands, without a separator (a prompt)."""
+        ...
+
     def decode(self, ids: Iterable[int]) -> str: ...
 
     def to_meta(self) -> dict[str, Any]:
@@ -93,6 +97,9 @@ class GPT2Tokenizer:
             ids.append(self.encoding.eot_token)
         return batch
 
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
     def decode(self, ids: Iterable[int]) -> str:
         return self.encoding.decode(list(ids))
 
@@ -130,6 +137,9 @@ class CharTokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [self._encode(text + self.separator).tolist() for text in texts]
+
+    def encode(self, text: str) -> list[int]:
+        return self._encode(text).tolist()
 
     def _encode(self, text: str) -> np.ndarray:
         """Vectorised lookup: code points -> positions in the sorted vocabulary."""
@@ -206,6 +216,9 @@ class HFTokenizer:
             for ids in batch:
                 ids.append(self.eot)
         return batch
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=False)

@@ -274,6 +274,16 @@ class Block(nn.Module):
         return self.hook_resid(x + self.mlp(self.norm_mlp(x)))
 
 
+def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
+    """`GPT.generate`'s settings, checked before a checkpoint is loaded for them (`actsweep sample`)."""
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not 0 <= temperature < math.inf:
+        raise ConfigError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be >= 1 (or None: every token), got {top_k}")
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -308,6 +318,25 @@ class GPT(nn.Module):
         # (B, T, padded) once forward and once backward (~3 % of a blog-size CPU step, bench/RESULTS.md).
         V, bias = self.cfg.vocab_size, self.lm_head.bias
         return F.linear(self.norm_final(x), self.lm_head.weight[:V], None if bias is None else bias[:V])
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Token ids (B, T) continued by `max_new_tokens` tokens (nanoGPT's), each drawn from softmax(last logits /
+        temperature) over the `top_k` most likely; temperature 0 takes the most likely (greedy). `generator`
+        makes the draws repeatable. Call it in eval mode: dropout would otherwise apply."""
+        check_sampling(max_new_tokens, temperature, top_k)
+        for _ in range(max_new_tokens):
+            logits = self(idx[:, -self.cfg.block_size:])[:, -1, :]  # the model sees at most block_size tokens
+            if temperature == 0:
+                next_id = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:  # only tokens at or above the k-th largest logit
+                    logits = logits.masked_fill(logits < logits.topk(min(top_k, logits.size(-1))).values[:, -1:], -math.inf)
+                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat((idx, next_id), dim=1)
+        return idx
 
     def entropy_penalty(self) -> tuple[torch.Tensor, torch.Tensor]:
         """entropy_reg, after a training forward: (λ-weighted penalty for the loss, (n_layer,) per-layer
