@@ -15,7 +15,7 @@ from actsweep.data.module import TextDataModule
 from actsweep.data.tokenizers import Tokenizer
 from actsweep.errors import ConfigError, OneLineParser
 from actsweep.export import load_gpt
-from actsweep.model.gpt import check_sampling
+from actsweep.model.sampling import check_sampling
 from actsweep.train.checkpoints import load_checked
 
 SEPARATOR = "---"  # the line between samples

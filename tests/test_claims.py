@@ -226,11 +226,21 @@ def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
     assert lr3["mean"] == pytest.approx(-0.03424892, abs=1e-7) and lr3.p == pytest.approx(0.00024, abs=1e-5)
     interaction = main[main.comparison == "(relu − gelu) at lr 1e-2 − at 3e-3"].iloc[0]
     assert (round(interaction["mean"], 3), round(interaction.low, 3), round(interaction.high, 3)) == (0.037, -0.121, 0.195)
-    assert len(main) == 18 and (main[main.primary].m == 14).all()  # the hybrids' list values were read back
-    # under Holm over the primary family, one claim stands; BH's q beside it
-    assert list(main[main.primary].p_bh) == pytest.approx(multipletests(main[main.primary].p, method="fdr_bh")[1])
-    resolved = main[main.primary & ~main.claim.isin(["unresolved", "untestable"])]
-    assert list(resolved["at"]) == ["norm=layernorm, lr=1e-3"]
+    assert len(main) == 43 and (main[main.primary].m == 18).all()  # the hybrids' list values were read back
+    # the headline at the paper's lr, recomputed by hand from results.csv: ReLU − GELU by seed, LayerNorm-free
+    runs = pd.read_csv("docs/results/cpu_study/results.csv")
+    arm = runs[(runs["model.norm"] == "none") & (runs["model.lr"] == 1e-3)].set_index("seed")
+    by_hand = arm[arm["model.activation"] == "relu"].val_loss - arm[arm["model.activation"] == "gelu"].val_loss
+    headline = main[(main.comparison == "relu − gelu") & (main["at"] == "norm=none, lr=1e-3")].iloc[0]
+    assert len(by_hand) == 10 and headline["mean"] == pytest.approx(by_hand.mean(), abs=1e-12)
+    assert headline.p == pytest.approx(scipy.stats.ttest_1samp(by_hand, 0).pvalue, rel=1e-9)
+    # under Holm over the primary family, four claims stand; BH's q beside them
+    primary = main[main.primary]
+    assert list(primary.p_bh) == pytest.approx(multipletests(primary.p, method="fdr_bh")[1])
+    assert list(primary.p_adj) == pytest.approx(multipletests(primary.p, method="holm")[1])
+    resolved = primary[~primary.claim.isin(["unresolved", "untestable"])]
+    assert list(resolved["at"]) == ["norm=none, lr=1e-3", "norm=layernorm, lr=1e-3", "activation=relu, lr=1e-3",
+                                    "activation=gelu, lr=1e-3"]
     assert "activation=relu,norm=none,seed=0" in (tmp_path / "claims.md").read_text()
 
 

@@ -105,10 +105,12 @@ def test_the_cpu_study_names_its_comparisons():
     from actsweep.study.sweep import load_sweep
 
     study = load_sweep("configs/sweeps/cpu_study.yaml")
-    assert len(study.runs()) == 60 and study.seeds == [0, 1, 2, 3, 4] and study.threads == 1
+    assert len(study.runs()) == 90 and study.seeds == [0, 1, 2, 3, 4] and study.threads == 1
+    headline = [r.seed for r in study.runs() if r.overrides == {"model.activation": "relu", "model.norm": "none"}]
+    assert headline == list(range(10))  # the LayerNorm-free headline's own seeds
     assert {"key": "model.activation", "a": ["relu", "relu", "gelu", "gelu"], "b": "relu", "metric": "val_loss",
             "primary": True} in study.comparisons
-    assert sum(bool(c.get("primary")) for c in study.comparisons) == 10  # 14 rows: some have several settings
+    assert sum(bool(c.get("primary")) for c in study.comparisons) == 10  # 18 rows: some have several settings
     assert [c["across"] for c in study.comparisons if "across" in c] == [
         {"key": "model.lr", "a": 1e-3, "b": None}, {"key": "model.lr", "a": 1e-2, "b": None}]
     assert study.comparisons[-5]["metric"] == "slope"

@@ -100,9 +100,11 @@ def test_public_api_resolves() -> None:
     from actsweep.study.report import load_runs
     from actsweep.study.results import load_study
     from actsweep.train.module import ActSweepModule
+    from actsweep.train.run_status import RunStatus
 
     public = [GPT, GPTConfig, HookPoint, capture, hooks, TextDataModule, load_documents, get_tokenizer, ActSweepModule,
-              probe_entropy, head_entropy, causal_uniform_entropy, load_runs, load_study, to_transformer_lens]
+              probe_entropy, head_entropy, causal_uniform_entropy, load_runs, load_study, to_transformer_lens,
+              RunStatus]
     assert actsweep.__all__ == sorted(value.__name__ for value in public)
     for value in public:
         assert getattr(actsweep, value.__name__) is value, value.__name__

@@ -78,15 +78,16 @@ def test_plan_seeds_command_on_the_cpu_study(capsys):
 
     assert main([str(CPU_CSV), "--sweep", str(CPU_SWEEP), "--effect", "0.085"]) == 0
     out = capsys.readouterr().out
-    # ReLU's Revival's headline, LayerNorm-free: paired SD 0.148 over 5 seeds, 14 primary comparisons
-    assert "| relu − gelu | norm=none | primary (14) | 0.00357 | 5 | 0.148 | 0.016 | 48 |" in out
+    # ReLU's Revival's headline, LayerNorm-free at 3e-3: paired SD 0.116 over 10 seeds, 18 primary comparisons
+    assert "| relu − gelu | norm=none | primary (18) | 0.00278 | 10 | 0.116 | 0.11 | 32 |" in out
+    assert "| relu − gelu | norm=none, lr=1e-3 | primary (18) | 0.00278 | 10 | 0.0111 | 1 | 4 |" in out
     assert main([str(CPU_CSV), "--effect", "0.085"]) == 2
     assert "give its sweep file" in capsys.readouterr().err
     from actsweep import cli
 
     with pytest.raises(SystemExit) as done:  # the `actsweep plan-seeds` command, --all: every val-loss row
         cli.main(["plan-seeds", str(CPU_CSV), "--sweep", str(CPU_SWEEP), "--effect", "0.085", "--all"])
-    assert done.value.code == 0 and "| relu − gelu | norm=none | primary (14) |" in capsys.readouterr().out
+    assert done.value.code == 0 and "| relu − gelu | norm=none | primary (18) |" in capsys.readouterr().out
 
 
 def test_a_study_read_from_the_committed_csv_gives_the_committed_claims(tmp_path):

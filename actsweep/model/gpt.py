@@ -24,6 +24,7 @@ from actsweep.model.hooks import HookPoint
 from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyMax,
                                         EntropyReduction, EntropyRegularizer, ThresholdScope, attention_with_probs)
 from actsweep.model.init import INITS, InitName
+from actsweep.model.sampling import check_sampling
 from actsweep.model.norms import NORMS, QK_NORMS, EmbeddingScale, NormName, QKNormName
 from actsweep.errors import ConfigError, check_choice
 from actsweep.resources import check_fits_memory
@@ -274,16 +275,6 @@ class Block(nn.Module):
         return self.hook_resid(x + self.mlp(self.norm_mlp(x)))
 
 
-def check_sampling(max_new_tokens: int, temperature: float, top_k: int | None) -> None:
-    """`GPT.generate`'s settings, checked before a checkpoint is loaded for them (`actsweep sample`)."""
-    if max_new_tokens < 0:
-        raise ConfigError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if not 0 <= temperature < math.inf:
-        raise ConfigError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ConfigError(f"top_k must be >= 1 (or None: every token), got {top_k}")
-
-
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -322,19 +313,17 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """Token ids (B, T) continued by `max_new_tokens` tokens (nanoGPT's), each drawn from softmax(last logits /
-        temperature) over the `top_k` most likely; temperature 0 takes the most likely (greedy). `generator`
-        makes the draws repeatable. Call it in eval mode: dropout would otherwise apply."""
+        """Token ids (B, T) continued by `max_new_tokens` tokens (nanoGPT's), each drawn from softmax(logits / temperature)
+        over the `top_k` most likely; temperature 0: the most likely. Repeatable with `generator`; call in eval mode."""
         check_sampling(max_new_tokens, temperature, top_k)
         for _ in range(max_new_tokens):
             logits = self(idx[:, -self.cfg.block_size:])[:, -1, :]  # the model sees at most block_size tokens
+            if top_k is not None:  # only tokens at or above the k-th largest logit
+                logits = logits.masked_fill(logits < logits.topk(min(top_k, logits.size(-1))).values[:, -1:], -math.inf)
             if temperature == 0:
                 next_id = logits.argmax(dim=-1, keepdim=True)
             else:
-                logits = logits / temperature
-                if top_k is not None:  # only tokens at or above the k-th largest logit
-                    logits = logits.masked_fill(logits < logits.topk(min(top_k, logits.size(-1))).values[:, -1:], -math.inf)
-                next_id = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+                next_id = torch.multinomial(F.softmax(logits / temperature, dim=-1), 1, generator=generator)
             idx = torch.cat((idx, next_id), dim=1)
         return idx
 
