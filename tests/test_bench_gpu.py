@@ -52,6 +52,7 @@ def test_kernel_gradient_table_on_cpu_shows_why_adaptive_switches():
     assert "| flash |" in gpu.error_table(errors)
 
 
+@pytest.mark.bench
 def test_shrunk_benchmark_runs_end_to_end_on_cpu(tmp_path):
     """The prepared GPU benchmark, every part tiny (`--shrink`), writes its section to the given file."""
     import subprocess
