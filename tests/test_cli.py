@@ -34,7 +34,7 @@ def test_unknown_activation_exits_nonzero_listing_valid_names(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )
     assert result.returncode == 2
-    assert "unknown activation 'swish'" in result.stderr
+    assert "unknown --model.activation 'swish'" in result.stderr
     assert "relu, gelu, gelu_tanh, leaky_relu, learnable_leaky_relu" in result.stderr
     assert "Traceback" not in result.stderr
 
