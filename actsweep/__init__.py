@@ -26,6 +26,7 @@ _API = {
     "HookPoint": "actsweep.model.hooks",
     "hooks": "actsweep.model.hooks",
     "capture": "actsweep.model.hooks",
+    "run_with_cache": "actsweep.model.hooks",
     "TextDataModule": "actsweep.data.module",
     "load_documents": "actsweep.data.sources",
     "get_tokenizer": "actsweep.data.tokenizers",

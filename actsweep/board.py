@@ -1,8 +1,9 @@
-"""What a run shows in TensorBoard besides its scalars, in one place: the tag names the callbacks
-write (and what earlier versions wrote), the Custom Scalars layout, and the HParams entry.
+"""What a run shows in TensorBoard besides its scalars: the tag names shared by several modules
+(and what earlier versions wrote), the Custom Scalars layout and the HParams entry, both built from
+what the statistics declare (`actsweep.declarations`).
 
 TensorBoard's Scalars tab groups tags by their first path part (`attn`, `ffn`, `grad`, ...), one
-card per tag; the Custom Scalars tab puts every layer of a statistic on one chart (`LAYOUT`); the
+card per tag; the Custom Scalars tab puts every layer of a statistic on one chart (`layout`); the
 HParams tab lists each run's settings against its final metrics (`write_hparams`).
 No Lightning here, so that `actsweep sweep` and `actsweep report` start quickly.
 """
@@ -13,6 +14,8 @@ import json
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from actsweep.declarations import Declaration
 
 # Entropy bands: quarters of [0, reference], named by range and reference.
 QUARTERS = ("bottom_quarter", "second_quarter", "third_quarter", "top_quarter")
@@ -57,48 +60,19 @@ def current_tag(tag: str) -> str:
     return tag
 
 
-# Final values shown as metrics in TensorBoard's HParams tab (those a run logged); it shows the first
-# five by default.
-HPARAMS_METRICS = (
-    "val/loss", "val/ppl", "ffn/dead_units", "attn/entropy", band_tag("uniform", 3), "train/loss", "ffn/inactive_frac",
-    "ffn/act_mean", "grad/norm", band_tag("max", 3), "slope/global", "perf/tokens_per_sec",
-)
+def layout(declaration: Declaration) -> dict[str, dict[str, list]]:
+    """The Custom Scalars layout of the declared charts: category -> chart title -> ["Multiline",
+    [regular expressions of tags]], categories in the order they are first declared."""
+    charts: dict[str, dict[str, list]] = {}
+    for chart in declaration.charts:
+        charts.setdefault(chart.category, {})[chart.title] = ["Multiline", list(chart.tags)]
+    return charts
 
-LAYER = r"layer_\d+"
-# Custom Scalars tab: category -> chart title -> ["Multiline", [regular expressions of tags]].
-LAYOUT = {
-    "loss": {
-        "train and validation loss": ["Multiline", [r"train/loss", r"val/loss"]],
-        "validation perplexity": ["Multiline", [r"val/ppl"]],
-    },
-    "attention entropy": {
-        "entropy per layer (nats; mean over heads)": ["Multiline", [rf"attn/entropy/{LAYER}"]],
-        "entropy per layer as a share of ln(T!)/T": ["Multiline", [rf"attn/entropy_frac/{LAYER}"]],
-        "heads in each quarter of [0, largest head entropy]": ["Multiline", [r"attn/heads_in_band/max_.*"]],
-        "heads in each quarter of [0, ln(T!)/T]": ["Multiline", [r"attn/heads_in_band/uniform_.*"]],
-        "largest |attention logit| per layer": ["Multiline", [rf"attn/max_logit/{LAYER}"]],
-    },
-    "FFN activations": {
-        "inactive share per layer (outputs <= 0)": ["Multiline", [rf"ffn/inactive_frac/{LAYER}"]],
-        "dead units per layer (never > 0 in validation)": ["Multiline", [rf"ffn/dead_units/{LAYER}"]],
-        "activation mean per layer": ["Multiline", [rf"ffn/act_mean/{LAYER}"]],
-    },
-    "residual stream and gradients": {
-        "residual RMS per layer": ["Multiline", [rf"resid/rms/{LAYER}"]],
-        "gradient norm per block": ["Multiline", [r"grad/norm/block_\d+"]],
-        "gradient norm: total, embeddings, head, slopes": ["Multiline", [r"grad/norm", r"grad/norm/(embeddings|head|slopes)"]],
-    },
-    "learnable slopes": {
-        "slope per layer (mean over units)": ["Multiline", [r"slope/global", rf"slope/{LAYER}", rf"slope/{LAYER}/mean"]],
-    },
-    "normalization-free norms": {
-        "saturated share per norm": ["Multiline", [r"norm/saturated/.*"]],
-        "learnable scalars per norm": ["Multiline", [r"norm/(alpha|shift|beta)/.*", r"norm/embedding_scale"]],
-    },
-    "non-finite values": {
-        "non-finite values per layer and site": ["Multiline", [rf"nonfinite/.*/{LAYER}"]],
-    },
-}
+
+def hparams_metrics(declaration: Declaration) -> list[str]:
+    """The final values shown as metrics in TensorBoard's HParams tab (those a run logged), in the
+    declared places; it shows the first five by default."""
+    return [tag for _, tag in sorted(declaration.hparams)]
 
 
 # -- the HParams entry -------------------------------------------------------------------------------
@@ -113,9 +87,10 @@ def has_hparams(run_dir: str | Path) -> bool:
     return any(Path(run_dir).glob(f"*{HPARAMS_SUFFIX}"))
 
 
-def hparams_summaries(params: Mapping[str, Any], logged_tags: Iterable[str], varied: Iterable[str] = STUDY_AXES) -> list:
+def hparams_summaries(params: Mapping[str, Any], logged_tags: Iterable[str], metrics: Iterable[str],
+                      varied: Iterable[str] = STUDY_AXES) -> list:
     """The three summaries of an HParams entry: the experiment (settings, `varied` ones marked to be
-    shown first, and the `HPARAMS_METRICS` that were logged), the session start (the values) and end.
+    shown first, and those of `metrics` that were logged), the session start (the values) and end.
 
     Settings that are None are left out; tuples and lists become their JSON text. TensorBoard shows
     each metric's last logged value from the run's own scalars, so only the names are written."""
@@ -124,7 +99,7 @@ def hparams_summaries(params: Mapping[str, Any], logged_tags: Iterable[str], var
 
     values = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in params.items() if v is not None}
     logged = set(logged_tags)
-    experiment, start, end = hparams(values, {tag: 0.0 for tag in HPARAMS_METRICS if tag in logged})
+    experiment, start, end = hparams(values, {tag: 0.0 for tag in metrics if tag in logged})
     plugin_data = experiment.value[0].metadata.plugin_data
     content = HParamsPluginData.FromString(plugin_data.content)
     for info in content.experiment.hparam_infos:
@@ -133,7 +108,7 @@ def hparams_summaries(params: Mapping[str, Any], logged_tags: Iterable[str], var
     return [experiment, start, end]
 
 
-def write_hparams(run_dir: str | Path, params: Mapping[str, Any], logged_tags: Iterable[str],
+def write_hparams(run_dir: str | Path, params: Mapping[str, Any], logged_tags: Iterable[str], metrics: Iterable[str],
                   varied: Iterable[str] = STUDY_AXES) -> bool:
     """Write the run's HParams entry (`hparams_summaries`) once, into its own event file in the run's
     folder; False (and nothing written) when the run has its entry already."""
@@ -142,7 +117,7 @@ def write_hparams(run_dir: str | Path, params: Mapping[str, Any], logged_tags: I
     from torch.utils.tensorboard.writer import FileWriter
 
     writer = FileWriter(str(run_dir), filename_suffix=HPARAMS_SUFFIX)
-    for summary in hparams_summaries(params, logged_tags, varied):
+    for summary in hparams_summaries(params, logged_tags, metrics, varied):
         writer.add_summary(summary)
     writer.close()
     return True

@@ -27,7 +27,16 @@ from helpers import write_config
 ROOT = Path(__file__).resolve().parent.parent
 STATS = ["actsweep.stats.FFNStats", "actsweep.stats.GradNorms", "actsweep.stats.AttentionEntropy",
          "actsweep.stats.SlopeMonitor", "actsweep.stats.NormStats", "actsweep.stats.NonFiniteCounts",
-         "actsweep.stats.TensorBoardViews"]
+         "actsweep.stats.sink.AttentionSink", "actsweep.stats.TensorBoardViews"]
+
+
+def fit_layout() -> dict:
+    """The layout the fit below declares: the module's charts and those of every statistic in STATS."""
+    from actsweep.stats.base import statistics
+    from actsweep.train.module import ActSweepModule
+
+    names = {name.rsplit(".", 1)[1] for name in STATS}
+    return board.layout(sum((k.declaration for k in statistics() if k.__name__ in names), ActSweepModule.declaration))
 
 
 def events(run_dir: Path):
@@ -81,7 +90,8 @@ def test_custom_scalars_layout_is_written_once_and_every_chart_has_series(fit_di
     layout = layout_pb2.Layout.FromString(layouts[0].tensor.string_val[0])
     scalars = scalar_tags(fit_dir)
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
-    assert charts == {title: spec[1] for charts in board.LAYOUT.values() for title, spec in charts.items()}
+    assert charts == {title: spec[1] for charts in fit_layout().values() for title, spec in charts.items()}
+    assert "attention mass on the first token per layer" in charts  # a statistic declared in one file
     for title, patterns in charts.items():
         shown = {t for t in scalars if any(re.fullmatch(p, t) for p in patterns)}
         assert shown, f"chart {title!r} has no series"
@@ -109,7 +119,10 @@ def test_fit_hparams_entry_has_settings_and_final_metrics_without_internals(fit_
     assert shown_first == {"model.activation", "model.norm", "model.lr", "seed"} and params["model.norm"] == "dyt"
     assert {h.name for h in experiment.hparam_infos} == set(params)
     metrics = [m.name.tag for m in experiment.metric_infos]
-    assert metrics == [t for t in board.HPARAMS_METRICS if t in scalars]
+    from actsweep.study.columns import every_declaration
+
+    assert metrics == [t for t in board.hparams_metrics(every_declaration()) if t in scalars]
+    assert metrics[:5] == ["val/loss", "val/ppl", "ffn/dead_units", "attn/entropy", board.band_tag("uniform", 3)]
     assert {"val/loss", "val/ppl", "attn/entropy", "ffn/dead_units", board.band_tag("uniform", 3)} <= set(metrics)
 
 
@@ -149,7 +162,7 @@ def test_screenshot_script_renders_every_view_with_its_cards(fit_dir, tmp_path):
         with Image.open(tmp_path / name) as png:
             assert png.size == view.size
             assert len(png.getcolors(256) or range(257)) > 8  # drawn, not a blank page
-    assert all(title in pages["custom_scalars.png"] for charts in board.LAYOUT.values() for title in charts)
+    assert all(title in pages["custom_scalars.png"] for charts in fit_layout().values() for title in charts)
     assert board.HEATMAP_TAG in pages["heatmap.png"] and "@font-face" not in pages["heatmap.png"]
     assert "model.activation" in pages["hparams.png"] and "learnable_leaky_relu" in pages["hparams.png"]
     assert "hp_metric" not in pages["hparams.png"] and "_instantiator" not in pages["hparams.png"]

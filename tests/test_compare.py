@@ -28,8 +28,11 @@ def test_the_blogs_dead_pct_is_the_share_of_outputs_at_most_zero_and_named_so():
     from actsweep.study import report
 
     assert all("inactive_pct" in e.values and "dead_pct" not in e.values for e in STUDIES["blog"])
-    assert report.FINAL["inactive_pct"] == ("ffn/inactive_frac", 100)  # our column it stands beside
-    headers = {key: header for header, key, _ in report.COLUMNS}
+    from actsweep.study.columns import final_columns
+
+    (ours,) = [c for c in final_columns() if c.name == "inactive_pct"]  # our column it stands beside
+    assert (ours.tag, ours.scale) == ("ffn/inactive_frac", 100)
+    headers = {key: header for header, key, _ in report.table_columns_of()}
     assert headers["pub_inactive_pct"] == 'published inactive % (blog\'s "Dead %")'
     act = torch.tensor([[-1.0, 0.0, 0.5, 2.0]])  # zero is inactive: outputs <= 0, not < 0
     sums = activation_sums(act)[None]

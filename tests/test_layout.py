@@ -19,7 +19,7 @@ from actsweep.data import windows
 
 PACKAGE = Path(actsweep.__file__).parent
 # Each module may import only modules of its own layer or below.
-LAYERS = {"errors": 0, "io": 0, "resources": 1, "status": 1, "board": 1, "model": 2, "data": 2, "stats": 3, "train": 4, "study": 5, "export": 5, "sample": 5,
+LAYERS = {"errors": 0, "io": 0, "declarations": 0, "resources": 1, "status": 1, "board": 1, "model": 2, "data": 2, "stats": 3, "train": 4, "study": 5, "export": 5, "sample": 5,
           "cli": 6, "__init__": 7}
 
 
@@ -94,7 +94,7 @@ def test_public_api_resolves() -> None:
     from actsweep.data.tokenizers import get_tokenizer
     from actsweep.export import to_transformer_lens
     from actsweep.model.gpt import GPT, GPTConfig
-    from actsweep.model.hooks import HookPoint, capture, hooks
+    from actsweep.model.hooks import HookPoint, capture, hooks, run_with_cache
     from actsweep.stats.entropy import probe_entropy
     from actsweep.stats.metrics import causal_uniform_entropy, head_entropy
     from actsweep.study.report import load_runs
@@ -102,7 +102,7 @@ def test_public_api_resolves() -> None:
     from actsweep.train.module import ActSweepModule
     from actsweep.train.run_status import RunStatus
 
-    public = [GPT, GPTConfig, HookPoint, capture, hooks, TextDataModule, load_documents, get_tokenizer, ActSweepModule,
+    public = [GPT, GPTConfig, HookPoint, capture, hooks, run_with_cache, TextDataModule, load_documents, get_tokenizer, ActSweepModule,
               probe_entropy, head_entropy, causal_uniform_entropy, load_runs, load_study, to_transformer_lens,
               RunStatus]
     assert actsweep.__all__ == sorted(value.__name__ for value in public)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from actsweep.errors import ConfigError
-from actsweep.model.hooks import capture, hook_points, hooks
+from actsweep.model.hooks import capture, hook_points, hooks, run_with_cache
 from actsweep.model.gpt import GPT, GPTConfig
 
 TINY = dict(vocab_size=97, block_size=16, n_layer=3, n_head=4, n_embd=32)
@@ -168,6 +168,25 @@ def test_hook_points_capture_ffn_activations_and_are_removed():
     with pytest.raises(RuntimeError), hooks(model, {"blocks.0.hook_resid": lambda t, n: None}):
         raise RuntimeError("hooks must be removed even when the block fails")
     assert all(not p._forward_hooks for p in hook_points(model).values())
+
+
+def test_hook_points_know_their_names_and_run_with_cache_returns_every_one():
+    model = tiny(activation="relu").eval()
+    points = hook_points(model)
+    assert all(point.name == name for name, point in points.items())
+    assert model.blocks[1].mlp.hook_act.layer == 1 and model.blocks[0].attn.hook_q.layer == 0
+    assert "name='blocks.1.hook_resid'" in repr(model.blocks[1])
+    idx = torch.randint(0, 97, (2, 16))
+    with torch.no_grad():
+        logits, cache = run_with_cache(model, idx)
+        torch.testing.assert_close(logits, model(idx))
+        # the last block's residual stream is what the final norm and the head turn into the logits
+        last = cache[f"blocks.{model.cfg.n_layer - 1}.hook_resid"]
+        torch.testing.assert_close(model.lm_head(model.norm_final(last))[..., :97], logits)
+    assert set(cache) == set(points) and all(not t.requires_grad for t in cache.values())
+    _, some = run_with_cache(model, idx, names=("blocks.0.*",))
+    assert set(some) == {n for n in points if n.startswith("blocks.0.")}
+    assert all(not p._forward_hooks for p in points.values())
 
 
 def test_hook_ablates_every_matching_layer():

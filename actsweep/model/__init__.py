@@ -5,6 +5,6 @@ Imports only `actsweep.errors`; nothing here knows about Lightning, data or stat
 """
 
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.model.hooks import HookPoint, capture, hooks
+from actsweep.model.hooks import HookPoint, capture, hooks, run_with_cache
 
-__all__ = ["GPT", "GPTConfig", "HookPoint", "capture", "hooks"]
+__all__ = ["GPT", "GPTConfig", "HookPoint", "capture", "hooks", "run_with_cache"]

@@ -20,7 +20,7 @@ from torch import nn
 from actsweep.model.attention import ATTENTION, AttentionName, logit_bound
 from actsweep.model.activations import (SLOPE_SCOPES, ActivationName, SlopeBank, SlopeScope, build_activation,
                                         check_activation)
-from actsweep.model.hooks import HookPoint
+from actsweep.model.hooks import HookPoint, name_hook_points
 from actsweep.model.entropy_reg import (ENTROPY_MAXIMA, ENTROPY_REDUCTIONS, THRESHOLD_SCOPES, EntropyMax,
                                         EntropyReduction, EntropyRegularizer, ThresholdScope, attention_with_probs)
 from actsweep.model.init import INITS, InitName
@@ -295,6 +295,7 @@ class GPT(nn.Module):
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
         INITS[cfg.init](self)
+        name_hook_points(self)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """Logits (B, T, vocab_size) for token ids (B, T); padded vocabulary rows are dropped."""

@@ -1,13 +1,16 @@
 """Named places to observe activations, in the manner of TransformerLens' hook points.
 
-Every `HookPoint` in a model has a dotted name (`blocks.0.mlp.hook_act`). `hooks()` registers forward
-hooks on chosen points for the length of a `with` block and always removes them; `capture()` is the
-notebook shortcut that records what passes through.
+Every `HookPoint` in a model has a dotted name (`blocks.0.mlp.hook_act`), which it knows (`name`,
+and `layer` for a point inside `blocks.<i>`) once the model is built (`name_hook_points`). `hooks()`
+registers forward hooks on chosen points for the length of a `with` block and always removes them;
+`capture()` records what passes through; `run_with_cache` is TransformerLens' call of that name:
+the output and every hook point's tensor.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from contextlib import contextmanager
 from typing import Callable, Iterator, Mapping
 
@@ -18,11 +21,27 @@ HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 
 
 class HookPoint(nn.Identity):
-    """Identity module whose only job is to be a named place for forward hooks."""
+    """Identity module whose only job is to be a named place for forward hooks. `name` (its dotted
+    name in the model) and `layer` (the block it is in, else None) are set by `name_hook_points`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str | None = None
+        self.layer: int | None = None
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}" if self.name else ""
 
 
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
     return {name: m for name, m in model.named_modules() if isinstance(m, HookPoint)}
+
+
+def name_hook_points(model: nn.Module) -> None:
+    """Tell every hook point of `model` its name and layer (call when the model is built)."""
+    for name, point in hook_points(model).items():
+        block = re.match(r"blocks\.(\d+)\.", name)
+        point.name, point.layer = name, int(block[1]) if block else None
 
 
 # TransformerLens's names for our hook points (a pattern's last part), so notebooks work with both.
@@ -70,3 +89,11 @@ def capture(model: nn.Module, *patterns: str) -> Iterator[dict[str, torch.Tensor
 
     with hooks(model, {p: store for p in patterns}):
         yield cache
+
+
+def run_with_cache(model: nn.Module, *inputs: torch.Tensor, names: tuple[str, ...] = ("*",)) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`(output, cache)`: `model(*inputs)` and a detached copy of the tensor at every hook point whose
+    name matches one of `names` (default: all), keyed by name, as TransformerLens' `run_with_cache`."""
+    with capture(model, *names) as cache:
+        output = model(*inputs)
+    return output, dict(cache)

@@ -23,10 +23,12 @@ from typing import Mapping
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 from actsweep.errors import ConfigError
+from actsweep.declarations import Column, Declaration
+from actsweep.stats.base import Statistic
 from actsweep.stats.common import all_reduce_, is_logging_step, logger_step, publish
 from actsweep.stats.gradients import block_parameters
 from actsweep.stats.metrics import all_finite, first_bad_step
@@ -49,7 +51,7 @@ def checkpoint_due(trainer: L.Trainer) -> bool:
     )
 
 
-class DivergenceGuard(Callback):
+class DivergenceGuard(Statistic):
     """Stops the run at the first non-finite training loss or validation loss and records it
     "diverged" in `trainer.log_dir/status.json`, with the first non-finite step (the step axis of
     `train/loss`) and the latest finite validation loss. Under DDP the flag is reduced across
@@ -61,7 +63,10 @@ class DivergenceGuard(Callback):
             gradients and go on, counted per layer, as the HF Trainer under a GradScaler).
     """
 
+    declaration = Declaration(columns=(Column("nonfinite_skipped", "nonfinite/skipped_steps", "", 0, place=220),))  # results.csv only
+
     def __init__(self, val_metric: str = "val/loss", nonfinite: str = "stop") -> None:
+        super().__init__()
         if nonfinite not in NONFINITE_POLICIES:
             raise ConfigError(f"unknown nonfinite policy {nonfinite!r}; choose one of {', '.join(NONFINITE_POLICIES)}")
         self.val_metric, self.nonfinite = val_metric, nonfinite

@@ -14,11 +14,12 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from actsweep.board import BAND_REFERENCES, HEATMAP_TAG, band_tag, head_entropy_tag
+from actsweep.declarations import LAYER, Chart, Column, Declaration
+from actsweep.stats.base import Statistic
 from actsweep.stats.common import ArmedHooks, is_accumulating, logger_step, per_layer, publish, tensorboard
 from actsweep.stats.metrics import causal_scores, causal_uniform_entropy, entropy_bands, max_logit, scores_entropy
 
@@ -115,7 +116,7 @@ def heatmap_figure(ent: torch.Tensor, T: int, step: int):
     return fig
 
 
-class AttentionEntropy(Callback):
+class AttentionEntropy(Statistic):
     """Head entropies on `trainer.datamodule.probe_batch()` at each validation epoch end and,
     optionally, every `every_n_train_steps` optimizer steps.
 
@@ -127,9 +128,24 @@ class AttentionEntropy(Callback):
         probe_windows: windows asked of `probe_batch(n)` (None: the data module's default).
     """
 
+    declaration = Declaration(
+        charts=(
+            Chart("attention entropy", "entropy per layer (nats; mean over heads)", (rf"attn/entropy/{LAYER}",)),
+            Chart("attention entropy", "entropy per layer as a share of ln(T!)/T", (rf"attn/entropy_frac/{LAYER}",)),
+            Chart("attention entropy", "heads in each quarter of [0, largest head entropy]", (r"attn/heads_in_band/max_.*",)),
+            Chart("attention entropy", "heads in each quarter of [0, ln(T!)/T]", (r"attn/heads_in_band/uniform_.*",)),
+            Chart("attention entropy", "largest |attention logit| per layer", (rf"attn/max_logit/{LAYER}",)),
+        ),
+        columns=(
+            Column("top_band_max_pct", band_tag("max", 3), "top-band heads % (max)", 0, place=80, scale=100),
+            Column("top_band_uniform_pct", band_tag("uniform", 3), "top-band heads % (ln(T!)/T)", 0, place=90, scale=100),
+        ),
+        hparams=((40, "attn/entropy"), (50, band_tag("uniform", 3)), (100, band_tag("max", 3))),
+    )
+
     def __init__(self, every_n_train_steps: int = 0, probe_windows: int | None = None) -> None:
+        super().__init__()
         self.every_n_train_steps, self.probe_windows = every_n_train_steps, probe_windows
-        self.computations = 0
         self._probe: EntropyProbe | None = None
         self._idx: torch.Tensor | None = None
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from torch import nn
 
-from actsweep.stats.common import ArmedHooks, all_reduce_, is_logging_step, per_layer, publish, reduce_sums
+from actsweep.declarations import LAYER, Chart, Column, Declaration
+from actsweep.stats.base import Statistic
+from actsweep.stats.common import all_reduce_, per_layer, publish, reduce_sums
 from actsweep.stats.metrics import activation_sums, ffn_ratios, fired_units, never_fired_share, square_sums
 
 
@@ -27,7 +29,7 @@ def dead_unit_share(fired: torch.Tensor) -> torch.Tensor:
     return never_fired_share(all_reduce_(fired.to(torch.int32), "max"))  # any() across processes
 
 
-class FFNStats(Callback):
+class FFNStats(Statistic):
     """FFN inactive share and activation mean, residual RMS, and dead units per validation epoch.
 
     Args:
@@ -35,34 +37,42 @@ class FFNStats(Callback):
         residual: log the residual-stream RMS after each block (`resid/rms/layer_{i}`).
     """
 
+    declaration = Declaration(
+        charts=(
+            Chart("FFN activations", "inactive share per layer (outputs <= 0)", (rf"ffn/inactive_frac/{LAYER}",)),
+            Chart("FFN activations", "dead units per layer (never > 0 in validation)", (rf"ffn/dead_units/{LAYER}",)),
+            Chart("FFN activations", "activation mean per layer", (rf"ffn/act_mean/{LAYER}",)),
+            Chart("residual stream and gradients", "residual RMS per layer", (rf"resid/rms/{LAYER}",)),
+        ),
+        columns=(
+            Column("inactive_pct", "ffn/inactive_frac", "inactive %", 1, place=40, scale=100),
+            Column("dead_units_pct", "ffn/dead_units", "dead units %", 1, place=50, scale=100),
+            Column("act_mean", "ffn/act_mean", "act mean", 3, place=60),
+        ),
+        hparams=((30, "ffn/dead_units"), (70, "ffn/inactive_frac"), (80, "ffn/act_mean")),
+    )
+
     def __init__(self, dead_units: bool = True, residual: bool = True) -> None:
+        super().__init__()
         self.dead_units, self.residual = dead_units, residual
-        self.computations = 0  # statistic computations (training logging steps + validation epochs)
-        self._hooks = ArmedHooks()
         self._acts: dict[int, torch.Tensor] = {}
         self._resid: dict[int, torch.Tensor] = {}
         self._fired: dict[int, torch.Tensor] = {}
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._hooks.registered:
-            return
-        model = pl_module.model
-        self._hooks.register(model, "blocks.*.mlp.hook_act", self._on_act)
+    def register(self, model: nn.Module) -> None:
+        self.hooks.register(model, "blocks.*.mlp.hook_act", self._on_act)
         if self.residual:
-            self._hooks.register(model, "blocks.*.hook_resid", self._on_resid)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._hooks.remove()
+            self.hooks.register(model, "blocks.*.hook_resid", self._on_resid)
 
     def _collecting_train(self) -> bool:
         # The training forward only: a no-grad forward in between (an entropy probe run from another
         # callback's `on_train_batch_end`) must not replace this step's activations.
-        return self._hooks.armed == "train" and torch.is_grad_enabled()
+        return self.hooks.armed == "train" and torch.is_grad_enabled()
 
     def _on_act(self, act: torch.Tensor, layer: int) -> None:
         if self._collecting_train():
             self._acts[layer] = activation_sums(act)
-        elif self._hooks.armed == "val":
+        elif self.hooks.armed == "val":
             self._fired[layer] = fired_units(act, self._fired.get(layer))
 
     def _on_resid(self, x: torch.Tensor, layer: int) -> None:
@@ -72,14 +82,13 @@ class FFNStats(Callback):
     # -- training: logging steps only ---------------------------------------------------------
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if is_logging_step(trainer):
-            self._hooks.armed = "train"
+        if self.arm_if_logging(trainer):
             self.computations += 1
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self._hooks.armed != "train":
+        if self.hooks.armed != "train":
             return
-        self._hooks.armed = None
+        self.hooks.armed = None
         acts = torch.stack([self._acts[i] for i in sorted(self._acts)])
         sq = torch.stack([self._resid[i] for i in sorted(self._resid)]) if self._resid else acts.new_zeros(0, 2)
         self._acts.clear()
@@ -97,10 +106,10 @@ class FFNStats(Callback):
 
     def on_validation_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if self._collecting_dead_units(trainer):
-            self._hooks.armed = "val"
+            self.hooks.armed = "val"
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._hooks.armed = None
+        self.hooks.armed = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._collecting_dead_units(trainer):

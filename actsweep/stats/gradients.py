@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from actsweep.declarations import Chart, Column, Declaration
+from actsweep.stats.base import Statistic
 from actsweep.stats.common import is_logging_step, layer_index, publish
 from actsweep.stats.metrics import grad_norms
 
@@ -38,11 +39,21 @@ def block_parameters(model: nn.Module) -> dict[int, list[nn.Parameter]]:
     return {int(k.removeprefix("block_")): v for k, v in grad_norm_groups(model).items() if k.startswith("block_")}
 
 
-class GradNorms(Callback):
+class GradNorms(Statistic):
     """Logs `grad/norm` (total) and `grad/norm/{block_i,embeddings,head,slopes}` on logging steps."""
 
+    declaration = Declaration(
+        charts=(
+            Chart("residual stream and gradients", "gradient norm per block", (r"grad/norm/block_\d+",)),
+            Chart("residual stream and gradients", "gradient norm: total, embeddings, head, slopes",
+                  (r"grad/norm", r"grad/norm/(embeddings|head|slopes)")),
+        ),
+        columns=(Column("grad_norm", "grad/norm", "grad norm", 2, place=70),),
+        hparams=((90, "grad/norm"),),
+    )
+
     def __init__(self) -> None:
-        self.computations = 0
+        super().__init__()
         self._groups: dict[str, list[nn.Parameter]] = {}
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 
-from actsweep.stats.common import ArmedHooks, is_logging_step, publish, reduce_sums
+from actsweep.declarations import LAYER, Chart, Declaration
+from actsweep.stats.base import Statistic
+from actsweep.stats.common import publish, reduce_sums
 from actsweep.stats.gradients import block_parameters
 
 # Forward sites, in the order a value passes through a block (the report's order for "first").
@@ -32,42 +33,39 @@ def grad_nonfinite_counts(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return torch.stack(counts).sum() if counts else torch.zeros((), dtype=torch.int64)
 
 
-class NonFiniteCounts(Callback):
+class NonFiniteCounts(Statistic):
     """Logs `nonfinite/{q,k,act,resid,grad}/layer_i` on logging steps (gradients after unscaling)."""
 
+    declaration = Declaration(charts=(
+        Chart("non-finite values", "non-finite values per layer and site", (rf"nonfinite/.*/{LAYER}",)),
+    ))
+
     def __init__(self) -> None:
-        self.computations = 0
-        self._hooks = ArmedHooks()
+        super().__init__()
         self._counts: dict[str, torch.Tensor] = {}
         self._blocks: dict[int, list[torch.nn.Parameter]] = {}
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._hooks.registered:
-            return
+    def register(self, model: torch.nn.Module) -> None:
         for site, pattern in SITES.items():
-            self._hooks.register(pl_module.model, pattern, lambda x, layer, site=site: self._count(site, layer, x))
-        self._blocks = block_parameters(pl_module.model)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._hooks.remove()
+            self.hooks.register(model, pattern, lambda x, layer, site=site: self._count(site, layer, x))
+        self._blocks = block_parameters(model)
 
     def _count(self, site: str, layer: int, x: torch.Tensor) -> None:
         if torch.is_grad_enabled():  # the training forward, not a probe run in between
             self._counts[f"nonfinite/{site}/layer_{layer}"] = nonfinite_count(x)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if is_logging_step(trainer):
-            self._hooks.armed = "train"
+        self.arm_if_logging(trainer)
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        if self._hooks.armed == "train":
+        if self.hooks.armed == "train":
             for layer, params in self._blocks.items():
                 self._counts[f"nonfinite/grad/layer_{layer}"] = grad_nonfinite_counts(params).to(pl_module.device)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self._hooks.armed != "train":
+        if self.hooks.armed != "train":
             return
-        self._hooks.armed = None
+        self.hooks.armed = None
         self.computations += 1
         counts, self._counts = self._counts, {}
         publish(trainer, dict(zip(counts, reduce_sums(*counts.values()))))  # summed over processes

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from actsweep.declarations import Chart, Declaration
 from actsweep.model.norms import DynamicNorm
-from actsweep.stats.common import ArmedHooks, is_logging_step, publish, reduce_sums
+from actsweep.stats.base import Statistic
+from actsweep.stats.common import publish, reduce_sums
 from actsweep.stats.metrics import saturation_counts
 
 
@@ -40,29 +41,33 @@ def norm_scalars(model: nn.Module) -> dict[str, torch.Tensor]:
     return metrics
 
 
-class NormStats(Callback):
+class NormStats(Statistic):
     """Scalars of dyt/derf/dyisru norms and the saturated share of their inputs, on logging steps.
+
+    The report's `saturated_pct` column (the mean over norms) is computed in `study/outcomes.py`.
 
     Args:
         threshold: a coordinate is saturated where the squashing slope, relative to the origin's, is below it.
     """
 
+    declaration = Declaration(charts=(
+        Chart("normalization-free norms", "saturated share per norm", (r"norm/saturated/.*",)),
+        Chart("normalization-free norms", "learnable scalars per norm", (r"norm/(alpha|shift|beta)/.*", r"norm/embedding_scale")),
+    ))
+
     def __init__(self, threshold: float = 0.1) -> None:
+        super().__init__()
         self.threshold = threshold
-        self.computations = 0
         self._active = False
         self._counts: dict[str, torch.Tensor] = {}
-        self._hooks = ArmedHooks()  # arming flips the compiler to eager, as for every statistic
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._active = bool(norm_scalars(pl_module.model))
-        if self._hooks.registered:
-            return
-        for tag, norm in dynamic_norms(pl_module.model).items():
-            self._hooks.register_input(norm, lambda mod, x, tag=tag: self._count(tag, mod, x))
+        super().setup(trainer, pl_module, stage)
 
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._hooks.remove()
+    def register(self, model: nn.Module) -> None:
+        for tag, norm in dynamic_norms(model).items():
+            self.hooks.register_input(norm, lambda mod, x, tag=tag: self._count(tag, mod, x))
 
     def _count(self, tag: str, norm: DynamicNorm, x: torch.Tensor) -> None:
         if torch.is_grad_enabled():  # the training forward, not a no-grad probe
@@ -70,13 +75,13 @@ class NormStats(Callback):
                 self._counts[tag] = saturation_counts(norm.unit_slope(x), self.threshold)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self._active and is_logging_step(trainer):
-            self._hooks.armed = "train"
+        if self._active:
+            self.arm_if_logging(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
-        if self._hooks.armed != "train":
+        if self.hooks.armed != "train":
             return
-        self._hooks.armed = None
+        self.hooks.armed = None
         self.computations += 1
         saturated = {}
         if self._counts:

@@ -13,8 +13,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 
+from actsweep.declarations import Column, Declaration
+from actsweep.stats.base import Statistic
 from actsweep.stats.common import is_logging_step, publish
 from actsweep.stats.metrics import all_finite
 
@@ -24,12 +25,14 @@ def gradients_finite(parameters) -> torch.Tensor:
     return all_finite(p.grad for p in parameters if p.grad is not None)
 
 
-class LossScaleMonitor(Callback):
+class LossScaleMonitor(Statistic):
     """Logs `amp/loss_scale` and `amp/skipped_steps` (cumulative, kept across resumes) on logging steps
     of a run with a GradScaler (`precision: 16-mixed`)."""
 
+    declaration = Declaration(columns=(Column("loss_scale", "amp/loss_scale", "", 0, place=210),))  # results.csv only
+
     def __init__(self) -> None:
-        self.computations = 0
+        super().__init__()
         self._skipped: torch.Tensor | None = None  # device counter
         self._restored = 0
 

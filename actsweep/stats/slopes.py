@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from actsweep.declarations import LAYER, Chart, Declaration
 from actsweep.model.activations import is_slope
+from actsweep.stats.base import Statistic
 from actsweep.stats.common import is_logging_step, layer_index, publish
 from actsweep.stats.metrics import slope_spread
 
@@ -33,11 +34,19 @@ def slope_metrics(model: nn.Module) -> dict[str, torch.Tensor]:
     return metrics
 
 
-class SlopeMonitor(Callback):
-    """Logs every learnable slope, after the optimizer step, on logging steps; silent without slopes."""
+class SlopeMonitor(Statistic):
+    """Logs every learnable slope, after the optimizer step, on logging steps; silent without slopes.
+
+    The report's `slope` column (with its interval over seeds) is computed in `study/outcomes.py`."""
+
+    declaration = Declaration(
+        charts=(Chart("learnable slopes", "slope per layer (mean over units)",
+                      (r"slope/global", rf"slope/{LAYER}", rf"slope/{LAYER}/mean")),),
+        hparams=((110, "slope/global"),),
+    )
 
     def __init__(self) -> None:
-        self.computations = 0
+        super().__init__()
         self._has_slopes = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

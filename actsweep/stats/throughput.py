@@ -13,8 +13,9 @@ import time
 import lightning as L
 import torch
 from lightning.fabric.utilities.throughput import get_available_flops
-from lightning.pytorch.callbacks import Callback
 
+from actsweep.declarations import Column, Declaration
+from actsweep.stats.base import Statistic
 from actsweep.stats.common import is_logging_step, publish
 from actsweep.stats.metrics import model_flops_utilisation, tokens_per_second
 
@@ -30,12 +31,15 @@ def compute_dtype(precision: str) -> torch.dtype | str:
     return torch.float32
 
 
-class ThroughputMonitor(Callback):
+class ThroughputMonitor(Statistic):
     """Logs `perf/tokens_per_sec` (all processes) and, where the device's peak FLOP/s is known
     (CUDA, TPU), `perf/mfu` from `pl_module.model.flops_per_token()`, on logging steps."""
 
+    declaration = Declaration(columns=(Column("tokens_per_sec", "perf/tokens_per_sec", "", 0, place=200),),  # results.csv only
+                              hparams=((120, "perf/tokens_per_sec"),))
+
     def __init__(self) -> None:
-        self.computations = 0
+        super().__init__()
         self._peak_flops: float | None = None
         self._last: tuple[int, float] | None = None  # (global step, clock) at the last logging step
         self._validation_start = 0.0

@@ -16,7 +16,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 
-from actsweep.board import LAYOUT, write_hparams
+from actsweep.board import hparams_metrics, layout, write_hparams
+from actsweep.declarations import Declaration
+from actsweep.stats.base import declared
 from actsweep.stats.common import tensorboard
 from actsweep.status import ended
 
@@ -33,6 +35,11 @@ def run_settings(model_hparams: dict[str, Any], data_hparams: dict[str, Any]) ->
     return settings
 
 
+def fit_declaration(trainer: L.Trainer, pl_module: L.LightningModule) -> Declaration:
+    """What this fit shows: the module's own tags (its `declaration`, if any) and its statistics'."""
+    return getattr(pl_module, "declaration", Declaration()) + declared(trainer.callbacks)
+
+
 def logged_tags(log_dir: str) -> list[str]:
     """The scalar tags in a run folder's event files."""
     events = EventAccumulator(log_dir, size_guidance={SCALARS: 1})
@@ -41,7 +48,8 @@ def logged_tags(log_dir: str) -> list[str]:
 
 
 class TensorBoardViews(Callback):
-    """Writes the Custom Scalars layout when training starts and the HParams entry when the fit ends.
+    """Writes the Custom Scalars layout when training starts and the HParams entry when the fit ends,
+    each from what the module and the fit's statistics declare.
 
     Turns off Lightning's own start-of-run HParams entry (`default_hp_metric`), which would put
     `hp_metric = -1` beside the real metrics."""
@@ -55,7 +63,7 @@ class TensorBoardViews(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         writer = tensorboard(trainer)
         if writer is not None and trainer.global_step == 0:  # a resumed run has its layout already
-            writer.add_custom_scalars(LAYOUT)
+            writer.add_custom_scalars(layout(fit_declaration(trainer, pl_module)))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -67,4 +75,5 @@ class TensorBoardViews(Callback):
         if "PL_GLOBAL_SEED" in os.environ:  # set by `seed_everything`
             params["seed"] = int(os.environ["PL_GLOBAL_SEED"])
         params["status"] = ended(logger.log_dir)  # the fit ended without an exception
-        write_hparams(logger.log_dir, params, logged_tags(logger.log_dir))
+        metrics = hparams_metrics(fit_declaration(trainer, pl_module))
+        write_hparams(logger.log_dir, params, logged_tags(logger.log_dir), metrics)

@@ -91,3 +91,4 @@ def run_local(sweep: Sweep, root: Path, todo: list[Run], jobs: int = 1, launch: 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(one, todo))
     return results
+

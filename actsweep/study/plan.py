@@ -101,8 +101,11 @@ def write_hparams(run_dir: Path, run: Run) -> None:
     """
     if board.has_hparams(run_dir):
         return
+    from actsweep.study.columns import every_declaration  # Lightning: only for a run without its entry
+
     params = {**run.overrides, "seed": run.seed, "status": (read_status(run_dir) or {}).get("status", "unknown")}
-    board.write_hparams(run_dir, params, read_scalars(run_dir), varied=[*run.overrides, "seed"])
+    metrics = board.hparams_metrics(every_declaration())
+    board.write_hparams(run_dir, params, read_scalars(run_dir), metrics, varied=[*run.overrides, "seed"])
 
 
 def done_status(sweep: Sweep, run: Run, root: Path) -> dict | None:

@@ -20,9 +20,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from actsweep.board import band_tag
 from actsweep.errors import ConfigError, MissingPathError, OneLineParser
 from actsweep.io import write_atomic
+from actsweep.study.columns import final_columns, table_columns
 from actsweep.study.compare import mark_incomparable, published_section, run_tokenizer
 from actsweep.study.intervals import Interval, t_interval
 from actsweep.study.claims import ALPHA, METHODS
@@ -38,16 +38,6 @@ from actsweep.study.outcomes import (
     precision_flag, per_layer_finals, run_outcome, skipped_share,
 )
 
-# Final (last logged) value of each tag, and the factor that turns a share into a percentage.
-FINAL = {
-    "val_loss": ("val/loss", 1), "val_ppl": ("val/ppl", 1), "train_loss": ("train/loss", 1),
-    "val_loss_se": ("val/loss_se", 1), "global_batch": ("batch/global_size", 1),
-    "inactive_pct": ("ffn/inactive_frac", 100), "dead_units_pct": ("ffn/dead_units", 100),
-    "act_mean": ("ffn/act_mean", 1), "grad_norm": ("grad/norm", 1),
-    "top_band_max_pct": (band_tag("max", 3), 100), "top_band_uniform_pct": (band_tag("uniform", 3), 100),
-    "tokens_per_sec": ("perf/tokens_per_sec", 1), "loss_scale": ("amp/loss_scale", 1),
-    "nonfinite_skipped": ("nonfinite/skipped_steps", 1),
-}
 def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
     """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
     rows = []
@@ -56,8 +46,9 @@ def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE)
         row = {"run": log.info["name"], "config": log.info["config"], "label": log.info.get("label"),
                **log.info["overrides"], "seed": log.info["seed"], "status": outcome, "reason": reason,
                "step": max((int(s.index.max()) for s in log.scalars.values() if len(s)), default=None)}
-        for column, (tag, factor) in FINAL.items():
-            row[column] = float(log.scalars[tag].iloc[-1]) * factor if tag in log.scalars else math.nan
+        for column in final_columns():  # each declared tag's last logged value
+            tag = column.tag
+            row[column.name] = float(log.scalars[tag].iloc[-1]) * column.scale if tag in log.scalars else math.nan
         val = log.scalars.get("val/loss")
         row["best_val_loss"] = float(val.min()) if val is not None else math.nan
         row["slope"] = final_slope(log.scalars)
@@ -84,9 +75,8 @@ def summarize(runs: pd.DataFrame, logs: list[RunLog]) -> pd.DataFrame:
         row: dict[str, Any] = {"config": config, "label": group.label.iloc[0], "n": int(kept.val_loss.notna().sum())}
         for column in ("val_loss", "val_ppl"):
             row[column] = t_interval(kept[column].tolist())
-        for column in ("inactive_pct", "dead_units_pct", "act_mean", "grad_norm", "top_band_max_pct",
-                       "top_band_uniform_pct", "saturated_pct", "skipped_pct", "val_loss_se", "global_batch"):
-            row[column] = kept[column].mean() if kept[column].notna().any() else math.nan
+        for column in (*(c.name for c in table_columns()), "saturated_pct", "skipped_pct"):
+            row[column] = kept[column].mean() if column in kept and kept[column].notna().any() else math.nan
         # where learnable slopes ended, with its interval: is a slope's fall from its start resolved?
         row["slope"] = t_interval(kept.slope.dropna().tolist()) if kept.slope.notna().any() else math.nan
         row["skips_by_layer"] = skips_of(kept)
@@ -127,41 +117,43 @@ def grid_value(value: Any) -> str:
     return "" if missing else short(value)
 
 
-# header, summary column (None: always shown), formatter. Optional columns appear when any row has data.
-COLUMNS: list[tuple[str, str | None, Callable[[pd.Series], str]]] = [
-    ("label", "label", lambda r: fmt(r["label"], 0)),
-    ("n", None, lambda r: str(r["n"])),
-    ("val loss [95 % CI]", None, lambda r: r["val_loss"].text(3)),
-    ("ppl [95 % CI]", None, lambda r: r["val_ppl"].text(2)),
-    ("inactive %", "inactive_pct", lambda r: fmt(r["inactive_pct"], 1)),
-    ("dead units %", "dead_units_pct", lambda r: fmt(r["dead_units_pct"], 1)),
-    ("act mean", "act_mean", lambda r: fmt(r["act_mean"], 3)),
-    ("grad norm", "grad_norm", lambda r: fmt(r["grad_norm"], 2)),
-    ("top-band heads % (max)", "top_band_max_pct", lambda r: fmt(r["top_band_max_pct"], 0)),
-    ("top-band heads % (ln(T!)/T)", "top_band_uniform_pct", lambda r: fmt(r["top_band_uniform_pct"], 0)),
-    ("slope [95 % CI]", "slope", lambda r: r["slope"].text(4) if isinstance(r["slope"], Interval) else ""),
-    ("saturated norm inputs %", "saturated_pct", lambda r: fmt(r["saturated_pct"], 1)),
-    ("val loss SE", "val_loss_se", lambda r: fmt(r["val_loss_se"], 4)),
-    ("global batch", "global_batch", lambda r: fmt(r["global_batch"], 0)),
-    ("fp16 skipped steps %", "skipped_pct", lambda r: fmt(r["skipped_pct"], 1)),
-    ("skips by layer", "skips_by_layer", lambda r: fmt(r["skips_by_layer"], 0)),
-    ("status", None, lambda r: r["status"]),
-] + [
-    (header, key, lambda r, key=key, digits=digits: fmt(r.get(key), digits))
-    for header, key, digits in [
-        ("published val loss", "pub_val_loss", 2), ("published ppl", "pub_ppl", 3),
-        ("published inactive % (blog's \"Dead %\")", "pub_inactive_pct", 1), ("published act mean", "pub_act_mean", 2),
-        ("published grad norm", "pub_grad_norm", 2), ("published top-band %", "pub_top_band_pct", 0),
-        ("published status", "pub_status", 0),
-    ]
+# The columns the report computes itself (not a tag's last value): header, summary column, decimals,
+# place among the declared columns (`study/columns.py`).
+COMPUTED = [
+    ("slope [95 % CI]", "slope", 4, 100), ("saturated norm inputs %", "saturated_pct", 1, 110),
+    ("fp16 skipped steps %", "skipped_pct", 1, 140), ("skips by layer", "skips_by_layer", 0, 150),
 ]
+PUBLISHED = [
+    ("published val loss", "pub_val_loss", 2), ("published ppl", "pub_ppl", 3),
+    ("published inactive % (blog's \"Dead %\")", "pub_inactive_pct", 1), ("published act mean", "pub_act_mean", 2),
+    ("published grad norm", "pub_grad_norm", 2), ("published top-band %", "pub_top_band_pct", 0),
+    ("published status", "pub_status", 0),
+]
+
+
+def cell(key: str, digits: int) -> Callable[[pd.Series], str]:
+    """A table cell: an interval with `digits` decimals, else `fmt` of the value."""
+    return lambda r: r[key].text(digits) if isinstance(r.get(key), Interval) else fmt(r.get(key), digits)
+
+
+def table_columns_of() -> list[tuple[str, str | None, Callable[[pd.Series], str]]]:
+    """The configuration table's columns: header, summary column (None: always shown), formatter.
+    Optional columns appear when any row has data."""
+    middle = sorted([(c.place, c.header, c.name, c.digits) for c in table_columns()]
+                    + [(place, header, key, digits) for header, key, digits, place in COMPUTED])
+    return [("label", "label", cell("label", 0)), ("n", None, lambda r: str(r["n"])),
+            ("val loss [95 % CI]", None, lambda r: r["val_loss"].text(3)),
+            ("ppl [95 % CI]", None, lambda r: r["val_ppl"].text(2)),
+            *((header, key, cell(key, digits)) for _, header, key, digits in middle),
+            ("status", None, lambda r: r["status"]),
+            *((header, key, cell(key, digits)) for header, key, digits in PUBLISHED)]
 
 
 def markdown_table(summary: pd.DataFrame, grid_keys: list[str]) -> str:
     """Rows = grid values (e.g. lr × activation × norm), columns = ours, then the published numbers."""
     names = short_keys(grid_keys)
     columns = [(names[k], lambda r, k=k: grid_value(r.get(k))) for k in grid_keys]
-    columns += [(h, f) for h, key, f in COLUMNS if key is None or (key in summary and summary[key].notna().any())]
+    columns += [(h, f) for h, key, f in table_columns_of() if key is None or (key in summary and summary[key].notna().any())]
     rows = ([f(row) for _, f in columns] for _, row in summary.iterrows())
     return "\n".join(table_lines([h for h, _ in columns], rows))
 

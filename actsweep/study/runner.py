@@ -7,14 +7,14 @@ machine (`launchers`), `--launcher slurm` a SLURM job array (`slurm`).
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
 from actsweep.errors import ActSweepError, OneLineParser
 from actsweep.resources import RUNS_PER_DEVICE
-from actsweep.study.launchers import PendingTooLong, run_local, slots_for
+from actsweep.study.launcher_choice import launcher_for
+from actsweep.study.launchers import PendingTooLong
 from actsweep.status import DONE
 from actsweep.study.plan import done_status, fit_command, plan, restart, run_dir_of
 from actsweep.study.records import stale_message, stale_runs, write_manifest
@@ -126,45 +126,26 @@ def main(argv: list[str] | None = None) -> int:
             sweep, args.root = smoke(sweep, args.root, args.dry_run)
         args.root = args.root or Path("lightning_logs/sweeps")
         stale = check_runs(sweep, args.root, args.restart_stale)
-        if args.launcher == "slurm" and not args.dry_run:
-            from actsweep.study.slurm import check_submission
-
-            check_submission(settings, sweep)
-        if args.launcher == "local" and not args.dry_run:
-            slots_for(sweep, args.jobs)  # refuse a sweep that does not fit the machine before running anything
+        launcher = launcher_for(args.launcher, args.jobs, settings)
         if not args.dry_run:
+            launcher.check(sweep)  # refuse a sweep the launcher cannot run before anything runs
             restart(sweep, args.root, stale)  # last: nothing is deleted for a sweep refused above
     except ActSweepError as err:  # bad input, or a stale run busy in another process
         print(f"actsweep: error: {err}", file=sys.stderr)
         return 2
     if args.dry_run:
-        todo = [run for run in sweep.runs()
-                if run.name in stale or plan(run_dir_of(sweep, run, args.root))[0] != "skip"]
-        if args.launcher == "slurm":
-            from actsweep.study.slurm import dry_run
-
-            dry_run(sweep, args.root, todo, settings)
-            return 0
-        for run in todo:
-            resume = None if run.name in stale else plan(run_dir_of(sweep, run, args.root))[1]
-            print(shlex.join(["actsweep", *fit_command(sweep, run, args.root, resume)[3:]]))
+        todo = [run for run in sweep.runs() if run.name in stale or plan(run_dir_of(sweep, run, args.root))[0] != "skip"]
+        launcher.dry_run(sweep, args.root, todo, set(stale))
         return 0
     write_manifest(sweep, args.root)
     todo, results = pending(sweep, args.root)
     try:
-        if args.launcher == "slurm":
-            from actsweep.study.slurm import run_slurm
-
-            results.update(run_slurm(sweep, args.root, todo, settings))
-        else:
-            results.update(run_local(sweep, args.root, todo, args.jobs))
+        results.update(launcher.run(sweep, args.root, todo))
     except PendingTooLong as err:  # the runs are not done: exit 1, as for crashed ones
         print(f"actsweep: stopped waiting: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume"
-              + (" (submitted SLURM jobs go on; a rerun waits for them)" if args.launcher == "slurm" else ""),
-              file=sys.stderr)
+        print(f"\ninterrupted: rerun the same command to resume{launcher.after_interrupt}", file=sys.stderr)
         return 130
     results = {run.name: results[run.name] for run in sweep.runs()}  # the sweep's order
     print(summary(results, len(todo)))

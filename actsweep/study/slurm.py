@@ -233,7 +233,7 @@ def split(sweep: Sweep, root: Path, todo: list[Run]) -> tuple[dict[str, str], li
     return held, [r for r in todo if r.name not in held]
 
 
-def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) -> None:
+def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings, restarting: set[str] = frozenset()) -> None:
     held, submit = split(sweep, root, todo)
     for name, job in held.items():
         print(f"# {name}: already queued or running as SLURM job {job}; not submitted again")
@@ -242,7 +242,8 @@ def dry_run(sweep: Sweep, root: Path, todo: list[Run], settings: SlurmSettings) 
         print(f"#   sbatch {' '.join(sbatch_options(settings, sweep, len(submit)))}")
     span = span_args(settings.nodes, tasks_per_node(sweep))
     for run in submit:
-        command = fit_command(sweep, run, root, plan(run_dir_of(sweep, run, root))[1])
+        resume = None if run.name in restarting else plan(run_dir_of(sweep, run, root))[1]
+        command = fit_command(sweep, run, root, resume)
         print(shlex.join(["actsweep", *command[3:], *span]))
 
 

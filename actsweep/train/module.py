@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torchmetrics import SumMetric
 
+from actsweep.declarations import Chart, Column, Declaration
 from actsweep.model.gpt import GPT, GPTConfig
 from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, per_layer, publish
 from actsweep.errors import check_choice
@@ -67,6 +68,21 @@ def checked_config(settings: Mapping[str, Any]) -> GPTConfig:
 
 
 class ActSweepModule(L.LightningModule):
+    # What the module's own tags show (a statistic's are declared by its callback in `actsweep.stats`).
+    declaration = Declaration(
+        charts=(
+            Chart("loss", "train and validation loss", (r"train/loss", r"val/loss")),
+            Chart("loss", "validation perplexity", (r"val/ppl",)),
+        ),
+        columns=(  # val loss and ppl have their own table columns, with intervals (study/report.py)
+            Column("val_loss", "val/loss", "", 3, place=1), Column("val_ppl", "val/ppl", "", 2, place=2),
+            Column("train_loss", "train/loss", "", 3, place=3),
+            Column("val_loss_se", "val/loss_se", "val loss SE", 4, place=120),
+            Column("global_batch", "batch/global_size", "global batch", 0, place=130),
+        ),
+        hparams=((10, "val/loss"), (20, "val/ppl"), (60, "train/loss")),
+    )
+
     def __init__(
         self,
         lr: float = 1e-3,
