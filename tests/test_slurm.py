@@ -22,6 +22,8 @@ from actsweep.status import read_status
 from actsweep.study.logs import read_scalars
 from helpers import write_sweep, write_tiny_base
 
+pytestmark = pytest.mark.cluster  # minutes of real SLURM jobs: outside the default suite, a step of .ci/run
+
 REPO = Path(__file__).resolve().parents[1]
 GRID = [{"model.activation": ["relu", "gelu"], "model.norm": ["layernorm", "none"]}]
 REFERENCE = "activation=relu,norm=layernorm,seed=0"
