@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing (mutmut 3) of the modules that compute reported numbers, with their fast tests:
-# which modules and which tests are set in pyproject.toml under [tool.mutmut]. Not part of CI.
+# which modules and which tests are set in pyproject.toml under [tool.mutmut]. .ci/run runs it last.
 #
 #   pip install -e ".[mutation]"
 #   bench/mutation.sh                          # every module (about 10 min on 2 cores)

@@ -86,6 +86,13 @@ def test_entropy_bands_both_definitions():
     assert m.entropy_bands(paper, paper.max()).tolist() == pytest.approx([1 / 6, 2 / 6, 1 / 6, 2 / 6])
 
 
+def test_entropy_bands_of_a_diverged_model_are_all_nan():
+    for values, top in ((torch.tensor([1.0, float("nan")]), 2.0), (torch.tensor([1.0, 2.0]), float("nan")),
+                        (torch.tensor([1.0, float("inf")]), 2.0)):
+        bands = m.entropy_bands(values, top)
+        assert bands.shape == (4,) and bands.dtype == torch.float32 and bands.isnan().all()
+
+
 def test_entropy_bands_equal_a_loop_on_every_edge():
     top = 2.0
     values = [0.0, 0.49, 0.5, 0.99, 1.0, 1.49, 1.5, 1.99, 2.0, 2.5]  # each edge, and above the top

@@ -219,3 +219,26 @@ def test_layer_counts_by_hand():
     assert layer_counts({"skipped_layer_10": 1.0, "skipped_layer_2": 2.5, "skipped_layer_0": 0.0}) == "L2 2.5 · L10 1"
     assert layer_counts({"skipped_layer_0": 0.0, "skipped_layer_1": 0.0}) == "0"
     assert layer_counts({"skipped_layer_3": 3.0}) == "L3 3"
+
+
+def test_rise_and_gap_rules_on_their_edges():
+    from actsweep.study.outcomes import END_FACTOR, smoothed_train_loss, train_rise_reason, val_gap_reason
+
+    assert smoothed_train_loss(pd.Series([3.0], index=[1])).tolist() == [3.0]  # one value: a window of one
+    # six values, a window of five: a smoothed curve of two points, the last above END_FACTOR × the first
+    train = pd.Series([1.0, 1.0, 1.0, 1.0, 1.0, 1.0 + 5 * (END_FACTOR - 1) * 1.5], index=range(6))
+    curve = smoothed_train_loss(train)
+    assert len(curve) == 2 and curve.iloc[-1] > END_FACTOR * curve.min()
+    assert train_rise_reason(train) == (f"smoothed train loss ended at {curve.iloc[-1]:.3f} > {END_FACTOR} × "
+                                        f"its lowest {curve.min():.3f}")
+    assert train_rise_reason(train.iloc[:5]) == ""  # one smoothed point: no rise to judge
+    late = curve.iloc[-1]
+    assert val_gap_reason(pd.Series([END_FACTOR * late]), train) == ""  # at the factor exactly: not above it
+    above = END_FACTOR * late * 1.01
+    assert val_gap_reason(pd.Series([above]), train) == (f"final val loss {above:.3f} > {END_FACTOR} × "
+                                                         f"late train loss {late:.3f}")
+
+
+def test_an_unreadable_run_is_unreadable_whatever_its_status_says():
+    log = RunLog(Path("."), {}, {"status": "finished"}, {}, unreadable="events.out.tfevents.1: truncated record")
+    assert run_outcome(log) == ("Unreadable", "events.out.tfevents.1: truncated record")

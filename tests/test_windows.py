@@ -174,3 +174,30 @@ def test_fresh_validation_draws_anew_at_each_evaluation_step():
     assert at_100.tolist() != windows.uniform_rows(3, 100, 1000, 64).tolist()  # not the training draw
     shards = [windows.fresh_val_rows(3, 100, 1000, 64, rank, 2) for rank in (0, 1)]
     assert np.stack(shards, axis=1).ravel().tolist() == at_100.tolist()
+
+
+def test_uniform_and_fresh_draws_default_to_one_process_and_shard_by_rank():
+    """Defaults are rank 0 of 1; rank r of 2 holds rows r, r+2, ... of the same global draw; the
+    document path passes its rank and world size through."""
+    whole = windows.uniform_rows(3, 7, 50, 8)
+    assert whole.tolist() == windows.uniform_rows(3, 7, 50, 8, 0, 1).tolist()
+    assert whole.tolist() == np.random.Generator(np.random.PCG64([3, 7])).integers(0, 50, size=8).tolist()  # step_rng's stream
+    global_draw = windows.uniform_rows(3, 7, 50, 4, 0, 1)
+    halves = [windows.uniform_rows(3, 7, 50, 2, r, 2) for r in (0, 1)]
+    assert halves[0].tolist() == global_draw[0::2].tolist() and halves[1].tolist() == global_draw[1::2].tolist()
+    chunks = np.arange(50) * 10
+    for r in (0, 1):
+        got = windows.document_window_starts(3, 7, chunks, 2, r, 2, sampling="uniform")
+        assert got.tolist() == (chunks[halves[r]]).tolist()
+    fresh = windows.fresh_val_rows(3, 7, 50, 6)
+    assert fresh.tolist() == windows.fresh_val_rows(3, 7, 50, 6, 0, 1).tolist()
+    assert windows.fresh_val_rows(3, 7, 1, 3).tolist() == [0, 0, 0]  # one window: drawn every time
+
+
+def test_no_window_that_fits_is_refused_naming_the_split():
+    with pytest.raises(ConfigError) as train:
+        windows.uniform_rows(0, 0, 0, 4)
+    assert str(train.value) == "no training window fits: the training split is shorter than block_size + 1 tokens"
+    with pytest.raises(ConfigError) as val:
+        windows.fresh_val_rows(0, 0, 0, 4)
+    assert str(val.value) == "no validation window fits: the val split is shorter than block_size + 1 tokens"
