@@ -9,7 +9,7 @@ Lightning here: `actsweep report` reads the declarations too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 LAYER = r"layer_\d+"  # the per-layer part of a tag, in a chart's regular expressions
 
@@ -49,7 +49,7 @@ class Declaration:
 
     charts: tuple[Chart, ...] = ()
     columns: tuple[Column, ...] = ()
-    hparams: tuple[tuple[int, str], ...] = field(default=())
+    hparams: tuple[tuple[int, str], ...] = ()
 
     def __add__(self, other: Declaration) -> Declaration:
         return Declaration(self.charts + other.charts, self.columns + other.columns, self.hparams + other.hparams)

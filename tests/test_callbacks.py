@@ -27,6 +27,8 @@ from actsweep.stats import (
 from actsweep.status import read_status
 from actsweep.train.run_status import RunStatus
 from actsweep.stats.common import all_reduce_
+from actsweep.stats.probe import ScoresProbe
+from actsweep.stats.sink import AttentionSink
 from actsweep.stats.ffn import dead_unit_share, ffn_summary
 from actsweep.stats.gradients import grad_norm_groups
 from actsweep.stats.slopes import slope_metrics
@@ -143,6 +145,36 @@ def test_probe_sees_the_attention_training_computes():
     ent = probe_entropy(model, idx)
     assert ent.shape == (2, H)
     torch.testing.assert_close(ent[1].double(), reference_entropy(q, k).mean((0, 2)), atol=1e-5, rtol=1e-5)
+
+
+def test_entropy_and_sink_share_one_probe_forward_and_each_logs_its_own_numbers(tmp_path, monkeypatch):
+    """Two probe statistics run one eval forward per validation (the shared probe pass), and the sink
+    share of each layer is the fp64 mean first-token probability of the final weights' queries t >= 1."""
+    torch.manual_seed(0)
+    module = ActSweepModule(**TINY)
+    with torch.no_grad():
+        for i, block in enumerate(module.model.blocks):
+            block.attn.qkv.weight.mul_(30 * i + 1)
+    forwards = []
+    run = ScoresProbe.run
+    monkeypatch.setattr(ScoresProbe, "run", lambda self, model, idx: forwards.append(sorted(self.reducers)) or run(self, model, idx))
+    trainer = fit(module, [AttentionEntropy(), AttentionSink()], tmp_path, max_steps=4, limit_val_batches=1, val_check_interval=2)
+    assert forwards == [["entropy", "max_logit", "sink_share"]] * 2  # two validations, one forward each
+    events = EventAccumulator(trainer.log_dir)
+    events.Reload()
+    idx = Tokens().probe_batch()
+    with torch.no_grad(), capture(module.model.eval(), "blocks.*.attn.hook_q", "blocks.*.attn.hook_k") as qk:
+        module.model(idx)
+    shares = []
+    for i in range(2):
+        q, k = qk[f"blocks.{i}.attn.hook_q"].double(), qk[f"blocks.{i}.attn.hook_k"].double()
+        s = (q @ k.transpose(-1, -2) / math.sqrt(TINY["n_embd"] // 2)).masked_fill(torch.ones(T, T).triu(1).bool(), -math.inf)
+        shares.append(torch.softmax(s, -1)[:, :, 1:, 0].mean().item())
+        assert events.Scalars(f"attn/sink_share/layer_{i}")[-1].value == pytest.approx(shares[-1], rel=1e-5)
+    assert abs(shares[0] - shares[1]) > 0.01  # the layers differ, so a mixed-up layer cannot pass
+    assert events.Scalars("attn/sink_share")[-1].value == pytest.approx(sum(shares) / 2, rel=1e-5)
+    assert len(events.Scalars("attn/entropy/layer_0")) == 2
+    assert trainer.callbacks[0]._idx is not None and not module.model.blocks[0].attn.hook_k._forward_hooks  # removed
 
 
 def test_attention_entropy_callback_logs_everything(tmp_path):

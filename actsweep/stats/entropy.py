@@ -1,8 +1,7 @@
 """Attention entropy per layer and head on a fixed probe batch (ReLU's Revival's "entropic overload").
 
-Training keeps `scaled_dot_product_attention`; this probe is the only place that builds attention
-probabilities. Hooks on each layer's q and k turn that layer into its per-head entropy as soon as its
-k arrives, so only one layer's (B, H, T, T) scores exist at a time. Entropy of a query row with scores
+Computed in the shared probe pass (`actsweep.stats.probe`: one eval forward on the probe batch, one
+layer's (B, H, T, T) scores at a time, shared with `AttentionSink`). Entropy of a query row with scores
 s is logsumexp(s) - sum softmax(s) * s in nats (masked entries contribute 0; no `p + eps`).
 
 The arithmetic (`head_entropy`, `entropy_bands`, `causal_uniform_entropy`) is in `actsweep.stats.metrics`;
@@ -14,64 +13,26 @@ from __future__ import annotations
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from actsweep.board import BAND_REFERENCES, HEATMAP_TAG, band_tag, head_entropy_tag
 from actsweep.declarations import LAYER, Chart, Column, Declaration
-from actsweep.stats.base import Statistic
-from actsweep.stats.common import ArmedHooks, is_accumulating, logger_step, per_layer, publish, tensorboard
-from actsweep.stats.metrics import causal_scores, causal_uniform_entropy, entropy_bands, max_logit, scores_entropy
+from actsweep.stats.common import is_accumulating, logger_step, per_layer, publish, tensorboard
+from actsweep.stats.metrics import causal_uniform_entropy, entropy_bands, max_logit, scores_entropy
+from actsweep.stats.probe import ProbeStatistic, ScoresProbe
 
 
-class EntropyProbe:
-    """q/k hooks on every layer that, while armed, reduce each layer to its (H,) head entropies.
-
-    Register once, before `torch.compile`, and call `run` for each probe."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.hooks = ArmedHooks()
-        self.hooks.register(model, "blocks.*.attn.hook_q", self._on_q)
-        self.hooks.register(model, "blocks.*.attn.hook_k", self._on_k)
-        self._q: torch.Tensor | None = None
-        self._rows: dict[int, torch.Tensor] = {}
-        self._peaks: dict[int, torch.Tensor] = {}
-        self.max_logits: torch.Tensor | None = None  # (n_layer,) of the last run, on the device
-
-    def _on_q(self, q: torch.Tensor, layer: int) -> None:
-        self._q = q
-
-    def _on_k(self, k: torch.Tensor, layer: int) -> None:
-        s = causal_scores(self._q, k)
-        self._rows[layer], self._peaks[layer] = scores_entropy(s).mean(0), max_logit(s)
-        self._q = None  # this layer's q and scores go before the next layer's are built
-
-    def run(self, model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
-        """(n_layer, n_head) entropies of `model` on `idx` in eval mode (and `max_logits`); the mode
-        is restored."""
-        was_training = model.training
-        model.eval()
-        self.hooks.armed = "probe"
-        try:
-            with torch.no_grad():
-                model(idx)
-            self.max_logits = torch.stack([self._peaks[i] for i in sorted(self._peaks)])
-            return torch.stack([self._rows[i] for i in sorted(self._rows)])
-        finally:
-            self.hooks.armed = None
-            self._rows.clear()
-            self._peaks.clear()
-            model.train(was_training)
-
-    def remove(self) -> None:
-        self.hooks.remove()
+def head_entropies(s: torch.Tensor) -> torch.Tensor:
+    """(H,) head entropies of one layer's causal scores (B, H, T, T), averaged over windows and queries."""
+    return scores_entropy(s).mean(0)
 
 
 def probe_entropy(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """(n_layer, n_head) head entropies of `model` on token ids `idx` (B, T), for notebooks."""
-    probe = EntropyProbe(model)
+    probe = ScoresProbe(model)
     try:
-        return probe.run(model, idx)
+        probe.subscribe({"entropy": head_entropies})
+        return probe.run(model, idx)["entropy"]
     finally:
         probe.remove()
 
@@ -116,7 +77,7 @@ def heatmap_figure(ent: torch.Tensor, T: int, step: int):
     return fig
 
 
-class AttentionEntropy(Statistic):
+class AttentionEntropy(ProbeStatistic):
     """Head entropies on `trainer.datamodule.probe_batch()` at each validation epoch end and,
     optionally, every `every_n_train_steps` optimizer steps.
 
@@ -143,20 +104,11 @@ class AttentionEntropy(Statistic):
         hparams=((40, "attn/entropy"), (50, band_tag("uniform", 3)), (100, band_tag("max", 3))),
     )
 
+    reducers = {"entropy": head_entropies, "max_logit": max_logit}
+
     def __init__(self, every_n_train_steps: int = 0, probe_windows: int | None = None) -> None:
-        super().__init__()
-        self.every_n_train_steps, self.probe_windows = every_n_train_steps, probe_windows
-        self._probe: EntropyProbe | None = None
-        self._idx: torch.Tensor | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._probe is None:
-            self._probe = EntropyProbe(pl_module.model)
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._probe is not None:
-            self._probe.remove()
-            self._probe = None
+        super().__init__(probe_windows)
+        self.every_n_train_steps = every_n_train_steps
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -167,26 +119,14 @@ class AttentionEntropy(Statistic):
         if n > 0 and trainer.global_step % n == 0 and not is_accumulating(trainer):
             self._run(trainer, pl_module)
 
-    def _probe_ids(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor | None:
-        if self._idx is None:
-            datamodule = getattr(trainer, "datamodule", None)
-            if not hasattr(datamodule, "probe_batch"):
-                rank_zero_warn("AttentionEntropy needs a data module with `probe_batch()`; skipping the probe")
-                return None
-            self._idx = datamodule.probe_batch(self.probe_windows).to(pl_module.device)
-        return self._idx
-
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        idx = self._probe_ids(trainer, pl_module)
-        if idx is None:
+        found = self.probe(trainer, pl_module)
+        if found is None:
             return
-        self.computations += 1
-        with trainer.precision_plugin.forward_context():  # q and k as training computes them
-            ent = self._probe.run(pl_module.model, idx)
-        n_layer, n_head = ent.shape
-        both = torch.cat([ent.flatten(), self._probe.max_logits]).cpu()  # the one transfer
+        values, T = found
+        n_layer, n_head = values["entropy"].shape
+        both = torch.cat([values["entropy"].flatten(), values["max_logit"]]).cpu()  # the one transfer
         ent, peaks = both[: n_layer * n_head].view(n_layer, n_head), both[n_layer * n_head:]
-        T = idx.shape[1]
         publish(trainer, {**entropy_metrics(ent, T), **per_layer("attn/max_logit", peaks, mean=False)})
         writer = tensorboard(trainer)
         if writer is not None:

@@ -40,13 +40,13 @@ from actsweep.study.outcomes import (
 
 def runs_table(logs: list[RunLog], max_skipped_share: float = MAX_SKIPPED_SHARE) -> pd.DataFrame:
     """One row per run: grid values (dotted keys), seed, outcome, final metrics, precision flag."""
-    rows = []
+    rows, columns = [], final_columns()
     for log in logs:
         outcome, reason = run_outcome(log)
         row = {"run": log.info["name"], "config": log.info["config"], "label": log.info.get("label"),
                **log.info["overrides"], "seed": log.info["seed"], "status": outcome, "reason": reason,
                "step": max((int(s.index.max()) for s in log.scalars.values() if len(s)), default=None)}
-        for column in final_columns():  # each declared tag's last logged value
+        for column in columns:  # each declared tag's last logged value
             tag = column.tag
             row[column.name] = float(log.scalars[tag].iloc[-1]) * column.scale if tag in log.scalars else math.nan
         val = log.scalars.get("val/loss")
