@@ -11,6 +11,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from actsweep.stats import AttentionEntropy, FFNStats, GradNorms, NormStats, SlopeMonitor
+from actsweep.stats.common import ArmedHooks, eager_if_armed
 from helpers import ScalarLogger, tiny_modules, tiny_trainer
 
 
@@ -51,3 +52,24 @@ def test_norm_statistics_add_no_recompiles(tmp_path, aot_eager):
     assert plain >= 1 and stats <= plain
     saturated = [tag for tag in logger.scalars if tag.startswith("norm/saturated/")]
     assert saturated and all(len(logger.scalars[tag]) == 2 for tag in saturated)
+
+
+def test_armed_statistics_leave_compiled_code_elsewhere_alone():
+    """The stance is scoped to the forward `eager_if_armed` wraps: while hooks are armed, a function
+    compiled elsewhere in the process still compiles, and only the wrapped call runs eagerly."""
+    torch._dynamo.reset()
+    counters.clear()
+    hooks = ArmedHooks()
+    hooks.armed = "train"
+    try:
+        elsewhere = torch.compile(lambda x: x * 2 + 1, backend="eager")
+        assert torch.equal(elsewhere(torch.ones(3)), torch.full((3,), 3.0))
+        assert counters["stats"]["unique_graphs"] == 1
+        with eager_if_armed():
+            torch.compile(lambda x: x - 1, backend="eager")(torch.ones(3))
+        assert counters["stats"]["unique_graphs"] == 1  # the wrapped call ran eagerly
+    finally:
+        hooks.armed = None
+    with eager_if_armed():  # nothing armed: the wrapped call compiles too
+        torch.compile(lambda x: x - 1, backend="eager")(torch.ones(3))
+    assert counters["stats"]["unique_graphs"] == 2

@@ -15,18 +15,21 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+from lightning.pytorch.callbacks import ModelCheckpoint
 import yaml
 import pytest
 
-from actsweep.io import checksum_path, lock_run
+from actsweep import cli as actsweep_cli
+from actsweep.io import checksum_path, lock_run, sha256_file
 from actsweep.status import read_status, settle, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
 from actsweep.study.logs import event_files, events_problem, read_runs, read_scalars
 from actsweep.study.report import write_report
 from actsweep.train import cli
-from actsweep.train.checkpoints import ValidatedCheckpoint, checkpoint_problem
+from actsweep.train.checkpoints import ChecksummedCheckpointIO, ValidatedCheckpoint, checkpoint_problem
 from faults import signal_once
-from helpers import fake_launcher, finished_fit, fit_error, run_main, snapshot, work_error, tiny_trainer, write_config, write_sweep, write_tiny_base
+from helpers import (fake_launcher, finished_fit, fit_error, run_main, snapshot, work_error, tiny_modules, tiny_trainer,
+                     write_config, write_sweep, write_tiny_base)
 
 TESTS = Path(__file__).resolve().parent
 RELU = "activation=relu,seed=0"
@@ -128,6 +131,37 @@ def test_checkpoint_without_its_sidecar_is_verified_not_trusted(tmp_path):
         assert plan.plan(run_dir) == ("start", None)
     last.write_bytes(b"not a zip archive")
     assert "unverifiable" in checkpoint_problem(last)
+
+
+
+@pytest.mark.parametrize("plugged", [True, False], ids=["plugin on a plain ModelCheckpoint", "installed by ValidatedCheckpoint"])
+def test_every_checkpoint_lightning_writes_carries_its_sha256_and_a_removed_one_takes_it_along(tmp_path, plugged):
+    """Top-1 of a checkpoint every 2 steps over 6: Lightning writes three and removes two; the one it
+    keeps (and last.ckpt) has its digest beside it, the removed ones leave no record, no temporary stays."""
+    module, data = tiny_modules(tmp_path, dropout=0.0)
+    kind = ModelCheckpoint if plugged else ValidatedCheckpoint
+    saver = kind(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=1, monitor="step", mode="max",
+                 filename="{step}", save_last=True)
+    trainer = tiny_trainer(tmp_path, [saver], max_steps=6, enable_checkpointing=True,
+                           plugins=[ChecksummedCheckpointIO()] if plugged else None)
+    trainer.fit(module, data)
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert files == ["last.ckpt", "last.ckpt.sha256", "step=6.ckpt", "step=6.ckpt.sha256"]
+    for name in ("last.ckpt", "step=6.ckpt"):
+        path = tmp_path / "ckpt" / name
+        assert json.loads(checksum_path(path).read_text())["sha256"][0] == sha256_file(path)
+
+
+
+def test_the_checksummed_writer_is_a_plugin_the_command_line_takes(tmp_path):
+    """`--trainer.plugins actsweep.train.checkpoints.ChecksummedCheckpointIO` with Lightning's own
+    ModelCheckpoint: its checkpoint has a matching digest beside it."""
+    config = write_config(tmp_path)
+    saver = '[{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "%s"}}]'
+    actsweep_cli.main(["fit", "--config", str(config), "--trainer.max_steps", "2", "--trainer.callbacks", saver % (tmp_path / "ckpt"),
+              "--trainer.plugins", "actsweep.train.checkpoints.ChecksummedCheckpointIO"])
+    (checkpoint,) = (tmp_path / "ckpt").glob("*.ckpt")
+    assert json.loads(checksum_path(checkpoint).read_text())["sha256"][0] == sha256_file(checkpoint)
 
 
 @pytest.mark.parametrize("refusal", ["too many jobs", "a stale run busy elsewhere"])

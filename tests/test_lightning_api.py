@@ -12,6 +12,7 @@ from actsweep.stats import FFNStats, GradNorms
 from actsweep.stats.common import is_accumulating, is_logging_step, logger_step
 from actsweep.stats.divergence import checkpoint_due
 from actsweep.stats.throughput import compute_dtype
+from actsweep.train.checkpoints import validation_follows
 from helpers import ScalarLogger, tiny_modules, tiny_trainer
 
 
@@ -91,6 +92,33 @@ def test_private_lightning_state_means_what_the_callbacks_rely_on(tmp_path):
     saved = sorted(int(p.stem.split("=")[1]) for p in (tmp_path / "ckpt").glob("*.ckpt"))
     assert saved == [2, 4, 6] and set(saved) <= set(hooks.due)  # due wherever ModelCheckpoint saved
     assert all(step % 2 == 0 for step in hooks.due)  # and only where its trigger could fire
+
+
+
+class Validations(Callback):
+    """The steps at which `validation_follows` says so, and the steps Lightning validated at."""
+
+    def __init__(self) -> None:
+        self.follows: list[int] = []
+        self.validated: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if validation_follows(trainer):
+            self.follows.append(trainer.global_step)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.validated.append(trainer.global_step)
+
+
+@pytest.mark.parametrize("interval, accumulate, expected", [(3, 1, [3, 6, 7]), (4, 2, [2, 4, 6, 7])])
+def test_validation_follows_exactly_where_lightning_validates(tmp_path, interval, accumulate, expected):
+    """Every `interval` batches (micro-batches under accumulation) and once more at the run's end."""
+    module, data = tiny_modules(tmp_path, dropout=0.0)
+    seen = Validations()
+    trainer = tiny_trainer(tmp_path, [seen], max_steps=7, limit_val_batches=1, val_check_interval=interval,
+                           check_val_every_n_epoch=None, accumulate_grad_batches=accumulate)
+    trainer.fit(module, data)
+    assert seen.validated == expected and seen.follows == expected
 
 
 @pytest.mark.parametrize("precision, dtype", [

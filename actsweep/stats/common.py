@@ -7,6 +7,7 @@ host with one transfer per callback and step.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Callable, Mapping
 
@@ -113,14 +114,21 @@ def tensorboard(trainer: L.Trainer):
 _ARMED: set[int] = set()  # ids of the ArmedHooks now armed, in this process
 
 
+def eager_if_armed():
+    """A context that runs the forward it wraps eagerly while any `ArmedHooks` is armed
+    (`torch.compiler.set_stance("force_eager")` for that call only: compiled code elsewhere in the
+    process, and this model's unarmed forwards, keep their graphs)."""
+    return torch.compiler.set_stance("force_eager") if _ARMED else contextlib.nullcontext()
+
+
 class ArmedHooks:
     """Forward hooks registered once (before `torch.compile` traces the model) whose bodies return at
     once unless armed, so that steps without statistics pay one attribute check per hook point.
 
-    While any is armed the compiler stands down (`torch.compiler.set_stance("force_eager")`): the few
-    forwards that collect statistics (logging steps, validation, the entropy probe) run eagerly, so a
-    compiled model keeps the graphs of a plain compiled fit instead of recompiling for each armed state
-    (and never reaches Dynamo's recompile limit, past which it would silently run eager for good)."""
+    The forwards that collect statistics (logging steps, validation, the probe) run eagerly: the
+    model's callers wrap them in `eager_if_armed()`, so a compiled model keeps the graphs of a plain
+    compiled fit instead of recompiling for each armed state (and never reaches Dynamo's recompile
+    limit, past which it would silently run eager for good)."""
 
     def __init__(self) -> None:
         self._armed: str | None = None
@@ -135,7 +143,6 @@ class ArmedHooks:
     def armed(self, purpose: str | None) -> None:
         self._armed = purpose
         (_ARMED.add if purpose else _ARMED.discard)(id(self))
-        torch.compiler.set_stance("force_eager" if _ARMED else "default")
 
     def register(self, model: nn.Module, pattern: str, fn: Callable[[torch.Tensor, int], None]) -> None:
         """Call `fn(output.detach(), layer)` at every hook point matching `pattern` while armed."""

@@ -21,7 +21,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from actsweep.stats.base import Statistic
-from actsweep.stats.common import ArmedHooks
+from actsweep.stats.common import ArmedHooks, eager_if_armed
 from actsweep.stats.metrics import causal_scores
 
 Reducer = Callable[[torch.Tensor], torch.Tensor]  # one layer's causal scores (B, H, T, T) -> its value
@@ -72,7 +72,7 @@ class ScoresProbe:
         model.eval()
         self.hooks.armed = "probe"
         try:
-            with torch.no_grad():
+            with torch.no_grad(), eager_if_armed():
                 model(idx)
             return {name: torch.stack([by_layer[i] for i in sorted(by_layer)]) for name, by_layer in self._values.items()}
         finally:

@@ -22,7 +22,8 @@ from torchmetrics import SumMetric
 
 from actsweep.declarations import Chart, Column, Declaration
 from actsweep.model.gpt import GPT, GPTConfig
-from actsweep.stats.common import all_reduce_, count_dtype, is_accumulating, is_logging_step, per_layer, publish
+from actsweep.stats.common import (all_reduce_, count_dtype, eager_if_armed, is_accumulating, is_logging_step, per_layer,
+                                   publish)
 from actsweep.errors import check_choice
 from actsweep.train.optim import (AdamWKernel, DecayScope, OptimizerName, adamw_kernel_args, build_optimizer,
                                   check_optimizer, check_optimizer_settings, check_update_rule, parameter_groups)
@@ -150,11 +151,12 @@ class ActSweepModule(L.LightningModule):
             self._compiled = True
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.model(idx)
+        with eager_if_armed():
+            return self.model(idx)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
         x, y = batch
-        logits = self.model(x)
+        logits = self(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction=reduction)
 
     def on_fit_start(self) -> None:
