@@ -76,7 +76,9 @@ def test_blog_rows_read_step_5000_and_put_seed_1337_beside_the_mean(tmp_path):
     assert "| slow | 1.130 | 1.000 | 1.100 [" in text and "at step 5000" in text
 
 
-def test_revival_delta_against_sm_ln_g_for_theirs_and_ours(tmp_path):
+def test_revival_delta_against_sm_ln_g_for_theirs_and_ours_and_the_section_as_read(tmp_path):
+    """The whole section: ppl = exp(final val loss), Δ% against SM+LN+G with one decimal and a sign
+    (their 18.9 = 100 (3.197 - 2.688) / 2.688 by hand), no seed column (the Revival names none)."""
     tok = compare.PUBLISHED_SETTING["revival"]["tokenizer"]
     logs = [fake_run(tmp_path, name, {"model.norm": norm, "model.activation": "gelu"}, 1337, {32000: math.log(ppl)},
                      label, tok, "revival")
@@ -86,3 +88,101 @@ def test_revival_delta_against_sm_ln_g_for_theirs_and_ours(tmp_path):
     table = compare.published_rows(logs, summary)
     assert table.delta_theirs.tolist() == pytest.approx([0.0, 100 * (3.197 - 2.688) / 2.688])
     assert table.delta_ours.tolist() == pytest.approx([0.0, 20.0])
+    assert compare.published_section(logs, summary) == [
+        "## Against the published numbers", "",
+        "| configuration | published ppl | ours, mean [95 % CI] at the end | published Δ% vs SM+LN+G | ours Δ% vs SM+LN+G |",
+        "|---|---|---|---|---|",
+        "| SM+LN+G | 2.688 | 2.500 [n=1] | +0.0 | +0.0 |",
+        "| SM+G | 3.197 | 3.000 [n=1] | +18.9 | +20.0 |",
+        "",
+        f"Published ppl values at the end, with the {tok} tokenizer; `n/c`: our runs used another tokenizer, "
+        "so their per-token numbers measure something else.",
+        "",
+    ]
+
+
+def blog_sweep(tmp_path):
+    """Four blog configurations at two learning rates (their published rows in `summary`): a ReLU that
+    diverged once in three seeds at the high rate, a sparse ReLU and a GELU at the low rate, a GELU at
+    the high rate; one seed of the GELU at the low rate diverged and is left out of its mean."""
+    runs = {  # config: (activation, lr, {seed: loss at step 5000})
+        "relu_hi": ("relu", 1e-3, {1337: 1.5, 0: 1.6, 1: 1.7}),
+        "relu_lo": ("relu", 1e-4, {1337: 1.2, 0: 1.3, 1: 1.4}),
+        "gelu_lo": ("gelu", 1e-4, {1337: 1.0, 0: 1.1, 1: 9.0}),
+        "gelu_hi": ("gelu", 1e-3, {1337: 1.25, 0: 1.35}),
+    }
+    logs = []
+    for config, (activation, lr, losses) in runs.items():
+        for seed, loss in losses.items():
+            log = fake_run(tmp_path, config, {"model.activation": activation, "model.lr": lr}, seed, {5000: loss, 6000: 0.1})
+            if config == "gelu_lo" and seed == 1:
+                log = RunLog(log.dir, log.info, {"status": "diverged", "step": 4000}, log.scalars)
+            logs.append(log)
+    summary = pd.DataFrame([
+        {"config": "relu_hi", "label": math.nan, "status": "Unstable (1/3)", "inactive_pct": 50.0, "pub_val_loss": 1.4, "pub_status": "Unstable"},
+        {"config": "relu_lo", "label": math.nan, "status": "Stable", "inactive_pct": 90.0, "pub_val_loss": 1.2, "pub_status": "High Sparsity"},
+        {"config": "gelu_lo", "label": "GELU", "status": "Stable", "inactive_pct": 10.0, "pub_val_loss": 0.9, "pub_status": "Optimal"},
+        {"config": "gelu_hi", "label": math.nan, "status": "Stable", "inactive_pct": 10.0, "pub_val_loss": math.nan, "pub_status": None},
+    ])
+    return logs, summary
+
+
+def test_blog_rows_use_completed_runs_their_own_seed_and_the_blogs_categories(tmp_path):
+    logs, summary = blog_sweep(tmp_path)
+    table = compare.published_rows(logs, summary)
+    assert table.config.tolist() == ["relu_hi", "relu_lo", "GELU"]  # no published value: no row; a label names it
+    assert table.ours_seed.tolist() == [1.5, 1.2, 1.0]
+    assert [i.n for i in table.ours] == [3, 3, 2] and table.ours.iloc[2].mean == pytest.approx(1.05)  # the diverged seed left out
+    assert table.val_loss.tolist() == pytest.approx([1.6, 1.3, 1.05])
+    assert table.blog_status.tolist() == ["Unstable", "High Sparsity", "Optimal"]
+    assert "delta_ours" not in table  # the blog has no reference row
+    text = compare.published_section(logs, summary)
+    assert text[2] == ("| configuration | published val loss | ours, seed 1337 | ours, mean [95 % CI] at step 5000 "
+                       "| published status | ours, blog-style status |")
+    assert text[5] == "| relu_lo | 1.200 | 1.200 | 1.300 [1.052, 1.548] | High Sparsity | High Sparsity |"
+    assert text[-4].startswith("Published val loss values at step 5000, with the char tokenizer; `n/c`: ")
+    assert text[-2] == compare.BLOG_STATUS_RULE and text[-1] == ""
+
+
+def test_blog_rows_at_another_tokenizer_read_n_c_and_a_missing_seed_reads_nan(tmp_path):
+    logs, summary = blog_sweep(tmp_path)
+    logs = [log for log in logs if log.info["seed"] != 1337]
+    summary = summary.assign(pub_val_loss=[compare.NOT_COMPARABLE, 1.2, 0.9, math.nan])
+    table = compare.published_rows(logs, summary)
+    assert table.theirs.tolist() == ["n/c", 1.2, 0.9] and all(map(math.isnan, table.ours_seed))
+    assert compare.published_section(logs, summary)[4] == "| relu_hi | n/c | nan | 1.650 [1.015, 2.285] | Unstable | Unstable |"
+
+
+def test_a_sweep_without_a_study_or_its_published_column_has_no_section(tmp_path):
+    logs, summary = blog_sweep(tmp_path)
+    assert compare.published_section(logs, summary.drop(columns="pub_val_loss")) == []
+    for log in logs:
+        log.info["study"] = None
+    assert compare.published_rows(logs, summary).empty and compare.published_section(logs, summary) == []
+
+
+def test_blog_status_edges():
+    """Unstable wins over the best loss; the best is the lowest *stable* finite loss; sparsity is a ReLU
+    at 90 % or more; Robust needs an Unstable configuration at the same learning rate."""
+    def row(status, loss, activation, inactive, lr):
+        return {"status": status, "val_loss": loss, "inactive_pct": inactive, "activation": activation, "lr": lr}
+
+    rows = [row("Unstable (1/3)", 0.5, "gelu", 0, 1), row("Stable", math.nan, "gelu", 0, 2), row("Stable", 1.0, "gelu", 0, 2),
+            row("Stable", 1.1, "relu", 90.0, 2), row("Stable", 1.2, "relu", 89.9, 1), row("Stable", 1.3, "gelu", 0, 3),
+            row("Stable", 1.4, "gelu", 95.0, 3)]
+    assert compare.blog_status(rows) == ["Unstable", "Stable", "Optimal", "High Sparsity", "Robust", "Stable", "Stable"]
+    assert compare.blog_status([row("Diverged", 1.0, "relu", 99, 1)]) == ["Unstable"]
+
+
+def test_run_tokenizer_and_comparability(tmp_path):
+    assert compare.run_tokenizer(tmp_path) is None  # no config.yaml
+    (tmp_path / "config.yaml").write_text("")
+    assert compare.run_tokenizer(tmp_path) is None
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"data": {"tokenizer": "gpt2"}}))
+    assert compare.run_tokenizer(tmp_path) == "gpt2"
+    assert compare.comparable("blog", "char") and not compare.comparable("blog", "gpt2")
+    assert not compare.comparable("other", "char") and not compare.comparable(None, None)
+    assert compare.mark_incomparable({}, "blog", "gpt2") == {}
+    assert compare.mark_incomparable({"val_loss": 1.0}, None, "char") == {"val_loss": "n/c"}
+    assert math.isnan(compare.value_at(None, 5)) and math.isnan(compare.value_at(pd.Series(dtype=float), None))
+    assert compare.delta_pct(3.0, 2.0) == 50.0

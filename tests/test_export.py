@@ -30,7 +30,8 @@ def trained_like(**overrides) -> GPT:
 
 @pytest.mark.parametrize("activation", ["relu", "gelu", "relu2", "learnable_leaky_relu", ["gelu_tanh", "silu"]])
 @pytest.mark.parametrize("norm, final_norm, bias", [("layernorm", "layernorm", "all"), ("none", "none", "qk"),
-                                                    ("none", "layernorm", "qk"), ("rmsnorm", "rmsnorm", "none")])
+                                                    ("none", "layernorm", "qk"), ("rmsnorm", "rmsnorm", "none"),
+                                                    ("rmsnorm", "none", "all"), ("none", "rmsnorm", "none")])
 def test_logits_equal_actsweeps(activation, norm, final_norm, bias):
     model = trained_like(activation=activation, norm=norm, final_norm=final_norm, bias=bias,
                          tie_weights=norm == "layernorm", lm_head_bias=norm == "rmsnorm")
@@ -105,7 +106,18 @@ def test_a_fitted_run_folder_opens_with_its_trained_slopes(tmp_path):
     run = tmp_path / "logs" / "tiny" / "version_0"
     model = ActSweepModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu").model.eval()
     tl = to_transformer_lens(run)
-    assert float(tl.blocks[1].mlp.act_fn.slope) == float(model.blocks[1].mlp.act.slope) != 0.3
+    mlp = tl.blocks[1].mlp
+    act = mlp.act_fn if hasattr(mlp, "act_fn") else mlp.original_component.act  # transformer-lens 3.x, 4.x
+    assert float(act.slope) == float(model.blocks[1].mlp.act.slope) != 0.3
     idx = torch.randint(0, model.cfg.vocab_size, (2, 32))
     with torch.no_grad():
         torch.testing.assert_close(tl(idx), model(idx), rtol=0, atol=1e-4)
+
+
+def test_each_release_line_gets_its_own_kind_of_model():
+    """3.x: a HookedTransformer; 4.x (CI runs this file again with it): a TransformerBridge."""
+    from importlib.metadata import version
+
+    tl = to_transformer_lens(trained_like())
+    expected = "TransformerBridge" if int(version("transformer-lens").split(".")[0]) >= 4 else "HookedTransformer"
+    assert type(tl).__name__ == expected

@@ -20,6 +20,7 @@ class Launcher(Protocol):
     """Who runs a sweep's pending runs."""
 
     after_interrupt: str  # what a Ctrl-C leaves running, for the message
+    shares_devices: bool  # whether runs may share a device (`runs_per_device` > 1)
 
     def check(self, sweep: Sweep) -> None:
         """Refuse (a `SweepError`) a sweep this launcher cannot run, before anything runs or is deleted."""
@@ -37,6 +38,7 @@ class LocalLauncher:
 
     jobs: int
     after_interrupt = ""
+    shares_devices = True
 
     def check(self, sweep: Sweep) -> None:
         slots_for(sweep, self.jobs)
@@ -56,6 +58,7 @@ class SlurmLauncher:
 
     settings: SlurmSettings
     after_interrupt = " (submitted SLURM jobs go on; a rerun waits for them)"
+    shares_devices = False  # each array task is one run in an allocation of its own
 
     def check(self, sweep: Sweep) -> None:
         from actsweep.study.slurm import check_submission

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from actsweep.errors import ActSweepError, OneLineParser
 from actsweep.resources import RUNS_PER_DEVICE
-from actsweep.study.launcher_choice import launcher_for
+from actsweep.study.launcher_choice import Launcher, launcher_for
 from actsweep.study.launchers import PendingTooLong
 from actsweep.status import DONE
 from actsweep.study.plan import done_status, fit_command, plan, restart, run_dir_of
@@ -72,14 +72,13 @@ def launcher_settings(sweep: Sweep, args: argparse.Namespace) -> SlurmSettings:
                    sbatch={**sweep.launcher.sbatch, **extra})
 
 
-def placed(sweep: Sweep, args: argparse.Namespace) -> Sweep:
+def placed(sweep: Sweep, args: argparse.Namespace, launcher: Launcher) -> Sweep:
     """`sweep` with `--runs-per-device` in place of its file's value; refused where it cannot hold."""
     if args.runs_per_device is not None:
         sweep = replace(sweep, runs_per_device=whole_number(args.runs_per_device, 1, "--runs-per-device"))
-    if args.launcher == "slurm" and sweep.runs_per_device != RUNS_PER_DEVICE:
-        # Each array task is one run in an allocation of its own: there is no device to share.
-        raise SweepError(f"runs_per_device {sweep.runs_per_device} places local jobs; with --launcher slurm "
-                         f"give --runs-per-device {RUNS_PER_DEVICE} (SLURM places each run in its own allocation)")
+    if not launcher.shares_devices and sweep.runs_per_device != RUNS_PER_DEVICE:
+        raise SweepError(f"runs_per_device {sweep.runs_per_device} places local jobs; with --launcher {args.launcher} "
+                         f"give --runs-per-device {RUNS_PER_DEVICE} (it places each run in its own allocation)")
     return sweep
 
 
@@ -120,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.jobs < 1:
             raise SweepError(f"--jobs must be at least 1, got {args.jobs}")
-        sweep = placed(load_sweep(args.sweep_file), args)
-        settings = launcher_settings(sweep, args)
+        sweep = load_sweep(args.sweep_file)
+        launcher = launcher_for(args.launcher, args.jobs, launcher_settings(sweep, args))
+        sweep = placed(sweep, args, launcher)
         if args.smoke:
             sweep, args.root = smoke(sweep, args.root, args.dry_run)
         args.root = args.root or Path("lightning_logs/sweeps")
         stale = check_runs(sweep, args.root, args.restart_stale)
-        launcher = launcher_for(args.launcher, args.jobs, settings)
         if not args.dry_run:
             launcher.check(sweep)  # refuse a sweep the launcher cannot run before anything runs
             restart(sweep, args.root, stale)  # last: nothing is deleted for a sweep refused above
