@@ -80,9 +80,10 @@ def test_revival_delta_against_sm_ln_g_for_theirs_and_ours_and_the_section_as_re
     """The whole section: ppl = exp(final val loss), Δ% against SM+LN+G with one decimal and a sign
     (their 18.9 = 100 (3.197 - 2.688) / 2.688 by hand), no seed column (the Revival names none)."""
     tok = compare.PUBLISHED_SETTING["revival"]["tokenizer"]
-    logs = [fake_run(tmp_path, name, {"model.norm": norm, "model.activation": "gelu"}, 1337, {32000: math.log(ppl)},
-                     label, tok, "revival")
+    logs = [fake_run(tmp_path, name, {"model.norm": norm}, 1337, {32000: math.log(ppl)}, label, tok, "revival")
             for name, label, norm, ppl in (("a", "SM+LN+G", "layernorm", 2.5), ("b", "SM+G", "none", 3.0))]
+    for log in logs:  # the activation is a fixed setting of the sweep file: the published row matches on it too
+        log.info["fixed"] = {"model.activation": "gelu"}
     summary = pd.DataFrame([{"config": "a", "label": "SM+LN+G", "status": "Stable", "pub_ppl": 2.688},
                             {"config": "b", "label": "SM+G", "status": "Stable", "pub_ppl": 3.197}])
     table = compare.published_rows(logs, summary)
@@ -121,8 +122,8 @@ def blog_sweep(tmp_path):
     summary = pd.DataFrame([
         {"config": "relu_hi", "label": math.nan, "status": "Unstable (1/3)", "inactive_pct": 50.0, "pub_val_loss": 1.4, "pub_status": "Unstable"},
         {"config": "relu_lo", "label": math.nan, "status": "Stable", "inactive_pct": 90.0, "pub_val_loss": 1.2, "pub_status": "High Sparsity"},
-        {"config": "gelu_lo", "label": "GELU", "status": "Stable", "inactive_pct": 10.0, "pub_val_loss": 0.9, "pub_status": "Optimal"},
         {"config": "gelu_hi", "label": math.nan, "status": "Stable", "inactive_pct": 10.0, "pub_val_loss": math.nan, "pub_status": None},
+        {"config": "gelu_lo", "label": "GELU", "status": "Stable", "inactive_pct": 10.0, "pub_val_loss": 0.9, "pub_status": "Optimal"},
     ])
     return logs, summary
 
@@ -141,13 +142,20 @@ def test_blog_rows_use_completed_runs_their_own_seed_and_the_blogs_categories(tm
                        "| published status | ours, blog-style status |")
     assert text[5] == "| relu_lo | 1.200 | 1.200 | 1.300 [1.052, 1.548] | High Sparsity | High Sparsity |"
     assert text[-4].startswith("Published val loss values at step 5000, with the char tokenizer; `n/c`: ")
-    assert text[-2] == compare.BLOG_STATUS_RULE and text[-1] == ""
+    assert text[-3:] == ["", compare.BLOG_STATUS_RULE, ""]
+
+
+def test_blog_rows_without_an_inactive_share_are_not_sparse(tmp_path):
+    """No inactive column: the sparse ReLU is Stable (its learning rate has no Unstable configuration)."""
+    logs, summary = blog_sweep(tmp_path)
+    table = compare.published_rows(logs, summary.drop(columns="inactive_pct"))
+    assert table.blog_status.tolist() == ["Unstable", "Stable", "Optimal"]
 
 
 def test_blog_rows_at_another_tokenizer_read_n_c_and_a_missing_seed_reads_nan(tmp_path):
     logs, summary = blog_sweep(tmp_path)
     logs = [log for log in logs if log.info["seed"] != 1337]
-    summary = summary.assign(pub_val_loss=[compare.NOT_COMPARABLE, 1.2, 0.9, math.nan])
+    summary = summary.assign(pub_val_loss=[compare.NOT_COMPARABLE, 1.2, math.nan, 0.9])
     table = compare.published_rows(logs, summary)
     assert table.theirs.tolist() == ["n/c", 1.2, 0.9] and all(map(math.isnan, table.ours_seed))
     assert compare.published_section(logs, summary)[4] == "| relu_hi | n/c | nan | 1.650 [1.015, 2.285] | Unstable | Unstable |"

@@ -96,9 +96,11 @@ def blog_status(rows: list[dict[str, Any]]) -> list[str]:
     return labels
 
 
+FROM_LOSS = {"val_loss": lambda loss: loss, "ppl": math.exp}  # each published metric from our val loss
+
+
 def _metric(log: RunLog, metric: str, step: int | None) -> float:
-    loss = value_at(log.scalars.get("val/loss"), step)
-    return math.exp(loss) if metric == "ppl" else loss
+    return FROM_LOSS[metric](value_at(log.scalars.get("val/loss"), step))
 
 
 def published_rows(logs: list[RunLog], summary: pd.DataFrame) -> pd.DataFrame:
