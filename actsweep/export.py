@@ -211,14 +211,6 @@ def bridged(model: GPT, normalization: str | None):
     c = model.cfg
     act_fn = layer_activation(model, NATIVE_ACTIVATIONS)
 
-    def config(normalization_type: str | None) -> TransformerBridgeConfig:
-        return TransformerBridgeConfig(
-            n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=c.mlp_hidden,
-            n_ctx=c.block_size, d_vocab=c.padded_vocab_size, d_vocab_out=c.vocab_size, eps=c.norm_eps,
-            act_fn=act_fn or "relu", normalization_type=normalization_type, positional_embedding_type="standard",
-            default_prepend_bos=False, init_weights=False, architecture="TransformerLensNative",
-        )
-
     # The bridge wraps every norm of the config's kind alike (an Identity in place of one breaks it): a
     # model with one norm, block or final, is built without norms and that one put in by hand.
     cfg = TransformerBridgeConfig(

@@ -174,7 +174,9 @@ def test_entropy_and_sink_share_one_probe_forward_and_each_logs_its_own_numbers(
     assert abs(shares[0] - shares[1]) > 0.01  # the layers differ, so a mixed-up layer cannot pass
     assert events.Scalars("attn/sink_share")[-1].value == pytest.approx(sum(shares) / 2, rel=1e-5)
     assert len(events.Scalars("attn/entropy/layer_0")) == 2
-    assert trainer.callbacks[0]._idx is not None and not module.model.blocks[0].attn.hook_k._forward_hooks  # removed
+    assert not module.model.blocks[0].attn.hook_k._forward_hooks  # the shared probe's hooks removed at teardown
+    with pytest.raises(ValueError, match=r"\['sink_share'\] are subscribed twice: one AttentionSink per fit"):
+        fit(module, [AttentionSink(), AttentionSink()], tmp_path, max_steps=1)
 
 
 def test_attention_entropy_callback_logs_everything(tmp_path):
@@ -402,3 +404,21 @@ def test_status_crashed_and_interrupted(tmp_path):
         signal.signal(signal.SIGINT, handler)
     assert read_status(tmp_path / "b" / "lightning_logs" / "version_0")["status"] == "interrupted"
     assert read_status(tmp_path / "nowhere") is None
+
+
+def test_a_crashed_fit_leaves_no_hook_behind_armed_or_registered(tmp_path):
+    """Lightning calls no teardown after an exception: the statistics remove their hooks themselves
+    (else armed ones would keep every later compiled forward of the process eager)."""
+    from actsweep.stats.common import _ARMED
+
+    class Crash(ActSweepModule):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 1:  # a logging step: FFNStats' hooks are armed now
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    module = Crash(**TINY)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(module, [FFNStats(), AttentionEntropy(), AttentionSink()], tmp_path, max_steps=3)
+    assert not _ARMED
+    assert not any(m._forward_hooks for m in module.model.modules())

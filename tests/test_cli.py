@@ -75,3 +75,19 @@ def test_train_seed_changes_the_training_randomness_not_the_initial_weights(tmp_
     assert other[1] != plain[1] and same[1] == plain[1]  # other windows (and dropout) under seed 42
     assert all(torch.equal(plain[0][k], same[0][k]) for k in plain[0])
     assert other[2]["train_seed"] == 42 and plain[2]["train_seed"] is None  # config.yaml says which
+
+
+def test_under_slurm_lightnings_own_requeue_stays_off_whatever_other_plugins_are_given():
+    """Only submitit requeues: a SLURM environment without auto-requeue joins any configured plugins,
+    unless one of them is a cluster environment already."""
+    from lightning.pytorch.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from actsweep.train.checkpoints import ChecksummedCheckpointIO
+    from actsweep.train.cli import with_slurm_environment
+
+    for configured in (None, [], ChecksummedCheckpointIO(), [ChecksummedCheckpointIO(), "bf16-mixed"]):
+        plugins = with_slurm_environment(configured)
+        (slurm,) = [p for p in plugins if isinstance(p, SLURMEnvironment)]
+        assert not slurm.auto_requeue and len(plugins) == (0 if not configured else 1 if not isinstance(configured, list) else 2) + 1
+    own = LightningEnvironment()
+    assert with_slurm_environment([own]) == [own]

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 import yaml
 import pytest
 
 from actsweep import cli as actsweep_cli
+from actsweep.errors import ConfigError
 from actsweep.io import checksum_path, lock_run, sha256_file
 from actsweep.status import read_status, settle, write_status
 from actsweep.study import launchers, plan, runner, sweep as sw
@@ -151,6 +153,21 @@ def test_every_checkpoint_lightning_writes_carries_its_sha256_and_a_removed_one_
         path = tmp_path / "ckpt" / name
         assert json.loads(checksum_path(path).read_text())["sha256"][0] == sha256_file(path)
 
+
+
+def test_background_writes_are_checksummed_whole_and_the_wrong_nesting_is_refused(tmp_path):
+    """An AsyncCheckpointIO keeps its background thread, with the checksummed write inside it; wrapping
+    it the other way round (hashing before the thread wrote the file) is refused."""
+    module, data = tiny_modules(tmp_path, dropout=0.0)
+    saver = ValidatedCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=0, save_last=True)
+    trainer = tiny_trainer(tmp_path, [saver], max_steps=4, enable_checkpointing=True, plugins=[AsyncCheckpointIO()])
+    trainer.fit(module, data)
+    assert isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO)
+    last = tmp_path / "ckpt" / "last.ckpt"
+    assert json.loads(checksum_path(last).read_text())["sha256"][0] == sha256_file(last)
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt", "last.ckpt.sha256"]
+    with pytest.raises(ConfigError, match="use AsyncCheckpointIO\\(ChecksummedCheckpointIO\\(\\)\\)"):
+        ChecksummedCheckpointIO(AsyncCheckpointIO())
 
 
 def test_the_checksummed_writer_is_a_plugin_the_command_line_takes(tmp_path):

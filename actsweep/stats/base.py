@@ -41,6 +41,10 @@ class Statistic(Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.hooks.remove()
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning calls no `teardown` after an exception: without this, hooks (armed ones too) outlive a crash.
+        self.teardown(trainer, pl_module, "fit")
+
     def arm_if_logging(self, trainer: L.Trainer) -> bool:
         """Arm the hooks for this training step if Lightning logs at it; whether it did."""
         if is_logging_step(trainer):

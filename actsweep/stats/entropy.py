@@ -31,7 +31,7 @@ def probe_entropy(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """(n_layer, n_head) head entropies of `model` on token ids `idx` (B, T), for notebooks."""
     probe = ScoresProbe(model)
     try:
-        probe.subscribe({"entropy": head_entropies})
+        probe.subscribe(probe_entropy, {"entropy": head_entropies})
         return probe.run(model, idx)["entropy"]
     finally:
         probe.remove()

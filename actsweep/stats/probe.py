@@ -36,20 +36,23 @@ class ScoresProbe:
         self.hooks.register(model, "blocks.*.attn.hook_q", self._on_q)
         self.hooks.register(model, "blocks.*.attn.hook_k", self._on_k)
         self.reducers: dict[str, Reducer] = {}
+        self._owners: dict[str, int] = {}  # reducer name -> id of the statistic that subscribed it
         self._q: torch.Tensor | None = None
         self._values: dict[str, dict[int, torch.Tensor]] = {}
         self._last: tuple[Hashable, dict[str, torch.Tensor]] | None = None
 
-    def subscribe(self, reducers: Mapping[str, Reducer]) -> None:
-        clash = sorted(set(reducers) & set(self.reducers))
+    def subscribe(self, owner: object, reducers: Mapping[str, Reducer]) -> None:
+        """Add `owner`'s reducers (again: nothing changes); a name another owner holds is refused."""
+        clash = sorted(name for name in reducers if self._owners.get(name, id(owner)) != id(owner))
         if clash:
-            raise ValueError(f"probe reducers {clash} are subscribed twice (one probe statistic of each kind per fit)")
+            raise ValueError(f"probe reducers {clash} are subscribed twice: one {type(owner).__name__} per fit")
         self.reducers.update(reducers)
+        self._owners.update(dict.fromkeys(reducers, id(owner)))
         self.forget()
 
-    def unsubscribe(self, names) -> None:
-        for name in names:
-            self.reducers.pop(name, None)
+    def unsubscribe(self, owner: object) -> None:
+        for name in [n for n, o in self._owners.items() if o == id(owner)]:
+            del self.reducers[name], self._owners[name]
         self.forget()
 
     def forget(self) -> None:
@@ -114,14 +117,14 @@ class ProbeStatistic(Statistic):
         model = pl_module.model
         if model not in _SHARED:
             _SHARED[model] = ScoresProbe(model)
-        if not set(self.reducers) <= set(_SHARED[model].reducers):
-            _SHARED[model].subscribe(self.reducers)
+        _SHARED[model].subscribe(self, self.reducers)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._idx = None  # the next fit's data module (and device) gives the next probe batch
         probe = _SHARED.get(pl_module.model)
         if probe is None:
             return
-        probe.unsubscribe(self.reducers)
+        probe.unsubscribe(self)
         if not probe.reducers:  # the last subscriber: a later fit registers afresh
             probe.remove()
             del _SHARED[pl_module.model]

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
 from actsweep.errors import ConfigError, MissingPathError
 from actsweep.io import checksum_path, checksum_problem, naming, remove_orphans, remove_orphans_in, write_checksum
@@ -73,6 +74,9 @@ class ChecksummedCheckpointIO(CheckpointIO):
     `--trainer.plugins actsweep.train.checkpoints.ChecksummedCheckpointIO`."""
 
     def __init__(self, inner: CheckpointIO | None = None) -> None:
+        if isinstance(inner, AsyncCheckpointIO):  # its save returns before the file exists: nothing to hash yet
+            raise ConfigError("ChecksummedCheckpointIO cannot wrap an AsyncCheckpointIO; "
+                              "use AsyncCheckpointIO(ChecksummedCheckpointIO()) for background writes")
         self.inner = inner or TorchCheckpointIO()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
@@ -88,8 +92,8 @@ class ChecksummedCheckpointIO(CheckpointIO):
             tmp.unlink(missing_ok=True)
             raise naming(err, target) from err
 
-    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return self.inner.load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+    def load_checkpoint(self, path, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.inner.load_checkpoint(path, *args, **kwargs)  # the inner writer's defaults (CPU) hold
 
     def remove_checkpoint(self, path) -> None:
         self.inner.remove_checkpoint(path)
@@ -101,9 +105,15 @@ class ChecksummedCheckpointIO(CheckpointIO):
 
 
 def install_checksums(trainer: L.Trainer) -> None:
-    """Make the trainer's checkpoint writer a `ChecksummedCheckpointIO` (wrapping the one it has)."""
-    if not isinstance(trainer.strategy.checkpoint_io, ChecksummedCheckpointIO):
-        trainer.strategy.checkpoint_io = ChecksummedCheckpointIO(trainer.strategy.checkpoint_io)
+    """Make the trainer's checkpoint writer a `ChecksummedCheckpointIO` (wrapping the one it has; inside
+    an `AsyncCheckpointIO`, so that the background thread writes, hashes and renames each file whole)."""
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AsyncCheckpointIO):
+        if not isinstance(io.checkpoint_io, ChecksummedCheckpointIO):
+            io.teardown()  # nothing saved through it yet; its replacement starts its own thread
+            trainer.strategy.checkpoint_io = AsyncCheckpointIO(ChecksummedCheckpointIO(io.checkpoint_io))
+    elif not isinstance(io, ChecksummedCheckpointIO):
+        trainer.strategy.checkpoint_io = ChecksummedCheckpointIO(io)
 
 
 def save_checked(trainer: L.Trainer, path: str | os.PathLike, weights_only: bool = False) -> None:

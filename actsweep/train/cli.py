@@ -26,7 +26,7 @@ from jsonargparse import ArgumentError, DefaultHelpFormatter, set_parsing_settin
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.fabric.utilities.seed import max_seed_value, min_seed_value
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
@@ -56,6 +56,15 @@ PRECISIONS = {"None": "32-true", "32": "32-true", "64": "64-true", "16": "16-mix
 
 class HelpFormatter(DefaultHelpFormatter, RawDescriptionHelpFormatter):
     """jsonargparse's help (type and default of every option) under our hand-wrapped description."""
+
+
+def with_slurm_environment(configured: Any) -> list:
+    """The configured trainer plugins under SLURM, with Lightning's SLURM environment, its own
+    auto-requeue off (only submitit requeues: actsweep.study.slurm), unless one is a cluster environment."""
+    plugins = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    if not any(isinstance(plugin, ClusterEnvironment) for plugin in plugins):
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
 
 
 class ActSweepCLI(LightningCLI):
@@ -136,10 +145,9 @@ class ActSweepCLI(LightningCLI):
             raise
 
     def instantiate_trainer(self, **kwargs: Any):
-        # Under SLURM only submitit requeues (actsweep.study.slurm): Lightning's own auto-requeue is off.
         configured = self.config_init.get(f"{self.subcommand}.trainer.plugins" if self.subcommand else "trainer.plugins")
-        if SLURMEnvironment.detect() and not configured:
-            kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+        if SLURMEnvironment.detect():
+            kwargs.setdefault("plugins", with_slurm_environment(configured))
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ModuleNotFoundError) as err:  # bad settings, or a backend not installed
