@@ -57,7 +57,8 @@ def max_logit(s: torch.Tensor) -> torch.Tensor:
 
 def entropy_bands(values: torch.Tensor, top: float | torch.Tensor) -> torch.Tensor:
     """Share of heads in [0, top/4), [top/4, top/2), [top/2, 3top/4), [3top/4, top] (top inclusive);
-    all NaN when a value or `top` is not finite (a diverged model has no bands, and says so)."""
+    all NaN when a value scaled by `top` is not finite (a NaN or infinite value, a NaN or zero `top`: a
+    diverged model has no bands, and says so; an infinite `top` puts finite values in the first band)."""
     scaled = values.flatten().float() / top * N_BANDS
     if not scaled.isfinite().all():
         return torch.full((N_BANDS,), float("nan"))
