@@ -167,6 +167,22 @@ def layer_activation(model: GPT, names: dict[str, str]) -> str | None:
     return names.get(kinds[0]) if len(set(kinds)) == 1 else None
 
 
+def tl_shape(c, act_fn: str | None, normalization: str | None) -> dict:
+    """The config fields both TransformerLens lines share: the model's shape, activation and norm."""
+    return dict(
+        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=c.mlp_hidden,
+        n_ctx=c.block_size, d_vocab=c.padded_vocab_size, d_vocab_out=c.vocab_size, eps=c.norm_eps,
+        act_fn=act_fn or "relu", normalization_type=normalization,
+        positional_embedding_type="standard", default_prepend_bos=False, init_weights=False,
+    )
+
+
+def check_loaded(missing: list[str], unexpected: list[str]) -> None:
+    """Refuse a TransformerLens release that renamed its parameters (what is left after the expected gaps)."""
+    if missing or unexpected:
+        raise ConfigError(f"this transformer-lens names its weights differently: missing {missing}, unexpected {unexpected}")
+
+
 def hooked(model: GPT, normalization: str | None):
     """transformer-lens 3.x: a `HookedTransformer` holding the model's weights."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -174,11 +190,7 @@ def hooked(model: GPT, normalization: str | None):
     c = model.cfg
     act_fn = layer_activation(model, TL_ACTIVATIONS)
     cfg = HookedTransformerConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=c.mlp_hidden,
-        n_ctx=c.block_size, d_vocab=c.padded_vocab_size, d_vocab_out=c.vocab_size, eps=c.norm_eps,
-        act_fn=act_fn or "relu", normalization_type=normalization,
-        positional_embedding_type="standard", default_prepend_bos=False, init_weights=False, device="cpu",
-        dtype=torch.float32, original_architecture="actsweep",
+        **tl_shape(c, act_fn, normalization), device="cpu", dtype=torch.float32, original_architecture="actsweep"
     )
     tl = HookedTransformer(cfg, move_to_device=False)
     for i, block in enumerate(model.blocks):
@@ -189,9 +201,8 @@ def hooked(model: GPT, normalization: str | None):
     if normalization and c.final_norm == "none":
         tl.ln_final = torch.nn.Identity()
     missing, unexpected = tl.load_state_dict(tl_state_dict(model), strict=False)
-    missing = [k for k in missing if not k.endswith(("IGNORE", "mask")) and ".act_fn." not in k]  # buffers, our slopes
-    if missing or unexpected:  # a TransformerLens release that renamed its parameters
-        raise ConfigError(f"this transformer-lens names its weights differently: missing {missing}, unexpected {unexpected}")
+    # TransformerLens's buffers and our slopes (copied with the modules) are not among our weights
+    check_loaded([k for k in missing if not k.endswith(("IGNORE", "mask")) and ".act_fn." not in k], unexpected)
     return tl.eval()
 
 
@@ -214,11 +225,7 @@ def bridged(model: GPT, normalization: str | None):
     # The bridge wraps every norm of the config's kind alike (an Identity in place of one breaks it): a
     # model with one norm, block or final, is built without norms and that one put in by hand.
     cfg = TransformerBridgeConfig(
-        n_layers=c.n_layer, d_model=c.n_embd, n_heads=c.n_head, d_head=c.n_embd // c.n_head, d_mlp=c.mlp_hidden,
-        n_ctx=c.block_size, d_vocab=c.padded_vocab_size, d_vocab_out=c.vocab_size, eps=c.norm_eps,
-        act_fn=act_fn or "relu", normalization_type=normalization if c.norm == c.final_norm else None,
-        positional_embedding_type="standard", default_prepend_bos=False, init_weights=False,
-        architecture="TransformerLensNative",
+        **tl_shape(c, act_fn, normalization if c.norm == c.final_norm else None), architecture="TransformerLensNative"
     )
     native = NativeModel(cfg)
     for i, block in enumerate(model.blocks):
@@ -231,7 +238,5 @@ def bridged(model: GPT, normalization: str | None):
     if model.lm_head.bias is not None:
         native.head = torch.nn.Linear(c.n_embd, c.vocab_size, bias=True)
     missing, unexpected = native.load_state_dict(native_state_dict(model), strict=False)
-    missing = [k for k in missing if ".mlp.act." not in k]  # our slopes, copied with the modules
-    if missing or unexpected:
-        raise ConfigError(f"this transformer-lens names its weights differently: missing {missing}, unexpected {unexpected}")
+    check_loaded([k for k in missing if ".mlp.act." not in k], unexpected)  # our slopes, copied with the modules
     return build_bridge_from_module(native.eval(), "TransformerLensNative", tl_config=cfg, model_name="actsweep").eval()

@@ -55,21 +55,29 @@ def test_norm_statistics_add_no_recompiles(tmp_path, aot_eager):
 
 
 def test_armed_statistics_leave_compiled_code_elsewhere_alone():
-    """The stance is scoped to the forward `eager_if_armed` wraps: while hooks are armed, a function
-    compiled elsewhere in the process still compiles, and only the wrapped call runs eagerly."""
+    """The stance is scoped to the forward `eager_if_armed` wraps and to the model whose hooks are
+    armed: while hooks on one model are armed, a function compiled elsewhere in the process and a
+    second model's forward still compile, and only the armed model's wrapped call runs eagerly."""
     torch._dynamo.reset()
     counters.clear()
-    hooks = ArmedHooks()
+    # two kinds of module, so that neither can reuse the graph Dynamo compiled for the other
+    armed_model, other_model, x = torch.nn.Softplus(), torch.nn.Linear(3, 3), torch.ones(3)
+    hooks, seen = ArmedHooks(), []
+    hooks.register_input(armed_model, lambda _mod, inp: seen.append(inp))
     hooks.armed = "train"
     try:
         elsewhere = torch.compile(lambda x: x * 2 + 1, backend="eager")
-        assert torch.equal(elsewhere(torch.ones(3)), torch.full((3,), 3.0))
+        assert torch.equal(elsewhere(x), torch.full((3,), 3.0))
         assert counters["stats"]["unique_graphs"] == 1
-        with eager_if_armed():
-            torch.compile(lambda x: x - 1, backend="eager")(torch.ones(3))
-        assert counters["stats"]["unique_graphs"] == 1  # the wrapped call ran eagerly
+        with eager_if_armed(other_model):  # another model's forward, its own hooks not armed
+            torch.compile(other_model, backend="eager")(x)
+        assert counters["stats"]["unique_graphs"] == 2
+        with eager_if_armed(armed_model):
+            torch.compile(armed_model, backend="eager")(x)
+        assert counters["stats"]["unique_graphs"] == 2 and len(seen) == 1  # it ran eagerly, its hook fired
     finally:
         hooks.armed = None
-    with eager_if_armed():  # nothing armed: the wrapped call compiles too
-        torch.compile(lambda x: x - 1, backend="eager")(torch.ones(3))
-    assert counters["stats"]["unique_graphs"] == 2
+    with eager_if_armed(armed_model):  # nothing armed: the wrapped call compiles too
+        torch.compile(armed_model, backend="eager")(x)
+    assert counters["stats"]["unique_graphs"] == 3
+    hooks.remove()

@@ -72,6 +72,14 @@ def test_the_shipped_declarations_keep_the_reports_columns_and_the_hparams_order
     assert shown["csv"][:3] == ["val_loss", "val_ppl", "train_loss"]
 
 
+def test_the_registry_lists_the_statistics_that_declare_and_no_base_class() -> None:
+    from actsweep.stats.base import statistics
+
+    assert [k.__name__ for k in statistics()] == [
+        "DivergenceGuard", "AttentionEntropy", "FFNStats", "GradNorms", "NonFiniteCounts", "NormStats",
+        "LossScaleMonitor", "AttentionSink", "SlopeMonitor", "ThroughputMonitor"]
+
+
 def test_a_column_or_chart_declared_twice_is_refused() -> None:
     column = Column("x", "a/b", "x", 1, place=1)
     with pytest.raises(ValueError, match="column declared twice: \\['x'\\]"):

@@ -53,12 +53,13 @@ class Statistic(Callback):
 
 
 def statistics() -> list[type[Statistic]]:
-    """Every statistic of `actsweep.stats`, each module imported, in module then definition order."""
+    """Every statistic of `actsweep.stats`, each module imported, in module then definition order: the
+    `Statistic` subclasses that declare what they show (bases such as `ProbeStatistic` declare nothing)."""
     found = []
     for info in sorted(pkgutil.iter_modules([str(Path(__file__).parent)]), key=lambda i: i.name):
         module = importlib.import_module(f"actsweep.stats.{info.name}")
-        found += [v for v in vars(module).values()
-                  if isinstance(v, type) and issubclass(v, Statistic) and v is not Statistic and v.__module__ == module.__name__]
+        found += [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, Statistic)
+                  and v is not Statistic and "declaration" in vars(v) and v.__module__ == module.__name__]
     return found
 
 

@@ -111,14 +111,16 @@ def tensorboard(trainer: L.Trainer):
     return next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
-_ARMED: set[int] = set()  # ids of the ArmedHooks now armed, in this process
+_ARMED: dict[int, "ArmedHooks"] = {}  # the ArmedHooks now armed in this process, by id
 
 
-def eager_if_armed():
-    """A context that runs the forward it wraps eagerly while any `ArmedHooks` is armed
-    (`torch.compiler.set_stance("force_eager")` for that call only: compiled code elsewhere in the
-    process, and this model's unarmed forwards, keep their graphs)."""
-    return torch.compiler.set_stance("force_eager") if _ARMED else contextlib.nullcontext()
+def eager_if_armed(model: nn.Module):
+    """A context that runs the forward of `model` it wraps eagerly while an `ArmedHooks` on one of
+    `model`'s modules is armed (`torch.compiler.set_stance("force_eager")` for that call only:
+    compiled code elsewhere in the process, other models' forwards even while their own hooks are
+    armed, and this model's unarmed forwards keep their graphs)."""
+    armed = _ARMED and any(hooks.hooks_into(model) for hooks in _ARMED.values())
+    return torch.compiler.set_stance("force_eager") if armed else contextlib.nullcontext()
 
 
 class ArmedHooks:
@@ -133,6 +135,7 @@ class ArmedHooks:
     def __init__(self) -> None:
         self._armed: str | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._points: list[nn.Module] = []  # the modules hooked, so a forward knows whether it is armed
 
     @property
     def armed(self) -> str | None:
@@ -142,12 +145,21 @@ class ArmedHooks:
     @armed.setter
     def armed(self, purpose: str | None) -> None:
         self._armed = purpose
-        (_ARMED.add if purpose else _ARMED.discard)(id(self))
+        if purpose:
+            _ARMED[id(self)] = self
+        else:
+            _ARMED.pop(id(self), None)
+
+    def hooks_into(self, model: nn.Module) -> bool:
+        """Whether any of these hooks sits on `model` or one of its modules."""
+        hooked = {id(point) for point in self._points}
+        return any(id(module) in hooked for module in model.modules())
 
     def register(self, model: nn.Module, pattern: str, fn: Callable[[torch.Tensor, int], None]) -> None:
         """Call `fn(output.detach(), layer)` at every hook point matching `pattern` while armed."""
         for name, point in select(model, pattern).items():
             self._handles.append(point.register_forward_hook(self._body(fn, layer_index(name))))
+            self._points.append(point)
 
     def register_input(self, module: nn.Module, fn: Callable[[nn.Module, torch.Tensor], None]) -> None:
         """Call `fn(module, input.detach())` on every forward of `module` while armed (statistics
@@ -157,6 +169,7 @@ class ArmedHooks:
                 fn(mod, inputs[0].detach())
 
         self._handles.append(module.register_forward_hook(hook))
+        self._points.append(module)
 
     def _body(self, fn: Callable[[torch.Tensor, int], None], layer: int):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
@@ -173,4 +186,5 @@ class ArmedHooks:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._points.clear()
         self.armed = None

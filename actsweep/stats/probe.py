@@ -75,7 +75,7 @@ class ScoresProbe:
         model.eval()
         self.hooks.armed = "probe"
         try:
-            with torch.no_grad(), eager_if_armed():
+            with torch.no_grad(), eager_if_armed(model):
                 model(idx)
             return {name: torch.stack([by_layer[i] for i in sorted(by_layer)]) for name, by_layer in self._values.items()}
         finally:

@@ -151,7 +151,7 @@ class ActSweepModule(L.LightningModule):
             self._compiled = True
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        with eager_if_armed():
+        with eager_if_armed(self.model):
             return self.model(idx)
 
     def loss(self, batch: tuple[torch.Tensor, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
