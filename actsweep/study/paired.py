@@ -167,9 +167,11 @@ def paired_markdown(table: pd.DataFrame) -> str:
         return ""
     rows = ([r.comparison, r.at, r.metric, r.n, Interval(r.mean, r.low, r.high, r.n).text(3, signed=True),
              r.per_seed, r.direction] for r in table.itertuples())
-    lines = table_lines(["comparison", "at", "metric", "n", "mean difference [95 % CI]", "per seed", "claim"], rows)
+    lines = table_lines(["comparison", "at", "metric", "n", "mean difference [95 % CI]", "per seed",
+                         "direction (unadjusted)"], rows)
     lines += ["", "Differences are paired by seed (same initial weights and training windows) over seeds that "
               "finished on both sides; the interval is a two-sided 95 % Student-t interval of the mean "
-              "difference, not adjusted for the number of comparisons (see the adjusted table). A direction "
-              "is claimed only where the interval excludes zero."]
+              "difference, not adjusted for the number of comparisons. The direction column reads that "
+              "unadjusted interval (a side where it excludes zero) and is no claim: claims are made only in "
+              "the adjusted table, within each family."]
     return "\n".join(lines)

@@ -226,11 +226,28 @@ def grid_keys_of(logs: list[RunLog]) -> list[str]:
     return list(dict.fromkeys(k for log in logs for k in log.info["overrides"]))
 
 
+# report.md's block of paired and adjusted tables, which `--from-csv` recomputes in place
+CLAIMS_BEGIN, CLAIMS_END = "<!-- claims: recomputed by actsweep report --from-csv -->", "<!-- claims: end -->"
+
+
+def claims_block(claims: list[str]) -> list[str]:
+    return [CLAIMS_BEGIN, "", *claims, CLAIMS_END, ""]
+
+
+def with_claims(report: str, claims: list[str]) -> str:
+    """`report` (a report.md) with its claims block replaced by `claims`, the rest unchanged."""
+    head, rest = report.split(CLAIMS_BEGIN, 1)
+    _, tail = rest.split(CLAIMS_END, 1)
+    return head + "\n".join(claims_block(claims)).removesuffix("\n") + tail
+
+
 def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path | None = None,
                     method: str = "holm", alpha: float = ALPHA) -> Path:
     """The paired and adjusted tables, the forest plot and `claims.md` of a committed results.csv,
     with the comparisons of `sweep_file` (its grid gives the keys); written beside the CSV unless
-    `out_dir` is given. Returns claims.md's path."""
+    `out_dir` is given, where a report.md's claims block (between `CLAIMS_BEGIN` and `CLAIMS_END`) is
+    rewritten too, so that the sweep's report and its recomputed tables never disagree. Returns
+    claims.md's path."""
     csv = Path(csv)
     out_dir = Path(out_dir) if out_dir else csv.parent
     sweep = load_sweep(sweep_file)  # refused before anything is written
@@ -240,8 +257,11 @@ def report_from_csv(csv: str | Path, sweep_file: str | Path, out_dir: str | Path
     lines = [f"# Sweep `{sweep.name}`: paired and adjusted comparisons", "",
              f"Recomputed from `{csv.name}` ({len(runs)} runs) with the comparisons of `{sweep_file}`:", "",
              f"```bash\n{command}\n```", ""]
-    lines += write_claims(runs, comparisons, grid_keys, out_dir, method, alpha)
-    write_atomic(out_dir / "claims.md", "\n".join(lines).encode())
+    claims = write_claims(runs, comparisons, grid_keys, out_dir, method, alpha)
+    write_atomic(out_dir / "claims.md", "\n".join(lines + claims).encode())
+    report = out_dir / "report.md"
+    if report.is_file() and CLAIMS_BEGIN in (text := report.read_text()):
+        write_atomic(report, with_claims(text, claims).encode())
     return out_dir / "claims.md"
 
 
@@ -274,7 +294,7 @@ def write_report(sweep_dir: str | Path, max_skipped_share: float = MAX_SKIPPED_S
     lines = [f"# Sweep `{sweep_dir.name}`", "",
              f"{len(runs)} runs; " + ", ".join(f"{n} {s}" for s, n in runs.status.value_counts().items()) + ".",
              "", *placement(logs), markdown_table(summary, grid_keys), "", UNSTABLE_RULE, ""]
-    lines += write_claims(runs, comparisons or comparisons_of(logs, grid_keys), grid_keys, sweep_dir, method)
+    lines += claims_block(write_claims(runs, comparisons or comparisons_of(logs, grid_keys), grid_keys, sweep_dir, method))
     sources = summary["pub_source"].dropna().unique() if "pub_source" in summary else []
     lines += [f"Published numbers: {s}." for s in sources] + ([""] if len(sources) else [])
     lines += published_section(logs, summary)

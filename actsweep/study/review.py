@@ -64,6 +64,9 @@ def outlier_runs(runs: pd.DataFrame, grid_keys: list[str], outlier_p: float = OU
     return {name: "; ".join(why) for name, why in reasons.items()}
 
 
+NO_BOUND = "no bound declared"
+
+
 def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, power: float,
             bound: float | None) -> dict[str, Any]:
     """A row with its interval at its adjusted `level`, its claim (a direction only where the
@@ -76,12 +79,13 @@ def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, po
         "unresolved" if testable(values) else "untestable")
     judged = {**row, "adj_low": adjusted.low, "adj_high": adjusted.high, "claim": claim}
     if claim == "unresolved":
-        mde = minimum_detectable_effect(row["n"], row["sd"], level, power)
-        delta, source = (float(bound), "declared") if bound else (mde, "MDE")
-        p = tost_p(values, delta)
-        verdict = "" if math.isnan(p) else (f"equivalent within ±{delta:.3g}" if p < level else "inconclusive")
-        judged.update({"mde": mde, "equivalence_bound": delta, "bound_from": source, "p_tost": p,
-                       "equivalence": verdict})
+        judged["mde"] = minimum_detectable_effect(row["n"], row["sd"], level, power)
+        # No bound of the row's own (its MDE, from the same SD): that TOST passes whenever |t| is small
+        judged["equivalence"] = NO_BOUND
+        if bound:
+            p = tost_p(values, float(bound))
+            verdict = "" if math.isnan(p) else (f"equivalent within ±{bound:.3g}" if p < level else "inconclusive")
+            judged.update({"equivalence_bound": float(bound), "p_tost": p, "equivalence": verdict})
     return judged
 
 
@@ -135,7 +139,7 @@ def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: 
             out.append(_judged(*sensitivity[i], alpha, power, bound))
     columns = ["family", "primary", "method", "m", "kind", "without", "comparison", "key", "metric", "at", "n",
                "mean", "sd", "low", "high", "p", "p_signflip", "p_adj", "p_holm", "p_bh", "level", "adj_low", "adj_high", "direction",
-               "claim", "mde", "equivalence_bound", "bound_from", "p_tost", "equivalence", "per_seed"]
+               "claim", "mde", "equivalence_bound", "p_tost", "equivalence", "per_seed"]
     return pd.DataFrame(out).reindex(columns=columns)
 
 
@@ -143,15 +147,20 @@ def _number(value: float, digits: int = 3) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
 
 
+def row_name(r: Any) -> str:
+    """A row's comparison, or for a sensitivity row the seeds it leaves out ("… without seed 0")."""
+    return r.comparison if r.kind == "comparison" else "… without " + ", ".join(
+        part.split(":")[0] for part in r.without.split("; "))
+
+
 def claim_cells(r: Any, other: str) -> list[object]:
     """One row of the adjusted table; `other`: the correction whose p stands beside the chosen one."""
     raw = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
     adjusted = (Interval(r.mean, r.adj_low, r.adj_high, r.n).text(3, signed=True) +
                 f" ({1 - r.level:.4g})") if math.isfinite(r.level) else ""
-    name = r.comparison if r.kind == "comparison" else "… without " + ", ".join(
-        part.split(":")[0] for part in r.without.split("; "))
-    equivalence = f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)} {r.bound_from})" \
-        if isinstance(r.equivalence, str) and r.equivalence else ""
+    name = row_name(r)
+    equivalence = "" if not isinstance(r.equivalence, str) else r.equivalence if math.isnan(r.p_tost) else \
+        f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)})"
     return [name, r.at, r.metric, r.n, raw, adjusted, f"{_number(r.p, 2)} / {_number(r.p_signflip, 2)}",
             _number(r.p_adj, 2), _number(getattr(r, "p_" + other), 2), r.claim, _number(r.mde), equivalence]
 
@@ -178,8 +187,9 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
         "1 − Rα/m) excludes zero. The sign-flip p is exact (all 2^n sign patterns of the per-seed "
         "differences); with 5 seeds it cannot go below 2/32 = 0.0625. An unresolved row is not a null "
         f"result: its MDE is the smallest true difference it had a {power:.0%} chance to resolve at its "
-        "level, and the TOST shows equivalence within the declared bound (else within the MDE) only where "
-        "both one-sided tests pass at that level; otherwise the row is inconclusive.", ""]
+        "level, and the TOST, run only against a bound the comparison declares (`equivalence` in the sweep "
+        "file), shows equivalence within it only where both one-sided tests pass at that level; otherwise the "
+        "row is inconclusive.", ""]
     if flagged:
         lines += [f"Outlier runs (a val loss, act mean or grad norm outside the {1 - outlier_p:.1%} prediction "
                   "interval of its arm's other seeds: |x − mean| > t(k − 1) · SD · √(1 + 1/k) over the k other "
@@ -193,8 +203,10 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
 
 
 def planned_rows(claims: pd.DataFrame, metric: str, primary_only: bool = True) -> pd.DataFrame:
-    """The comparison rows (no sensitivity rows) of `metric`, primary ones where any is primary."""
-    rows = claims[(claims.kind == "comparison") & (claims.metric == metric)] if len(claims) else claims
+    """The comparison rows of `metric`, each followed by its row without flagged seeds where it has
+    one (a plan, like a claim, is shown with and without them); primary ones where any is primary."""
+    rows = claims[claims.kind.isin(["comparison", "without outliers"]) & (claims.metric == metric)] \
+        if len(claims) else claims
     if primary_only and len(rows) and rows.primary.astype(bool).any():
         rows = rows[rows.primary.astype(bool)]
     return rows
@@ -208,12 +220,13 @@ def seed_plan(claims: pd.DataFrame, effect: float, metric: str = "val_loss", alp
     plan = []
     for r in rows.itertuples():
         level = alpha / r.m if r.m >= 1 else math.nan
-        plan.append({"family": r.family, "comparison": r.comparison, "at": r.at, "metric": r.metric,
+        plan.append({"family": r.family, "comparison": r.comparison, "kind": r.kind, "without": r.without,
+                     "at": r.at, "metric": r.metric,
                      "m": int(r.m), "level": level, "n": int(r.n), "sd": r.sd, "effect": effect,
                      "power_now": paired_power(effect, r.sd, int(r.n), level),
                      "seeds": seeds_for_power(effect, r.sd, level, power)})
-    return pd.DataFrame(plan, columns=["family", "comparison", "at", "metric", "m", "level", "n", "sd", "effect",
-                                       "power_now", "seeds"])
+    return pd.DataFrame(plan, columns=["family", "comparison", "kind", "without", "at", "metric", "m", "level", "n",
+                                       "sd", "effect", "power_now", "seeds"])
 
 
 def plan_markdown(plan: pd.DataFrame, power: float = POWER) -> str:
@@ -223,11 +236,12 @@ def plan_markdown(plan: pd.DataFrame, power: float = POWER) -> str:
     effect, metric = plan.effect.iloc[0], plan.metric.iloc[0]
     headers = ["comparison", "at", "family (m)", "level α/m", "n", "paired SD", f"power of n for {effect:g}",
                f"seeds for {power:.0%} power"]
-    lines = table_lines(headers, ([r.comparison, r.at, f"{r.family} ({r.m})", _number(r.level), r.n, _number(r.sd),
+    lines = table_lines(headers, ([row_name(r), r.at, f"{r.family} ({r.m})", _number(r.level), r.n, _number(r.sd),
                                    _number(r.power_now, 2), "" if math.isnan(r.seeds) else int(r.seeds)]
                                   for r in plan.itertuples()))
     lines += ["", f"Seeds a two-sided paired t-test needs to resolve a true {metric} difference of {effect:g} "
               f"with {power:.0%} power at the level α/m (the strictest a family of m adjusted rows applies), "
               "from the pilot's paired SD (statsmodels TTestPower), taken as the true one: a pilot of few "
-              "seeds estimates it loosely, so the count is an estimate, not a guarantee."]
+              "seeds estimates it loosely, so the count is an estimate, not a guarantee. A `… without` row "
+              "plans from the same pilot without its flagged outlier seeds."]
     return "\n".join(lines)
