@@ -91,6 +91,7 @@ def unmet(needed: dict[str, SpecifierSet]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dest", default=str(ROOT / ".whl"))
+    parser.add_argument("--python", default=TARGET_PYTHON, help=f"the target's Python (default {TARGET_PYTHON}, the image's)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--list", action="store_true")
     mode.add_argument("--check", action="store_true")
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         problems = unmet(closure(roots()))
         print("\n".join(problems) or "every requirement is met")
         return 1 if any(p.endswith(" missing") for p in problems) else 0
-    names = to_carry(closure(roots(), TARGET_PYTHON), image_packages(IMAGE.read_text()))
+    needed = closure(roots(), args.python)
+    names = to_carry(needed, image_packages(IMAGE.read_text()))
     if "torch" in names:  # a multi-GB CUDA build is not carried: the image's torch must do
-        print(f"the image's torch does not satisfy {closure(roots(), TARGET_PYTHON)['torch']}", file=sys.stderr)
+        print(f"the image's torch does not satisfy {needed['torch']}", file=sys.stderr)
     pins = [f"{name}=={distribution(name).version}" for name in names if name != "torch"]
     print("\n".join(pins))
     if args.list:
@@ -109,12 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     platforms = [a for p in PLATFORMS for a in ("--platform", p)]
     for pin in pins:
         got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                              "--python-version", TARGET_PYTHON, "--implementation", "cp", *platforms, "-d", args.dest, pin])
+                              "--python-version", args.python, "--implementation", "cp", *platforms, "-d", args.dest, pin])
         if got.returncode:  # no wheel on the index (future 0.18.3: an sdist only): build it, if pure Python
             built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", args.dest, pin])
             name = canonicalize_name(pin.split("==")[0]).replace("-", "_")
             if built.returncode or not any(Path(args.dest).glob(f"{name}-*-py3-none-any.whl")):
-                print(f"no wheel of {pin} for Python {TARGET_PYTHON}", file=sys.stderr)
+                print(f"no wheel of {pin} for Python {args.python}", file=sys.stderr)
                 return 1
     return 0
 
