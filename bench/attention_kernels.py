@@ -1,5 +1,6 @@
-"""Forward + backward of actsweep's quickstart-sized GPT under each `sdpa_backend`, against the same
-pass of the independent bench/nanogpt.py model (one thread, CPU time, interleaved repetitions).
+"""Forward + backward of actsweep's quickstart-sized GPT under each `sdpa_backend`, and with the
+entropy regulariser (its attention unfused, its penalty in the loss), against the same pass of the
+independent bench/nanogpt.py model (one thread, CPU time, interleaved repetitions).
 
     python bench/attention_kernels.py --reps 5
 """
@@ -30,10 +31,15 @@ def timed(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y
     return run
 
 
-def actsweep_step(backend: str) -> Callable[[torch.Tensor, torch.Tensor], None]:
+def actsweep_step(backend: str, entropy_reg: bool = False) -> Callable[[torch.Tensor, torch.Tensor], None]:
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=128, n_layer=4, n_head=4, n_embd=128, sdpa_backend=backend))
-    return lambda x, y: F.cross_entropy(model(x).flatten(0, 1), y.flatten()).backward()
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=128, n_layer=4, n_head=4, n_embd=128, sdpa_backend=backend,
+                          entropy_reg=entropy_reg))
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        (loss + model.entropy_penalty()[0] if entropy_reg else loss).backward()  # as ActSweepModule adds it
+    return step
 
 
 def bare_step() -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -48,7 +54,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     x, y = torch.randint(0, VOCAB, (32, 128)), torch.randint(0, VOCAB, (32, 128))
-    steps = {"bare": bare_step(), **{b: actsweep_step(b) for b in ("adaptive", "auto", "math")}}
+    steps = {"bare": bare_step(), **{b: actsweep_step(b) for b in ("adaptive", "auto", "math")},
+             "adaptive + entropy_reg": actsweep_step("adaptive", entropy_reg=True)}
     results = interleave({name: timed(step, x, y) for name, step in steps.items()}, args.reps)
     rows = [f"| {name} | {1000 * statistics.median(r['cpu']):.0f} | **{median_ratio(r['cpu'], results['bare']['cpu']):.3f}** |"
             for name, r in results.items()]
@@ -57,7 +64,8 @@ def main() -> None:
         f"Batch 32×128, 4L/128d, vocabulary {VOCAB}, one thread; CPU ms per forward + backward (median of "
         f"{args.reps} interleaved repetitions of {PASSES} passes) and the median per-repetition ratio to the "
         "independent bench/nanogpt.py model (`bare`).\n\n| arm | ms | ratio to bare |\n| --- | --- | --- |\n"
-        + "\n".join(rows)))
+        + "\n".join(rows) + "\n\nThe entropy regulariser against the same model without it (`adaptive`): median "
+        f"per-repetition ratio **{median_ratio(results['adaptive + entropy_reg']['cpu'], results['adaptive']['cpu']):.2f}**."))
 
 
 if __name__ == "__main__":

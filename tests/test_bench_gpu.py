@@ -23,6 +23,7 @@ def test_bare_loop_model_has_actsweeps_size_and_schedule():
     ours = GPT(GPTConfig(vocab_size=222, block_size=bare.block_size, n_layer=bare.n_layer, n_head=bare.n_head,
                          n_embd=bare.n_embd))
     assert sum(p.numel() for p in nanogpt.GPT(bare).parameters()) == sum(p.numel() for p in ours.parameters())
+    assert sum(p.numel() for p in ours.parameters()) == 838_144  # the quickstart model: the README's "0.84M"
     multiplier = build_schedule("cosine", 300, bare.warmup, bare.min_lr_ratio)
     assert [nanogpt.lr_at(s, 300, bare) for s in range(300)] == pytest.approx([bare.lr * multiplier(s) for s in range(300)])
 
