@@ -76,12 +76,12 @@ def spread(values: list[float]) -> str:
     return f"{statistics.median(values):.4g} ({min(values):.4g}–{max(values):.4g})"
 
 
-def write_section(title: str, body: str, results: Path = RESULTS) -> None:
+def write_section(title: str, body: str, results: Path = RESULTS, command_line: str | None = None) -> None:
     """Replace (or append) the `## {title}` section of RESULTS.md, leaving every other section as is.
 
-    The section gets the machine and the exact command above `body`."""
+    The section gets the machine and the exact command (this script's, unless given) above `body`."""
     text = results.read_text() if results.exists() else "# Benchmark results\n"
-    section = f"## {title}\n\nMachine: {machine()}\n\nCommand: `{command()}`\n\n{body.strip()}\n"
+    section = f"## {title}\n\nMachine: {machine()}\n\nCommand: `{command_line or command()}`\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text, count=1).rstrip() + "\n"

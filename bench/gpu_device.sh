@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS="${1:-.whl}"; shift || true
+SITE="${GPU_SITE:-/tmp/site}"
 # --no-index: the device machine reaches no registry; --target: the image's own environment is left as it is.
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
-export PYTHONPATH="/tmp/site:$PWD"   # actsweep from this checkout, no install
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl
+export PYTHONPATH="$SITE:$PWD"   # actsweep from this checkout, no install
 python3 bench/gpu_wheels.py --check   # fails in seconds, naming what is missing, before any GPU time is spent
 timeout 560 python3 bench/gpu.py "$@"

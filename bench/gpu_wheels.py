@@ -3,6 +3,7 @@
     python bench/gpu_wheels.py              # download them into .whl/ (for the device's Python 3.12)
     python bench/gpu_wheels.py --list       # only name what would be carried
     python bench/gpu_wheels.py --check      # on the GPU machine: is every requirement met?
+    python bench/gpu_wheels.py --image-packages   # what of the image actsweep uses (.ci/gpu_rehearsal.sh)
 
 What is carried: every package of actsweep's dependency closure (pyproject.toml's dependencies, read
 through the installed packages' metadata) that `bench/gpu_image.txt` lacks, or holds at a version a
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--list", action="store_true")
     mode.add_argument("--check", action="store_true")
+    mode.add_argument("--image-packages", action="store_true")
     args = parser.parse_args(argv)
     if args.check:
         problems = unmet(closure(roots()))
@@ -102,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if any(p.endswith(" missing") for p in problems) else 0
     needed = closure(roots(), args.python)
     names = to_carry(needed, image_packages(IMAGE.read_text()))
+    if args.image_packages:  # torch aside: the rehearsal installs its CPU build first
+        print("\n".join(sorted(set(needed) - set(names) - {"torch"})))
+        return 0
     if "torch" in names:  # a multi-GB CUDA build is not carried: the image's torch must do
         print(f"the image's torch does not satisfy {needed['torch']}", file=sys.stderr)
     pins = [f"{name}=={distribution(name).version}" for name in names if name != "torch"]

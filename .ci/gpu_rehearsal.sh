@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The prepared GPU run rehearsed on CPU, as the GPU machine will run it: the wheels bench/gpu_wheels.py
+# makes (here for this Python), a new venv holding only what the GPU image holds of actsweep's needs
+# (bench/gpu_image.txt; torch's CPU build for the image's CUDA one), then bench/gpu_device.sh, shrunk.
+# A wheel the image lacks and the list leaves out fails here, not in the GPU's few minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+python=$(python -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')
+python bench/gpu_wheels.py --python "$python" --dest "$work/wheels" >/dev/null
+python3 -m venv "$work/image"
+"$work/image/bin/python" -m pip install -q torch==2.13.0
+# shellcheck disable=SC2046
+"$work/image/bin/python" -m pip install -q $(python bench/gpu_wheels.py --image-packages)
+if "$work/image/bin/python" -c "import jsonargparse" 2>/dev/null; then
+  echo "the rehearsal's image holds jsonargparse: it would not show a missing wheel" >&2; exit 1
+fi
+PATH="$work/image/bin:$PATH" GPU_SITE="$work/site" bash bench/gpu_device.sh "$work/wheels" --shrink --out "$work/gpu.md"
+grep -q "Entropy probe" "$work/gpu.md"
+echo "the GPU run's rehearsal: $(ls "$work/wheels" | wc -l) wheels carried, the shrunk benchmark ran"
