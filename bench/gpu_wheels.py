@@ -116,12 +116,14 @@ def main(argv: list[str] | None = None) -> int:
     platforms = [a for p in PLATFORMS for a in ("--platform", p)]
     for pin in pins:
         got = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                              "--python-version", args.python, "--implementation", "cp", *platforms, "-d", args.dest, pin])
+                              "--python-version", args.python, "--implementation", "cp", *platforms, "-d", args.dest, pin],
+                             capture_output=True, text=True)
         if got.returncode:  # no wheel on the index (future 0.18.3: an sdist only): build it, if pure Python
-            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", args.dest, pin])
+            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", args.dest, pin],
+                                   capture_output=True, text=True)
             name = canonicalize_name(pin.split("==")[0]).replace("-", "_")
             if built.returncode or not any(Path(args.dest).glob(f"{name}-*-py3-none-any.whl")):
-                print(f"no wheel of {pin} for Python {args.python}", file=sys.stderr)
+                print(got.stderr + built.stderr + f"no wheel of {pin} for Python {args.python}", file=sys.stderr)
                 return 1
     return 0
 
