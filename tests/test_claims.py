@@ -248,6 +248,7 @@ def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
     assert "activation=relu,norm=none,seed=0" in (tmp_path / "claims.md").read_text()
 
 
+@pytest.mark.slow  # seconds each: left out of the mutation run (bench/mutation.sh), which the other tests serve
 @pytest.mark.parametrize("study", ["cpu_study", "normfree"])
 def test_the_committed_study_files_are_what_the_code_recomputes(tmp_path, study):
     """docs/results/STUDY's claims.md, claims.csv, paired.csv and report.md's claims block are exactly
@@ -262,20 +263,21 @@ def test_the_committed_study_files_are_what_the_code_recomputes(tmp_path, study)
         assert (tmp_path / name).read_text() == (folder / name).read_text(), name
 
 
+@pytest.mark.slow  # a report recomputed: left out of the mutation run (report.py is not mutated)
 def test_from_csv_rewrites_only_the_claims_block_of_a_report_beside_it(tmp_path):
     import shutil
 
-    shutil.copy("docs/results/normfree/results.csv", tmp_path / "results.csv")
-    head, tail = "# Sweep `normfree`\n\nthe runs' table\n\n", "\n## Validation loss\n\n![x](val_loss.png)\n"
+    shutil.copy("docs/results/quickstart/results.csv", tmp_path / "results.csv")
+    head, tail = "# Sweep `quickstart`\n\nthe runs' table\n\n", "\n## Validation loss\n\n![x](val_loss.png)\n"
     stale = f"{report.CLAIMS_BEGIN}\n\n## Paired differences\n\nstale numbers\n{report.CLAIMS_END}\n"
     (tmp_path / "report.md").write_text(head + stale + tail)
-    claims = report.report_from_csv(tmp_path / "results.csv", "configs/sweeps/normfree.yaml").read_text()
+    claims = report.report_from_csv(tmp_path / "results.csv", "configs/sweeps/quickstart.yaml").read_text()
     text = (tmp_path / "report.md").read_text()
     assert text.startswith(head + report.CLAIMS_BEGIN) and text.endswith(report.CLAIMS_END + "\n" + tail)
     block = text[len(head) + len(report.CLAIMS_BEGIN):-len(report.CLAIMS_END + "\n" + tail)].strip()
     assert "stale" not in text and block == claims[claims.index("## Paired differences"):].strip()
     (tmp_path / "report.md").write_text("no block")  # a report without the markers is left alone
-    report.report_from_csv(tmp_path / "results.csv", "configs/sweeps/normfree.yaml")
+    report.report_from_csv(tmp_path / "results.csv", "configs/sweeps/quickstart.yaml")
     assert (tmp_path / "report.md").read_text() == "no block"
 
 
