@@ -249,7 +249,7 @@ def test_the_cpu_study_recomputed_from_its_committed_csv(tmp_path):
 
 
 @pytest.mark.slow  # seconds each: left out of the mutation run (bench/mutation.sh), which the other tests serve
-@pytest.mark.parametrize("study", ["cpu_study", "normfree"])
+@pytest.mark.parametrize("study", ["quickstart", "cpu_study", "normfree"])
 def test_the_committed_study_files_are_what_the_code_recomputes(tmp_path, study):
     """docs/results/STUDY's claims.md, claims.csv, paired.csv and report.md's claims block are exactly
     what `--from-csv` writes today: a change to how a number is computed or shown that was not
