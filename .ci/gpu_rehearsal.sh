@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The prepared GPU run rehearsed on CPU, as the GPU machine will run it: the wheels bench/gpu_wheels.py
-# makes (here for this Python), a new venv holding only what the GPU image holds of actsweep's needs
-# (bench/gpu_image.txt; torch's CPU build for the image's CUDA one), then bench/gpu_device.sh, shrunk.
+# The prepared GPU run rehearsed on CPU, the way the GPU machine will run it, with three differences:
+# the wheels bench/gpu_wheels.py makes are for this Python (the image's is 3.12), torch is the CPU
+# build (the image's is CUDA 2.11), and the image's packages that actsweep needs (bench/gpu_image.txt)
+# come from the registry at its versions, not the image's. Then bench/gpu_device.sh, shrunk.
 # A wheel the image lacks and the list leaves out fails here, not in the GPU's few minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ python bench/gpu_wheels.py --python "$python" --dest "$work/wheels" >/dev/null
 python3 -m venv "$work/image"
 "$work/image/bin/python" -m pip install -q torch==2.13.0
 # shellcheck disable=SC2046
-"$work/image/bin/python" -m pip install -q $(python bench/gpu_wheels.py --image-packages)
+"$work/image/bin/python" -m pip install -q $(python bench/gpu_wheels.py --python "$python" --image-packages)
 if "$work/image/bin/python" -c "import jsonargparse" 2>/dev/null; then
   echo "the rehearsal's image holds jsonargparse: it would not show a missing wheel" >&2; exit 1
 fi

@@ -2,7 +2,7 @@
 
     python bench/gpu_wheels.py              # download them into .whl/ (for the device's Python 3.12)
     python bench/gpu_wheels.py --list       # only name what would be carried
-    python bench/gpu_wheels.py --check      # on the GPU machine: is every requirement met?
+    python bench/gpu_wheels.py --check      # on the GPU machine: a missing package fails, a version conflict warns
     python bench/gpu_wheels.py --image-packages   # what of the image actsweep uses (.ci/gpu_rehearsal.sh)
 
 What is carried: every package of actsweep's dependency closure (pyproject.toml's dependencies, read
@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if "torch" in names:  # a multi-GB CUDA build is not carried: the image's torch must do
         print(f"the image's torch does not satisfy {needed['torch']}", file=sys.stderr)
-    pins = [f"{name}=={distribution(name).version}" for name in names if name != "torch"]
+    try:
+        pins = [f"{name}=={distribution(name).version}" for name in names if name != "torch"]
+    except PackageNotFoundError as missing:  # needed under the target's markers only: it cannot be pinned from here
+        print(f"{missing.name} is needed on Python {args.python} but not installed here: install it to carry it",
+              file=sys.stderr)
+        return 1
     print("\n".join(pins))
     if args.list:
         return 0

@@ -189,6 +189,7 @@ def test_claims_table_adjusts_per_family_and_reads_nulls():
         if r.claim == "unresolved" and r.comparison == "relu − gelu":  # it declares a bound: TOST against it
             assert r.mde > 0 and (r.equivalence == "inconclusive" or r.equivalence.startswith("equivalent within"))
             assert r.equivalence_bound == 0.2 and 0 <= r.p_tost <= 1
+            assert r.equivalence.startswith("equivalent") == (r.p_tost < 0.05 / r.m)  # at α/m, not Holm's level
         elif r.claim == "unresolved":  # no bound declared: no TOST (the MDE's own would pass nearly any row)
             assert r.mde > 0 and r.equivalence == "no bound declared" and math.isnan(r.p_tost)
         else:

@@ -7,8 +7,10 @@ can and cannot say, and each row that a flagged outlier run feeds shown again wi
   default, `bh` for Benjamini–Hochberg, `bonferroni`), and a direction is claimed only where the
   adjusted p < α, which is also where the interval at the row's adjusted level excludes zero.
 - **Unresolved rows** carry their minimum detectable effect (80 % power, paired t at the row's
-  adjusted level, the observed paired SD) and a paired TOST against the comparison's declared
-  `equivalence` bound, else against the MDE: "equivalent within ±δ" where shown, else "inconclusive".
+  adjusted level, the observed paired SD) and, where the comparison declares an `equivalence` bound,
+  a paired TOST against it at the family's Bonferroni level α/m: "equivalent within ±δ" where
+  shown, else "inconclusive". Without a declared bound there is no TOST ("no bound declared"): a
+  bound taken from the row's own MDE (the same SD) would pass nearly any unresolved row.
 - **Outliers.** A finished run whose val loss, act mean or grad norm lies outside the 99.9 %
   prediction interval of its arm's other seeds (the arm: the same configuration; `claims.outliers`
   says why this rule and not a MAD one) is flagged; every row it feeds gets a sensitivity row
@@ -70,7 +72,7 @@ NO_BOUND = "no bound declared"
 def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, power: float,
             bound: float | None) -> dict[str, Any]:
     """A row with its interval at its adjusted `level`, its claim (a direction only where the
-    adjusted p < α) and, when unresolved, its MDE and TOST at that level."""
+    adjusted p < α) and, when unresolved, its MDE at that level and its TOST at α/m."""
     values, level = list(differences.values()), row["level"]
     adjusted = t_interval(values, 1 - level) if math.isfinite(level) else Interval(math.nan, math.nan, math.nan, 0)
     survives = math.isfinite(row["p_adj"]) and row["p_adj"] < alpha
@@ -83,8 +85,10 @@ def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, po
         # No bound of the row's own (its MDE, from the same SD): that TOST passes whenever |t| is small
         judged["equivalence"] = NO_BOUND
         if bound:
+            # at the family's Bonferroni level α/m: the leniency Holm's step-down gives a row of large
+            # difference p (its level up to α) would favour equivalence exactly where a row is weakest
             p = tost_p(values, float(bound))
-            verdict = "" if math.isnan(p) else (f"equivalent within ±{bound:.3g}" if p < level else "inconclusive")
+            verdict = "" if math.isnan(p) else (f"equivalent within ±{bound:.3g}" if p < alpha / row["m"] else "inconclusive")
             judged.update({"equivalence_bound": float(bound), "p_tost": p, "equivalence": verdict})
     return judged
 
@@ -188,8 +192,8 @@ def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float =
         "differences); with 5 seeds it cannot go below 2/32 = 0.0625. An unresolved row is not a null "
         f"result: its MDE is the smallest true difference it had a {power:.0%} chance to resolve at its "
         "level, and the TOST, run only against a bound the comparison declares (`equivalence` in the sweep "
-        "file), shows equivalence within it only where both one-sided tests pass at that level; otherwise the "
-        "row is inconclusive.", ""]
+        "file), shows equivalence within it only where both one-sided tests pass at the family's Bonferroni "
+        "level α/m; otherwise the row is inconclusive.", ""]
     if flagged:
         lines += [f"Outlier runs (a val loss, act mean or grad norm outside the {1 - outlier_p:.1%} prediction "
                   "interval of its arm's other seeds: |x − mean| > t(k − 1) · SD · √(1 + 1/k) over the k other "
