@@ -10,8 +10,9 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python=$(python -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')
 python bench/gpu_wheels.py --python "$python" --dest "$work/wheels" >/dev/null
-python3 -m venv "$work/image"
-"$work/image/bin/python" -m pip install -q torch==2.13.0
+# shellcheck source=.ci/venv.sh
+source .ci/venv.sh
+cpu_venv "$work/image"
 # shellcheck disable=SC2046
 "$work/image/bin/python" -m pip install -q $(python bench/gpu_wheels.py --python "$python" --image-packages)
 if "$work/image/bin/python" -c "import jsonargparse" 2>/dev/null; then

@@ -13,7 +13,8 @@ from scipy import stats
 from statsmodels.stats.power import TTestPower
 
 from actsweep.study.claims import _power_by_mixture, paired_power, seeds_for_power
-from actsweep.study.review import plan_markdown, seed_plan
+from actsweep.study.review import seed_plan
+from actsweep.study.review_text import plan_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_CSV, CPU_SWEEP = ROOT / "docs/results/cpu_study/results.csv", ROOT / "configs/sweeps/cpu_study.yaml"

@@ -28,7 +28,8 @@ from actsweep.study.intervals import Interval, t_interval
 from actsweep.study.claims import ALPHA, METHODS
 from actsweep.study.paired import HIDDEN, paired_markdown, paired_table
 from actsweep.study.published import published_for
-from actsweep.study.review import claims_markdown, claims_table, outlier_runs
+from actsweep.study.review import claims_table, outlier_runs
+from actsweep.study.review_text import claims_markdown
 from actsweep.study.sweep import Sweep, default_comparisons, load_sweep, short, short_keys
 from actsweep.study.figures import FIGURES, by_config, plot_forest
 from actsweep.study.logs import RunLog, read_runs
@@ -183,14 +184,14 @@ def write_claims(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_key
     write_csv(paired.drop(columns=[c for c in (*HIDDEN, "declared") if c in paired]), out_dir / "paired.csv")
     if paired.empty:
         return []
-    claims = claims_table(paired, comparisons, runs, grid_keys, method, alpha)
+    claims = claims_table(paired, comparisons, runs, method, alpha)
     write_csv(claims, out_dir / "claims.csv")
     lines = ["## Paired differences", "", paired_markdown(paired), ""]
     missing = list(dict.fromkeys(c["metric"] for c in comparisons if c.get("metric", "val_loss") not in runs))
     if missing:  # declared, but runs made before the statistic existed do not have it
         lines += ["Declared comparisons of metrics these runs do not have (no results.csv column, left out): "
                   + ", ".join(f"`{m}`" for m in missing) + ".", ""]
-    lines += claims_markdown(claims, outlier_runs(runs, grid_keys), alpha)
+    lines += claims_markdown(claims, outlier_runs(runs), alpha)
     if plot_forest(claims, out_dir / "forest.png"):
         lines += ["## Primary comparisons", "", "![Primary comparisons](forest.png)", ""]
     return lines

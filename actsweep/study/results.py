@@ -54,12 +54,12 @@ class Study:
         """The adjusted table, as `claims.csv`."""
         if self._paired.empty:
             return pd.DataFrame()
-        return claims_table(self._paired, self.comparisons, self.runs, self.grid_keys, self.method, self.alpha)
+        return claims_table(self._paired, self.comparisons, self.runs, self.method, self.alpha)
 
     @cached_property
     def outliers(self) -> dict[str, str]:
         """Flagged runs and why (`review.outlier_runs`)."""
-        return outlier_runs(self.runs, self.grid_keys)
+        return outlier_runs(self.runs)
 
     def plan_seeds(self, effect: float, metric: str = "val_loss", power: float = POWER,
                    primary_only: bool = True) -> pd.DataFrame:

@@ -17,6 +17,8 @@ can and cannot say, and each row that a flagged outlier run feeds shown again wi
   without that seed, adjusted within its family as if every flagged seed had been left out.
 - **Seed plan.** From a (pilot) table's paired SDs, the seeds each primary comparison needs to
   resolve a given effect (`seed_plan`, `actsweep plan-seeds`; the rule in `actsweep.study.seeds`).
+
+The numbers only: `review_text` shows them as markdown.
 """
 
 from __future__ import annotations
@@ -27,14 +29,12 @@ from typing import Any
 import pandas as pd
 
 from actsweep.study.claims import (
-    ALPHA, METHOD_NAMES, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers,
+    ALPHA, OUTLIER_P, POWER, adjust, adjusted_levels, minimum_detectable_effect, outliers,
     paired_power, seeds_for_power, testable, tost_p,
 )
-from actsweep.study.intervals import Interval, direction, t_interval
-from actsweep.study.markdown import table_lines
+from actsweep.study.intervals import direction, t_interval
 from actsweep.study.outcomes import COMPLETED
-from actsweep.study.paired import comparison_text, difference_row, setting_text
-from actsweep.study.sweep import short_keys
+from actsweep.study.paired import comparison_text, difference_row
 
 OUTLIER_STATISTICS = ("val_loss", "act_mean", "grad_norm")
 
@@ -47,19 +47,14 @@ def family_of(comparison: dict[str, Any], index: int) -> str:
     return f"#{index + 1}: {comparison_text(comparison)} ({comparison.get('metric', 'val_loss')})"
 
 
-def outlier_runs(runs: pd.DataFrame, grid_keys: list[str], outlier_p: float = OUTLIER_P) -> dict[str, str]:
-    """Flagged finished runs, by run name, with why: `val_loss 2.568 (other seeds 2.221, 2.256, …)`."""
+def outlier_runs(runs: pd.DataFrame, outlier_p: float = OUTLIER_P) -> dict[str, str]:
+    """Flagged finished runs, by run name, with why: `val_loss 2.568 (other seeds 2.221, 2.256, …)`.
+    A run's arm is its `config` (the settings but the seed)."""
     finished = runs[runs.status.isin(COMPLETED)]
-    if "config" in finished:
-        arms = finished["config"]
-    else:
-        names = short_keys(grid_keys)
-        arms = finished.apply(lambda r: setting_text(r, [k for k in grid_keys if k in r], names), axis=1)
-    names_of = finished["run"] if "run" in finished else finished.index.astype(str)
     reasons: dict[str, list[str]] = {}
-    for _, arm in finished.groupby(arms, sort=False):
+    for _, arm in finished.groupby("config", sort=False):
         for statistic in (s for s in OUTLIER_STATISTICS if s in arm):
-            values = dict(zip(names_of[arm.index], arm[statistic].astype(float)))
+            values = dict(zip(arm["run"], arm[statistic].astype(float)))
             for name in outliers(values, outlier_p):
                 others = ", ".join(f"{v:.3f}" for k, v in values.items() if k != name)
                 reasons.setdefault(name, []).append(f"{statistic} {values[name]:.3f} (other seeds {others})")
@@ -74,7 +69,7 @@ def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, po
     """A row with its interval at its adjusted `level`, its claim (a direction only where the
     adjusted p < α) and, when unresolved, its MDE at that level and its TOST at α/m."""
     values, level = list(differences.values()), row["level"]
-    adjusted = t_interval(values, 1 - level) if math.isfinite(level) else Interval(math.nan, math.nan, math.nan, 0)
+    adjusted = t_interval(values, 1 - level)  # an untestable row's NaN level gives a NaN interval
     survives = math.isfinite(row["p_adj"]) and row["p_adj"] < alpha
     # Holm: a row whose interval clears zero may still not be rejected (a smaller p was not)
     claim = direction(adjusted, row["side_a"], row["side_b"]) if survives else (
@@ -88,7 +83,7 @@ def _judged(row: dict[str, Any], differences: dict[int, float], alpha: float, po
             # at the family's Bonferroni level α/m: the leniency Holm's step-down gives a row of large
             # difference p (its level up to α) would favour equivalence exactly where a row is weakest
             p = tost_p(values, float(bound))
-            verdict = "" if math.isnan(p) else (f"equivalent within ±{bound:.3g}" if p < alpha / row["m"] else "inconclusive")
+            verdict = f"equivalent within ±{bound:.3g}" if p < alpha / row["m"] else "inconclusive"  # p finite: testable
             judged.update({"equivalence_bound": float(bound), "p_tost": p, "equivalence": verdict})
     return judged
 
@@ -100,7 +95,7 @@ def _dropped(pairing_runs: dict[int, tuple[str, ...]], flagged: dict[str, str]) 
 
 
 def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: pd.DataFrame,
-                 grid_keys: list[str], method: str = "holm", alpha: float = ALPHA, power: float = POWER,
+                 method: str = "holm", alpha: float = ALPHA, power: float = POWER,
                  outlier_p: float = OUTLIER_P) -> pd.DataFrame:
     """The paired table judged per family (see the module's rules), one row per comparison and
     setting, each followed by its sensitivity row where a flagged run feeds it. The sensitivity rows
@@ -108,7 +103,7 @@ def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: 
     their p-values in place of their rows' (the other rows unchanged)."""
     if paired.empty:
         return pd.DataFrame()
-    flagged = outlier_runs(runs, grid_keys, outlier_p)
+    flagged = outlier_runs(runs, outlier_p)
     base = paired.drop(columns=["differences", "runs"]).to_dict("records")
     rows, sensitivity = [], []
     for record, differences, pairing_runs in zip(base, paired.differences, paired.runs):
@@ -147,62 +142,6 @@ def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: 
     return pd.DataFrame(out).reindex(columns=columns)
 
 
-def _number(value: float, digits: int = 3) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
-
-
-def row_name(r: Any) -> str:
-    """A row's comparison, or for a sensitivity row the seeds it leaves out ("… without seed 0")."""
-    return r.comparison if r.kind == "comparison" else "… without " + ", ".join(
-        part.split(":")[0] for part in r.without.split("; "))
-
-
-def claim_cells(r: Any, other: str) -> list[object]:
-    """One row of the adjusted table; `other`: the correction whose p stands beside the chosen one."""
-    raw = Interval(r.mean, r.low, r.high, r.n).text(3, signed=True)
-    adjusted = (Interval(r.mean, r.adj_low, r.adj_high, r.n).text(3, signed=True) +
-                f" ({1 - r.level:.4g})") if math.isfinite(r.level) else ""
-    name = row_name(r)
-    equivalence = "" if not isinstance(r.equivalence, str) else r.equivalence if math.isnan(r.p_tost) else \
-        f"{r.equivalence} (p {_number(r.p_tost, 2)}; ±{_number(r.equivalence_bound)})"
-    return [name, r.at, r.metric, r.n, raw, adjusted, f"{_number(r.p, 2)} / {_number(r.p_signflip, 2)}",
-            _number(r.p_adj, 2), _number(getattr(r, "p_" + other), 2), r.claim, _number(r.mde), equivalence]
-
-
-def claims_markdown(table: pd.DataFrame, flagged: dict[str, str], alpha: float = ALPHA, power: float = POWER,
-                    outlier_p: float = OUTLIER_P) -> list[str]:
-    """The adjusted table, one section per family, then the outliers and the rules."""
-    if table.empty:
-        return []
-    method = METHOD_NAMES[table.method.iloc[0]]
-    other = "bh" if table.method.iloc[0] != "bh" else "holm"  # the other correction's p, for comparison
-    lines = ["## Adjusted for multiple comparisons", ""]
-    headers = ["comparison", "at", "metric", "n", "mean [95 % CI]", "adjusted CI (level)", "p (t / sign-flip)",
-               f"p adjusted ({method})", "BH q" if other == "bh" else "Holm p", "claim", f"MDE ({power:.0%} power)",
-               "equivalence (TOST)"]
-    for family, rows in table.groupby("family", sort=False):
-        m = int(rows.m.iloc[0])
-        lines += [f"### Family `{family}`: {m} comparison{'s' * (m != 1)}", "",
-                  *table_lines(headers, (claim_cells(r, other) for r in rows.itertuples())), ""]
-    lines += [
-        f"Each family's t-test p-values are adjusted by {method} (α = {alpha}); a direction is claimed only where "
-        "the adjusted p < α, which is also where the interval at the row's adjusted level (in brackets: "
-        "Holm's step-down level 1 − α/(m − rank + 1), Bonferroni's 1 − α/m, or BH's false-coverage level "
-        "1 − Rα/m) excludes zero. The sign-flip p is exact (all 2^n sign patterns of the per-seed "
-        "differences); with 5 seeds it cannot go below 2/32 = 0.0625. An unresolved row is not a null "
-        f"result: its MDE is the smallest true difference it had a {power:.0%} chance to resolve at its "
-        "level, and the TOST, run only against a bound the comparison declares (`equivalence` in the sweep "
-        "file), shows equivalence within it only where both one-sided tests pass at the family's Bonferroni "
-        "level α/m; otherwise the row is inconclusive.", ""]
-    if flagged:
-        lines += [f"Outlier runs (a val loss, act mean or grad norm outside the {1 - outlier_p:.1%} prediction "
-                  "interval of its arm's other seeds: |x − mean| > t(k − 1) · SD · √(1 + 1/k) over the k other "
-                  "seeds). Each row they feed is shown again without that seed (`… without`), its family adjusted "
-                  "again with every flagged seed left out:", ""]
-        lines += [f"- `{name}`: {why}" for name, why in flagged.items()] + [""]
-    return lines
-
-
 # -- the seed plan (`actsweep plan-seeds`) ------------------------------------------------------
 
 
@@ -231,21 +170,3 @@ def seed_plan(claims: pd.DataFrame, effect: float, metric: str = "val_loss", alp
                      "seeds": seeds_for_power(effect, r.sd, level, power)})
     return pd.DataFrame(plan, columns=["family", "comparison", "kind", "without", "at", "metric", "m", "level", "n",
                                        "sd", "effect", "power_now", "seeds"])
-
-
-def plan_markdown(plan: pd.DataFrame, power: float = POWER) -> str:
-    """The plan as a markdown table with the rule under it."""
-    if plan.empty:
-        return "No testable comparison of this metric to plan for."
-    effect, metric = plan.effect.iloc[0], plan.metric.iloc[0]
-    headers = ["comparison", "at", "family (m)", "level α/m", "n", "paired SD", f"power of n for {effect:g}",
-               f"seeds for {power:.0%} power"]
-    lines = table_lines(headers, ([row_name(r), r.at, f"{r.family} ({r.m})", _number(r.level), r.n, _number(r.sd),
-                                   _number(r.power_now, 2), "" if math.isnan(r.seeds) else int(r.seeds)]
-                                  for r in plan.itertuples()))
-    lines += ["", f"Seeds a two-sided paired t-test needs to resolve a true {metric} difference of {effect:g} "
-              f"with {power:.0%} power at the level α/m (the strictest a family of m adjusted rows applies), "
-              "from the pilot's paired SD (statsmodels TTestPower), taken as the true one: a pilot of few "
-              "seeds estimates it loosely, so the count is an estimate, not a guarantee. A `… without` row "
-              "plans from the same pilot without its flagged outlier seeds."]
-    return "\n".join(lines)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from actsweep.study.claims import METHODS, POWER
 from actsweep.study.results import load_study
-from actsweep.study.review import plan_markdown
+from actsweep.study.review_text import plan_markdown
 from actsweep.study.sweep import SweepError
 
 
