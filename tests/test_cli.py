@@ -91,3 +91,14 @@ def test_under_slurm_lightnings_own_requeue_stays_off_whatever_other_plugins_are
         assert not slurm.auto_requeue and len(plugins) == (0 if not configured else 1 if not isinstance(configured, list) else 2) + 1
     own = LightningEnvironment()
     assert with_slurm_environment([own]) == [own]
+
+
+def test_the_top_level_help_names_every_command(capsys):
+    from actsweep.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    for command in ("fit", "validate|test", *COMMANDS):
+        assert f"  actsweep {command} " in out, command

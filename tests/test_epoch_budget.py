@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import yaml
 
 from actsweep.errors import ConfigError
 from actsweep.train.epochs import EpochBudget, epoch_steps
-from helpers import Recorder, tiny_modules, tiny_trainer
+from helpers import Recorder, tiny_modules, tiny_trainer, write_config
 
 
 def test_epoch_steps_by_hand():
@@ -47,3 +48,18 @@ def test_a_budget_below_one_step_is_refused(tmp_path):
         tiny_trainer(tmp_path, [EpochBudget(1e-6)], max_steps=-1).fit(module, data)
     with pytest.raises(ConfigError, match="epochs must be positive"):
         EpochBudget(0)
+
+
+def test_the_cli_fits_one_budget_with_max_steps_minus_one(tmp_path):
+    """`actsweep fit` with ReLU's Revival's trainer settings: max_steps -1 and an EpochBudget."""
+    import torch
+
+    from actsweep import cli
+
+    budget = {"class_path": "actsweep.train.epochs.EpochBudget", "init_args": {"epochs": 0.02}}
+    config = write_config(tmp_path, trainer={"max_steps": -1, "val_check_interval": 2})
+    cli.main(["fit", "--config", str(config), "--trainer.callbacks+", yaml.safe_dump(budget, default_flow_style=True)])
+    module, data = tiny_modules(tmp_path)
+    data.setup("fit")
+    checkpoint = torch.load(next((tmp_path / "logs").rglob("last.ckpt")), map_location="cpu", weights_only=False)
+    assert checkpoint["global_step"] == epoch_steps(data.train_windows(), 8, 1, 0.02) == 4

@@ -72,3 +72,11 @@ def test_a_failing_smoke_run_fails_the_command_with_its_log(tmp_path, capsys):
     assert code == 1
     failed = captured.err.split("SMOKE FAILED")[1]
     assert "SMOKE FAILED: block_size=1000000,seed=0" in captured.err and "longer than the whole corpus" in failed
+
+
+@pytest.mark.parametrize("study", sorted(p.stem for p in Path("configs/sweeps").glob("*.yaml")))
+def test_every_shipped_sweep_passes_its_own_checks_unsmoked(tmp_path, capsys, study):
+    """The dry run checks each run's settings as `actsweep fit` will. The smoke's overrides (2 steps)
+    once hid that the revival config's `max_steps: -1`, which its EpochBudget sets, was refused."""
+    assert runner.main([f"configs/sweeps/{study}.yaml", "--root", str(tmp_path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("actsweep fit --config") >= 7 and not any(tmp_path.iterdir())

@@ -34,6 +34,7 @@ from actsweep.errors import ActSweepError, ConfigError
 from actsweep.io import check_unique_keys, check_writable, hold_run
 from actsweep.status import read_run_info, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, RecordSettings, load_checked, resume_differences
+from actsweep.train.epochs import EpochBudget
 from actsweep.train.module import ActSweepModule, checked_config
 from actsweep.train.optim import adamw_kernel_args
 from actsweep.train.schedules import check_run_length
@@ -47,7 +48,11 @@ DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x att
   actsweep fit --config configs/quickstart.yaml [--model.activation relu ...]   train one run
   actsweep validate|test --config ... --ckpt_path ...                           evaluate a checkpoint
   actsweep sweep configs/sweeps/quickstart.yaml [--jobs N] [--dry-run]          run a grid, resumably
-  actsweep report lightning_logs/sweeps/quickstart                              tables and figures"""
+  actsweep report lightning_logs/sweeps/quickstart                              tables and figures
+  actsweep plan-seeds SWEEP_FOLDER --effect 0.085                               seeds a comparison needs
+  actsweep sample --ckpt_path .../last.ckpt --prompt 'Once upon'                text from a trained model
+
+Each command has its --help."""
 SUBCOMMANDS = ("fit", "validate", "test")
 EVALUATIONS = ("validate", "test")
 # Lightning's other spellings of a precision (`precision: 32` is `32-true`).
@@ -226,7 +231,8 @@ def check_trainer(trainer: Any, fit: bool) -> None:
     """Trainer counts Lightning takes but divides by (0), never reaches (a fit of no steps) or
     silently misreads (a negative clipping threshold)."""
     if fit:
-        check_run_length(trainer.max_steps)
+        if not sets_its_own_length(trainer.get("callbacks")):
+            check_run_length(trainer.max_steps)
         if trainer.get("max_epochs") == 0:
             raise ConfigError("max_epochs 0 ends the fit before its first step; leave it out (max_steps ends the run)")
     if (trainer.get("gradient_clip_val") or 0) < 0:
@@ -241,6 +247,13 @@ def check_trainer(trainer: Any, fit: bool) -> None:
     for name in ("accumulate_grad_batches", "log_every_n_steps"):
         if trainer.get(name) is not None and trainer[name] < 1:
             raise ConfigError(f"{name} must be >= 1, got {trainer[name]}")
+
+
+def sets_its_own_length(callbacks: Any) -> bool:
+    """An `EpochBudget` among the callbacks sets max_steps itself, from the data, when the fit starts
+    (ReLU's Revival's `max_steps: -1`: one epoch)."""
+    budget = f"{EpochBudget.__module__}.{EpochBudget.__qualname__}"
+    return any(isinstance(c, EpochBudget) or getattr(c, "class_path", None) == budget for c in callbacks or [])
 
 
 def parse_run_info(text: str | None) -> dict | None:
