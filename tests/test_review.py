@@ -157,21 +157,22 @@ def test_each_row_a_flagged_run_feeds_is_shown_again_without_it():
     pairs_b = {s: (f"B{s}",) for s in range(5)}
     rows = [row_of({s: -0.1 + 0.01 * s for s in range(5)}, "x=0", pairs_ac),
             row_of({s: 0.03 * (-1) ** s for s in range(5)}, "x=1", pairs_ad),
-            row_of({s: 0.05 + 0.01 * s for s in range(5)}, "x=2", pairs_b)]
+            row_of({s: 0.05 + 0.01 * s for s in range(5)}, "x=2", pairs_b),
+            row_of({s: 0.2 + 0.01 * s for s in range(5)}, "x=3", pairs_ac)]
     table = judged(rows, [{**RELU_GELU, "primary": True, "equivalence": 0.5}], runs)
-    assert list(table.kind) == ["comparison", "without outliers", "comparison", "without outliers", "comparison"]
-    assert list(table.without) == ["", "seed 4: A4, C4", "", "seed 2: D2; seed 4: A4", ""]
+    assert list(table.kind) == ["comparison", "without outliers"] * 2 + ["comparison"] + ["comparison", "without outliers"]
+    assert list(table.without) == ["", "seed 4: A4, C4", "", "seed 2: D2; seed 4: A4", "", "", "seed 4: A4, C4"]
     without = table[table.kind == "without outliers"]
-    assert list(without.n) == [4, 3] and without.iloc[0].direction == "relu lower"
+    assert list(without.n) == [4, 3, 4] and list(without.direction) == ["relu lower", "unresolved", "gelu lower"]
     assert without.iloc[0]["mean"] == pytest.approx(np.mean([-0.1, -0.09, -0.08, -0.07]))
     assert without.iloc[1].equivalence_bound == 0.5 and without.iloc[1].claim == "unresolved"
     # the sensitivity rows are adjusted as a family of their own p-values (the B row unchanged)
-    p_without = [without.iloc[0].p, without.iloc[1].p, table.iloc[4].p]
-    assert list(without.p_adj) == pytest.approx(multipletests(p_without, method="holm")[1][:2])
+    p_without = [without.iloc[0].p, without.iloc[1].p, table.iloc[4].p, without.iloc[2].p]
+    assert list(without.p_adj) == pytest.approx(multipletests(p_without, method="holm")[1][[0, 1, 3]])
     # at a looser outlier level more runs are flagged, and their rows are shown again too
     loose = judged(rows, [{**RELU_GELU, "primary": True}], runs.assign(val_loss=runs.val_loss + 0.003 * runs.seed ** 3),
                    outlier_p=0.5)
-    assert (loose.kind == "without outliers").sum() == 3
+    assert (loose.kind == "without outliers").sum() == 4
 
 
 def plan_claims() -> pd.DataFrame:
