@@ -76,6 +76,7 @@ def test_plan_rows_level_and_counts():
     assert list(everything.family) == ["primary", "primary", "other"] and everything.level.iloc[2] == 0.05
 
 
+@pytest.mark.slow  # a whole study recomputed: left out of the mutation run (tests/test_review.py serves it)
 def test_plan_seeds_command_on_the_cpu_study(capsys):
     from actsweep.study.seeds import main
 
@@ -95,6 +96,7 @@ def test_plan_seeds_command_on_the_cpu_study(capsys):
     assert done.value.code == 0 and "| relu − gelu | norm=none | primary (18) |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a whole study recomputed: left out of the mutation run (tests/test_review.py serves it)
 def test_a_study_read_from_the_committed_csv_gives_the_committed_claims(tmp_path):
     import actsweep
 
