@@ -55,6 +55,7 @@ def test_the_chosen_correction_decides_and_holm_and_bh_stand_beside_it(method, n
     p = [0.001, 0.012, 0.02, 0.04]
     table = judged([row_with_p(v, f"x={i}") for i, v in enumerate(p)], method=method)
     assert list(table.p) == pytest.approx(p) and (table.m == 4).all() and set(table.method) == {method}
+    assert set(table.key) == {"model.activation"} and set(table.comparison) == {"relu − gelu"}
     assert list(table.p_adj) == pytest.approx(multipletests(p, method=name)[1])
     assert list(table.p_holm) == pytest.approx(multipletests(p, method="holm")[1])
     assert list(table.p_bh) == pytest.approx(multipletests(p, method="fdr_bh")[1])
@@ -190,8 +191,12 @@ def test_planned_rows_are_the_primary_ones_of_the_metric_by_default():
 
 @pytest.mark.parametrize("power", [0.8, 0.9])
 def test_the_seed_plan_at_the_family_level_and_the_asked_power(power):
-    plan = seed_plan(plan_claims(), 0.1, power=power)
+    claims = plan_claims()
+    claims.loc[1, ["kind", "comparison"]] = ["without outliers", "relu − gelu without"]
+    plan = seed_plan(claims, 0.1, power=power)
     assert list(plan.metric) == ["val_loss"] * 3 and (plan.effect == 0.1).all()
+    assert list(plan.kind) == ["comparison", "without outliers", "comparison"]
+    assert list(plan.comparison) == ["relu − gelu", "relu − gelu without", "relu − gelu"]
     for r in plan.iloc[:2].itertuples():
         assert r.level == pytest.approx(0.05 / 3)
         needed = TTestPower().solve_power(effect_size=0.1 / r.sd, alpha=0.05 / 3, power=power, alternative="two-sided")
