@@ -71,7 +71,9 @@ def test_the_ci_runs_the_readme_commands():
     assert tests.startswith('pip install -e ".[test]"') and "pytest" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert 'bash -euo pipefail -c "$(readme main-job)"' in ci and 'bash -euo pipefail -c "$(readme tests)"' in ci
-    assert "python3 -m venv" in ci and "--system-site-packages" not in ci
+    venv = (ROOT / ".ci" / "venv.sh").read_text()  # each venv of .ci/ is made by its cpu_venv
+    assert "source .ci/venv.sh" in ci and 'cpu_venv "$venv"' in ci and "python3 -m venv" in venv
+    assert "--system-site-packages" not in ci + venv and "python3 -m venv" not in ci
 
 
 def test_a_missing_or_doubled_marker_is_an_error():
