@@ -178,7 +178,7 @@ def test_an_interaction_is_a_difference_of_paired_differences():
 def test_claims_table_adjusts_per_family_and_reads_nulls():
     runs = synthetic_runs()
     paired = paired_table(runs, COMPARISONS, GRID)
-    table = claims_table(paired, COMPARISONS, runs)
+    table = claims_table(paired, COMPARISONS, outlier_runs(runs))
     main = table[table.kind == "comparison"]
     primary = main[main.family == "primary"]
     assert len(primary) == 4 and (primary.m == 4).all()  # 3 relu − gelu settings + 1 interaction
@@ -214,8 +214,7 @@ def test_holm_claims_nothing_when_its_first_step_fails():
         rows.append({"comparison": "a − b", "key": "k", "metric": "val_loss", "at": f"x={i}", "declared": 0,
                      **difference_row(d, "a", "b"), "differences": d, "runs": {s: (f"r{i}{s}",) for s in d},
                      "side_a": "a", "side_b": "b"})
-    runs = pd.DataFrame({"run": ["r00"], "config": ["x=0"], "seed": [0], "status": ["Stable"], "val_loss": [1.0]})
-    table = claims_table(pd.DataFrame(rows), [{"key": "k", "a": "a", "b": "b", "primary": True}], runs)
+    table = claims_table(pd.DataFrame(rows), [{"key": "k", "a": "a", "b": "b", "primary": True}], {})
     assert list(table.p) == pytest.approx([0.03, 0.04]) and list(table.p_adj) == pytest.approx([0.06, 0.06])
     assert table.adj_low.iloc[1] > 0  # clears zero at 1 − 0.05/1 ...
     assert list(table.claim) == ["unresolved", "unresolved"]  # ... but Holm stopped at the first step

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+import torch
 import yaml
 
+from actsweep import cli
 from actsweep.errors import ConfigError
 from actsweep.train.epochs import EpochBudget, epoch_steps
 from helpers import Recorder, tiny_modules, tiny_trainer, write_config
@@ -51,12 +53,9 @@ def test_a_budget_below_one_step_is_refused(tmp_path):
 
 
 def test_the_cli_fits_one_budget_with_max_steps_minus_one(tmp_path):
-    """`actsweep fit` with ReLU's Revival's trainer settings: max_steps -1 and an EpochBudget."""
-    import torch
-
-    from actsweep import cli
-
-    budget = {"class_path": "actsweep.train.epochs.EpochBudget", "init_args": {"epochs": 0.02}}
+    """`actsweep fit` with ReLU's Revival's trainer settings: max_steps -1 and an EpochBudget, named
+    here by its short name (configs/revival.yaml's full class_path: test_smoke's unsmoked dry runs)."""
+    budget = {"class_path": "EpochBudget", "init_args": {"epochs": 0.02}}
     config = write_config(tmp_path, trainer={"max_steps": -1, "val_check_interval": 2})
     cli.main(["fit", "--config", str(config), "--trainer.callbacks+", yaml.safe_dump(budget, default_flow_style=True)])
     module, data = tiny_modules(tmp_path)

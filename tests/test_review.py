@@ -36,11 +36,9 @@ def row_of(d: dict[int, float], at: str, runs: dict[int, tuple[str, ...]] | None
             "runs": runs or {s: (f"{at}-{s}",) for s in d}, "side_a": "relu", "side_b": "gelu"}
 
 
-NO_RUNS = pd.DataFrame({"run": ["x"], "config": ["x=0"], "seed": [0], "status": ["Stable"], "val_loss": [1.0]})
-
-
-def judged(rows: list[dict], comparisons: list[dict] | None = None, runs: pd.DataFrame = NO_RUNS, **options) -> pd.DataFrame:
-    return claims_table(pd.DataFrame(rows), comparisons or [{**RELU_GELU, "primary": True}], runs, **options)
+def judged(rows: list[dict], comparisons: list[dict] | None = None, flagged: dict[str, str] | None = None,
+           **options) -> pd.DataFrame:
+    return claims_table(pd.DataFrame(rows), comparisons or [{**RELU_GELU, "primary": True}], flagged or {}, **options)
 
 
 def test_family_names():
@@ -160,7 +158,7 @@ def test_each_row_a_flagged_run_feeds_is_shown_again_without_it():
             row_of({s: 0.03 * (-1) ** s for s in range(5)}, "x=1", pairs_ad),
             row_of({s: 0.05 + 0.01 * s for s in range(5)}, "x=2", pairs_b),
             row_of({s: 0.2 + 0.01 * s for s in range(5)}, "x=3", pairs_ac)]
-    table = judged(rows, [{**RELU_GELU, "primary": True, "equivalence": 0.5}], runs)
+    table = judged(rows, [{**RELU_GELU, "primary": True, "equivalence": 0.5}], outlier_runs(runs))
     assert list(table.kind) == ["comparison", "without outliers"] * 2 + ["comparison"] + ["comparison", "without outliers"]
     assert list(table.without) == ["", "seed 4: A4, C4", "", "seed 2: D2; seed 4: A4", "", "", "seed 4: A4, C4"]
     without = table[table.kind == "without outliers"]
@@ -171,8 +169,8 @@ def test_each_row_a_flagged_run_feeds_is_shown_again_without_it():
     p_without = [without.iloc[0].p, without.iloc[1].p, table.iloc[4].p, without.iloc[2].p]
     assert list(without.p_adj) == pytest.approx(multipletests(p_without, method="holm")[1][[0, 1, 3]])
     # at a looser outlier level more runs are flagged, and their rows are shown again too
-    loose = judged(rows, [{**RELU_GELU, "primary": True}], runs.assign(val_loss=runs.val_loss + 0.003 * runs.seed ** 3),
-                   outlier_p=0.5)
+    loose = judged(rows, [{**RELU_GELU, "primary": True}],
+                   outlier_runs(runs.assign(val_loss=runs.val_loss + 0.003 * runs.seed ** 3), outlier_p=0.5))
     assert (loose.kind == "without outliers").sum() == 4
 
 

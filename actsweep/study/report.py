@@ -184,14 +184,15 @@ def write_claims(runs: pd.DataFrame, comparisons: list[dict[str, Any]], grid_key
     write_csv(paired.drop(columns=[c for c in (*HIDDEN, "declared") if c in paired]), out_dir / "paired.csv")
     if paired.empty:
         return []
-    claims = claims_table(paired, comparisons, runs, method, alpha)
+    flagged = outlier_runs(runs)
+    claims = claims_table(paired, comparisons, flagged, method, alpha)
     write_csv(claims, out_dir / "claims.csv")
     lines = ["## Paired differences", "", paired_markdown(paired), ""]
     missing = list(dict.fromkeys(c["metric"] for c in comparisons if c.get("metric", "val_loss") not in runs))
     if missing:  # declared, but runs made before the statistic existed do not have it
         lines += ["Declared comparisons of metrics these runs do not have (no results.csv column, left out): "
                   + ", ".join(f"`{m}`" for m in missing) + ".", ""]
-    lines += claims_markdown(claims, outlier_runs(runs), alpha)
+    lines += claims_markdown(claims, flagged, alpha)
     if plot_forest(claims, out_dir / "forest.png"):
         lines += ["## Primary comparisons", "", "![Primary comparisons](forest.png)", ""]
     return lines

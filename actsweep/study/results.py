@@ -54,7 +54,7 @@ class Study:
         """The adjusted table, as `claims.csv`."""
         if self._paired.empty:
             return pd.DataFrame()
-        return claims_table(self._paired, self.comparisons, self.runs, self.method, self.alpha)
+        return claims_table(self._paired, self.comparisons, self.outliers, self.method, self.alpha)
 
     @cached_property
     def outliers(self) -> dict[str, str]:

@@ -94,16 +94,14 @@ def _dropped(pairing_runs: dict[int, tuple[str, ...]], flagged: dict[str, str]) 
     return {seed: names for seed, names in dropped.items() if names}
 
 
-def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], runs: pd.DataFrame,
-                 method: str = "holm", alpha: float = ALPHA, power: float = POWER,
-                 outlier_p: float = OUTLIER_P) -> pd.DataFrame:
+def claims_table(paired: pd.DataFrame, comparisons: list[dict[str, Any]], flagged: dict[str, str],
+                 method: str = "holm", alpha: float = ALPHA, power: float = POWER) -> pd.DataFrame:
     """The paired table judged per family (see the module's rules), one row per comparison and
-    setting, each followed by its sensitivity row where a flagged run feeds it. The sensitivity rows
-    are the same analysis with every flagged seed left out: each family is adjusted again with
-    their p-values in place of their rows' (the other rows unchanged)."""
+    setting, each followed by its sensitivity row where a `flagged` run (`outlier_runs`) feeds it.
+    The sensitivity rows are the same analysis with every flagged seed left out: each family is
+    adjusted again with their p-values in place of their rows' (the other rows unchanged)."""
     if paired.empty:
         return pd.DataFrame()
-    flagged = outlier_runs(runs, outlier_p)
     base = paired.drop(columns=["differences", "runs"]).to_dict("records")
     rows, sensitivity = [], []
     for record, differences, pairing_runs in zip(base, paired.differences, paired.runs):

@@ -250,10 +250,11 @@ def check_trainer(trainer: Any, fit: bool) -> None:
 
 
 def sets_its_own_length(callbacks: Any) -> bool:
-    """An `EpochBudget` among the callbacks sets max_steps itself, from the data, when the fit starts
+    """An `EpochBudget` among the parsed callbacks (jsonargparse gives each its full class_path, also
+    for `--trainer.callbacks+=EpochBudget`) sets max_steps itself, from the data, when the fit starts
     (ReLU's Revival's `max_steps: -1`: one epoch)."""
     budget = f"{EpochBudget.__module__}.{EpochBudget.__qualname__}"
-    return any(isinstance(c, EpochBudget) or getattr(c, "class_path", None) == budget for c in callbacks or [])
+    return any(getattr(c, "class_path", None) == budget for c in callbacks or [])
 
 
 def parse_run_info(text: str | None) -> dict | None:
