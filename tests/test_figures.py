@@ -13,10 +13,12 @@ import pytest
 import scipy.stats
 
 from actsweep.board import band_tag
-from actsweep.study.figures import (bands_figure, plot_bands, plot_slopes, plot_train_loss, slopes_figure, styles,
-                                    train_loss_figure)
+from actsweep.study.figures import (bands_figure, forest_figure, plot_bands, plot_slopes, plot_train_loss,
+                                    slopes_figure, styles, train_loss_figure)
 from actsweep.study.logs import RunLog
 from actsweep.study.outcomes import smoothed_train_loss
+from actsweep.study.paired import difference_row
+from actsweep.study.review import claims_table
 
 CONFIGS = [f"config {i}" for i in range(12)]
 
@@ -97,3 +99,17 @@ def test_slopes_show_the_seed_mean_with_its_t_interval(tmp_path):
     plt.close(fig)
     assert slopes_figure({"relu": [log("relu", 0)]}) is None
     assert plot_slopes({"leaky": logs}, tmp_path / "slopes.png") and (tmp_path / "slopes.png").stat().st_size > 10_000
+
+
+def test_the_forest_plot_names_every_seed_a_sensitivity_row_leaves_out():
+    """Two flagged runs in different seeds: the row's label names both, as claims.md does."""
+    d = {s: 0.1 + 0.01 * s for s in range(5)}
+    row = {"comparison": "relu − gelu", "key": "model.activation", "metric": "val_loss", "at": "norm=none",
+           "declared": 0, **difference_row(d, "relu", "gelu"), "differences": d,
+           "runs": {s: (f"relu{s}", f"gelu{s}") for s in d}, "side_a": "relu", "side_b": "gelu"}
+    comparison = {"key": "model.activation", "a": "relu", "b": "gelu", "primary": True}
+    claims = claims_table(pd.DataFrame([row]), [comparison], {"relu0": "act mean", "gelu3": "grad norm"})
+    fig = forest_figure(claims)
+    labels = [t.get_text().strip() for t in fig.axes[0].get_yticklabels()]
+    plt.close(fig)
+    assert labels == ["relu − gelu | norm=none", "… without seed 0, seed 3"]

@@ -22,6 +22,7 @@ from actsweep.study.claims import METHOD_NAMES  # noqa: E402
 from actsweep.study.intervals import t_interval  # noqa: E402
 from actsweep.study.logs import RunLog  # noqa: E402
 from actsweep.study.outcomes import smoothed_train_loss  # noqa: E402
+from actsweep.study.review_text import row_name  # noqa: E402
 
 # The quarters of [0, reference] each panel of the band figure counts heads in: the paper's
 # reference is the largest head entropy m of the model, the other the uniform causal head's ln(T!)/T.
@@ -273,13 +274,22 @@ def per_seed_values(text: str) -> list[float]:
 
 
 def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
+    fig = forest_figure(claims)
+    if fig is None:
+        return False
+    save_png(fig, path, 120)
+    plt.close(fig)
+    return True
+
+
+def forest_figure(claims: pd.DataFrame) -> plt.Figure | None:
     """Every primary comparison as a row: the mean difference, its raw 95 % interval (thin) and its
     adjusted interval (thick), the per-seed differences (dots); one panel per metric, zero marked.
     Rows whose adjusted claim resolves are drawn dark, the others grey; sensitivity rows (the same
-    comparison without an outlier seed) are hollow."""
+    comparison without its flagged seeds, named as in the claims table) are hollow."""
     rows = forest_rows(claims)
     if rows.empty:
-        return False
+        return None
     metrics = list(dict.fromkeys(rows.metric))
     heights = [max((rows.metric == m).sum(), 1) for m in metrics]
     longest = max(len(f"{r.comparison} | {r.at}") for r in rows.itertuples())
@@ -298,7 +308,7 @@ def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
                        color="#c0392b", zorder=3, linewidths=0)
             ax.scatter([r.mean], [yi], s=30, zorder=4, color=colour if r.kind == "comparison" else "white",
                        edgecolors=colour, marker="D" if r.kind == "comparison" else "o")
-        labels = [f"{r.comparison} | {r.at}" if r.kind == "comparison" else f"   … without {r.without.split(':')[0]}"
+        labels = [f"{r.comparison} | {r.at}" if r.kind == "comparison" else f"   {row_name(r)}"
                   for r in here.itertuples()]
         ax.set_yticks(y, labels, fontsize=6.5)
         ax.axvline(0, color="black", lw=0.7)
@@ -311,10 +321,8 @@ def plot_forest(claims: pd.DataFrame, path: Path) -> bool:
                plt.Line2D([], [], color="#7a7a7a", lw=3.5, alpha=0.45, label=f"adjusted interval ({method})"),
                plt.Line2D([], [], color="#1b4f8a", marker="D", ls="", label="mean: claim survives adjustment"),
                plt.Line2D([], [], color="#7a7a7a", marker="D", ls="", label="mean: unresolved"),
-               plt.Line2D([], [], color="#7a7a7a", marker="o", mfc="white", ls="", label="mean without an outlier seed"),
+               plt.Line2D([], [], color="#7a7a7a", marker="o", mfc="white", ls="", label="mean without its flagged seeds"),
                plt.Line2D([], [], color="#c0392b", marker="o", ms=3, ls="", label="per-seed differences")]
     fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=7, frameon=False)  # above the panels
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / fig.get_figheight()))
-    save_png(fig, path, 120)
-    plt.close(fig)
-    return True
+    return fig
