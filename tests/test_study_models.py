@@ -8,6 +8,8 @@ switches and the same weights must give the same logits.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,6 +98,22 @@ def test_blog_code_switches_give_the_blogs_model():
     idx = torch.randint(0, V, (2, T))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx), ref(idx), rtol=0, atol=1e-5)
+
+
+def settings(path: str) -> dict:
+    def flat(d: dict, prefix: str = "") -> dict:
+        return {k: v for key, value in d.items()
+                for k, v in (flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}).items()}
+    return flat(yaml.safe_load(Path(path).read_text()))
+
+
+def test_blog_is_blog_code_with_the_posts_own_statements_only():
+    """configs/blog.yaml: what the post states (GPT-2 BPE, its vocabulary 50,304 = 50,257 padded to a
+    multiple of 64, betas 0.9/0.95), everything it leaves unsaid as blog_code.yaml (its code)."""
+    code, post = settings("configs/blog_code.yaml"), settings("configs/blog.yaml")
+    differ = {k: (code.get(k), post.get(k)) for k in code.keys() | post.keys() if code.get(k) != post.get(k)}
+    assert differ == {"data.tokenizer": ("char", "gpt2"), "model.betas": ([0.9, 0.999], [0.9, 0.95]),
+                      "model.pad_vocab_multiple": (None, 64), "trainer.logger.init_args.name": ("blog_code", "blog")}
 
 
 def test_blog_code_dropout_sites_and_initialisation():
