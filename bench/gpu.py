@@ -1,4 +1,4 @@
-"""GPU checks in one run of at most 9 minutes (each part has its own deadline): throughput, host syncs, probe and kernel accuracy.
+"""GPU checks in one run of at most 9 minutes: throughput, host syncs, probe and kernel accuracy.
 
 1. Tokens/s and MFU of `actsweep fit` (configs/quickstart.yaml resized, statistics on and off)
    against the independent bare loop (bench/nanogpt.py) at the blog size (6L/384d, context 256) and
