@@ -72,6 +72,10 @@ def group_of(job: int, groups: int) -> int:
 
 def check_device_slots(jobs: int, devices_per_run: int, runs_per_device: int, groups: int, visible: int) -> None:
     """Refuse more jobs than device slots (groups × runs_per_device): never oversubscribe silently."""
+    if devices_per_run and not groups:  # not one run fits, whatever --jobs or --runs-per-device
+        raise ConfigError(
+            f"devices_per_run {devices_per_run} needs {devices_per_run} accelerator(s) a run; {visible} are visible; "
+            "leave devices_per_run out (1 where any is visible, else 0: CPUs only) or lower it")
     if devices_per_run and jobs > groups * runs_per_device:
         need = -(-jobs // runs_per_device) * devices_per_run  # ceil(jobs / K) groups
         raise ConfigError(

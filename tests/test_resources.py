@@ -37,6 +37,15 @@ def test_slots_that_do_not_fit_are_refused(jobs, threads, per_run, message) -> N
         resources.plan_slots(jobs, threads, per_run, cpus=list(range(7)), devices=["0", "1", "2", "3"])
 
 
+@pytest.mark.parametrize("devices", [[], ["0"]])
+def test_devices_per_run_beyond_the_visible_ones_says_to_leave_it_out(devices) -> None:
+    """On a laptop without CUDA a sweep file's `devices_per_run: 1` is refused with what to do, not
+    with a --runs-per-device that cannot help."""
+    with pytest.raises(ConfigError, match=rf"devices_per_run {len(devices) + 1} needs {len(devices) + 1} accelerator\(s\) "
+                                          rf"a run; {len(devices)} are visible; leave devices_per_run out"):
+        resources.plan_slots(1, 1, len(devices) + 1, cpus=[0, 1], devices=devices, runs_per_device=4)
+
+
 def test_usable_cpus_follow_affinity_and_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 2, 9})
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)

@@ -248,3 +248,16 @@ def test_bad_launcher_settings_fail_before_anything(tmp_path, capsys, launcher, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_readmes_sweep_file_example_runs_on_a_machine_without_cuda(tmp_path, monkeypatch):
+    """The example under "Sweeps and reports", as a newcomer copies it: it loads, and `--jobs 2`
+    places its runs on a 2-CPU machine without CUDA (it once set devices_per_run: 1, refused there)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("A sweep file names a base config")[1].split("```yaml\n")[1].split("```")[0]
+    (tmp_path / "example.yaml").write_text(example)
+    sweep = sw.load_sweep(tmp_path / "example.yaml")
+    assert sweep.name == "quickstart" and len(sweep.runs()) == 8
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(launchers, "usable_cpus", lambda: [0, 1])
+    assert [slot.devices for slot in launchers.slots_for(sweep, 2)] == [(), ()]
