@@ -202,13 +202,35 @@ def lock_run(run_dir: str | os.PathLike) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        busy = _busy(fd, path)
         os.close(fd)
-        raise RunBusy(f"run folder {path.parent} is in use by process {holder} (a sweep, fit or SLURM task); "
-                      "wait for it to end or stop it") from None
+        raise busy from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _busy(fd: int, path: Path) -> RunBusy:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    return RunBusy(f"run folder {path.parent} is in use by process {holder} (a sweep, fit or SLURM task); "
+                   "wait for it to end or stop it")
+
+
+def check_free(run_dir: str | os.PathLike) -> None:
+    """Raise `RunBusy` if another process holds `run_dir`, without taking it or creating anything: a
+    command can refuse a busy run before it builds anything (`hold_run` takes the lock later)."""
+    run_dir = Path(run_dir).resolve()
+    path = run_dir / LOCK_FILE
+    inherited = os.environ.get(LOCK_FD_VAR)
+    if run_dir in _held or not path.is_file() or (inherited and _same_file(int(inherited), path)):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released with the descriptor below
+    except BlockingIOError:
+        raise _busy(fd, path) from None
+    finally:
+        os.close(fd)
 
 
 def hold_run(run_dir: str | os.PathLike) -> None:

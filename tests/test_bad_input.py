@@ -41,6 +41,7 @@ def earlier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[
     text = (run / "corpus.txt").read_text()
     (inputs / "empty.txt").write_text("")
     (inputs / "separators.txt").write_text(f"{SEP}\n{SEP}  \n{SEP}")
+    (inputs / "one.txt").write_text(text)  # one document: training has it, validation has none
     (inputs / "body.jsonl").write_text(json.dumps({"body": text}) + "\n")
     (inputs / "broken.jsonl").write_text(f'{json.dumps({"text": text})}\n\n{{"text": "cut off\n')
     (inputs / "not.parquet").write_text(text)
@@ -106,6 +107,8 @@ FIT_CASES = [
     (["--data.source", "{inputs}/missing.txt"], "missing.txt' does not exist; accepted: 'python-stdlib', a local"),
     (["--data.source", "{inputs}/empty.txt"], "empty.txt' has no documents; check the path"),
     (["--data.source", "{inputs}/separators.txt"], "separators.txt' has no documents; check the path"),
+    (["--data.source", "{inputs}/one.txt", "--data.split_by", "document"],  # refused before the train cache
+     "the val split of '{inputs}/one.txt' has no documents"),
     (["--data.source", "{inputs}/body.jsonl"], "has no text column 'text'; columns: ['body']. Pass --data.text_column"),
     (["--data.source", "{inputs}/broken.jsonl"], "broken.jsonl line 3 is not JSON"),
     (["--data.source", "{inputs}/body.parquet"], "has no text column 'text'; columns: ['body', 'id']"),

@@ -18,7 +18,7 @@ from actsweep.io import RunBusy, lock_run
 from actsweep.status import read_status
 from actsweep.study import report
 from actsweep.study.logs import event_files
-from helpers import write_sweep, write_tiny_base
+from helpers import fit_error, snapshot, write_config, write_sweep, write_tiny_base
 
 REPO = Path(__file__).resolve().parents[1]
 SLOW = '''
@@ -42,6 +42,24 @@ def test_lock_is_exclusive_and_dies_with_its_holder(tmp_path):
     holder.send_signal(signal.SIGKILL)
     holder.wait()
     os.close(lock_run(tmp_path))  # the kernel released it with the dead process
+
+
+def test_a_fit_into_a_held_run_folder_is_refused_in_one_line_before_lightning_starts(tmp_path, capsys):
+    """By hand, into a run a sweep is training: one line, exit 2, before Lightning prints or builds."""
+    config = write_config(tmp_path)
+    run = tmp_path / "logs" / "tiny" / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from actsweep.io import lock_run; "
+                               f"lock_run({str(run)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline() == "held\n"
+        before = snapshot(tmp_path)
+        error = fit_error(["fit", "--config", str(config), "--trainer.logger.version", "busy"], capsys)
+        assert f"run folder {run} is in use by process {holder.pid}" in error
+        assert snapshot(tmp_path) == before  # no token cache, no log folder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def start_sweep(folder: Path, sweep_file: Path, *args: str) -> subprocess.Popen:

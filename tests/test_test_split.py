@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from actsweep.data.sources import Corpus
-from helpers import DATA, MODEL, fit_error, tiny_trainer, write_config, write_corpus
+from helpers import DATA, MODEL, finished_fit, fit_error, tiny_trainer, write_config, write_corpus
 from actsweep.data.module import TextDataModule
 from actsweep.train.module import ActSweepModule
 
@@ -81,3 +81,15 @@ def test_test_refuses_a_checkpoint_trained_on_the_test_windows(tmp_path):
     trainer.save_checkpoint(tmp_path / "run.ckpt")
     with pytest.raises(Exception, match="trained on a different split"):
         trainer.test(module, data_module(tmp_path, test_fraction=0.1), ckpt_path=tmp_path / "run.ckpt", verbose=False)
+
+
+def test_the_cli_refuses_such_a_test_in_one_line_before_restoring_or_tokenizing(tmp_path, capsys):
+    """`actsweep test --data.test_fraction …` on a run trained without one: refused from the
+    checkpoint's recorded training corpus, before Lightning restores it or a test cache is built."""
+    config = finished_fit(tmp_path)
+    checkpoint = next((tmp_path / "logs").rglob("last.ckpt"))
+    before = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    error = fit_error(["test", "--config", str(config), "--data.test_fraction", "0.1", "--ckpt_path", str(checkpoint)],
+                      capsys)
+    assert "trained on a different split" in error
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == before

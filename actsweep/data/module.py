@@ -192,14 +192,16 @@ class TextDataModule(L.LightningDataModule):
         return get_tokenizer(self.tokenizer_name, texts=[*documents["train"], *documents["val"], *documents["test"]])
 
     def _split_documents(self, documents: Callable[[], dict[str, list[str]]], split: str) -> list[str]:
-        docs: list[str] = documents()[split]
-        if not docs:
-            raise ConfigError(
-                f"the {split} split of {self.corpus.source!r} has no documents; check the path / "
-                "--data.text_column / --data.separator, or for a single-document corpus use "
-                "--data.split_by char (or give --data.val_source)"
-            )
-        return docs
+        """`split`'s documents, once every split has some: an empty one is refused before the first
+        cache is written."""
+        for name in SPLITS + (("test",) if self.corpus.has_test else ()):
+            if not documents()[name]:
+                raise ConfigError(
+                    f"the {name} split of {self.corpus.source!r} has no documents; check the path / "
+                    "--data.text_column / --data.separator, or for a single-document corpus use "
+                    "--data.split_by char (or give --data.val_source)"
+                )
+        return documents()[split]
 
     def prepare_data(self) -> None:
         """Tokenize and cache train and val (once per machine; later runs only verify), and check that
@@ -363,12 +365,16 @@ class TextDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """This process' share of the test windows: as many as validation has, from the test split."""
         self.check_test_split()
-        if self._trained_on is not None and self._trained_on != self.corpus.training_identity():
+        self.check_trained_on(self._trained_on)
+        _, rank, world_size = self._position()
+        return self._loader(FixedBatches(self.val_batches(rank, world_size, split="test")))
+
+    def check_trained_on(self, trained_on: str | None) -> None:
+        """Refuse test windows a checkpoint trained on `trained_on` (its `training_corpus`) may have seen."""
+        if trained_on is not None and trained_on != self.corpus.training_identity():
             raise ConfigError("the checkpoint was trained on a different split of the corpus, so these test "
                               "windows may have been trained on; test with the data options it was trained with "
                               "(its config.yaml), e.g. the same --data.test_fraction")
-        _, rank, world_size = self._position()
-        return self._loader(FixedBatches(self.val_batches(rank, world_size, split="test")))
 
     def check_test_split(self) -> None:
         """Refuse to test without a test split (the CLI asks before it loads any weights)."""

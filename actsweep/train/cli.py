@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ActSweepError, ConfigError
-from actsweep.io import check_unique_keys, check_writable, hold_run
+from actsweep.io import check_free, check_unique_keys, check_writable, hold_run
 from actsweep.status import read_run_info, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, RecordSettings, load_checked, resume_differences
 from actsweep.train.epochs import EpochBudget
@@ -118,6 +118,9 @@ class ActSweepCLI(LightningCLI):
             data.check_test_split()
         for folder in write_folders(config.trainer, subcommand):
             refuse_run_folder(folder, subcommand)
+        folder = run_folder(config.trainer.logger) if subcommand == "fit" else None
+        if folder is not None and rank_zero_only.rank == 0:  # the process before_fit's hold_run is in
+            check_free(folder)  # before Lightning prints or builds anything
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -135,11 +138,15 @@ class ActSweepCLI(LightningCLI):
         if path is None or path in SPECIAL_PATHS:
             return
         config, fit = self.config[subcommand], subcommand == "fit"
-        differences = resume_differences(load_checked(path), config.model, config.data if fit else None,
+        checkpoint = load_checked(path)
+        differences = resume_differences(checkpoint, config.model, config.data if fit else None,
                                          resume_settings(config) if fit else None)
         if differences:
             raise ConfigError(f"--ckpt_path {path} was trained with other settings ({'; '.join(differences)}); "
                               "use the run's own config.yaml, or drop --ckpt_path to start afresh")
+        if subcommand == "test":  # before Lightning restores anything (or the data is tokenized)
+            state = checkpoint.get(TextDataModule.__qualname__) or {}  # where Lightning keeps a data module's state
+            TextDataModule(**settings(config.data)).check_trained_on(state.get("training_corpus"))
 
     def instantiate_classes(self) -> None:
         try:
