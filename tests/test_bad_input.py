@@ -120,6 +120,9 @@ FIT_CASES = [
     (["--ckpt_path", "{inputs}/truncated.ckpt"], "truncated.ckpt is damaged or unverifiable"),
     (["--ckpt_path", "{run}/checkpoints/last.ckpt", "--model.n_embd", "64"],
      "was trained with other settings (model.n_embd: 32 -> 64; trainer.max_steps: 2 -> 10)"),
+    (["--ckpt_path", "{run}/checkpoints/last.ckpt", "--trainer.max_steps", "2", "--trainer.logger.version", "again"],
+     "last.ckpt is at step 2, the end of its run (max_steps 2): nothing is left to train"),
+    (["--ckpt_path", "{run}/checkpoints/last.ckpt", "--trainer.max_steps", "2"], "nothing is left to train"),
     # aimed at the finished run's own folder: refused before it is touched
     (["--trainer.logger.version", "version_0", "--model.lr", "-1"], "lr and eps must be positive"),
     (["--trainer.logger.version", "version_0"], "version_0 already holds a finished run; choose another"),

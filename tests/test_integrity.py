@@ -451,11 +451,23 @@ def test_resume_with_settings_that_change_the_numbers_is_refused(done_run, tmp_p
 
 
 def test_resume_may_change_what_does_not_change_the_numbers(done_run, tmp_path):
-    """Logging, validation and where the cache is: the resume goes ahead."""
-    assert runner_free_fit(["--config", str(done_run / "config.yaml"), "--trainer.logger.save_dir", str(tmp_path),
-                            "--ckpt_path", str(done_run / "checkpoints" / "last.ckpt"),
+    """Logging, validation and where the cache is: the resume goes ahead. The run is one killed after
+    its last checkpoint (still `running`), resumed in its own folder: the fit ends at once, finished."""
+    run_dir = shutil.copytree(done_run, tmp_path / "logs" / "tiny" / "run")
+    write_status(run_dir, "running", 5)
+    assert runner_free_fit(["--config", str(done_run / "config.yaml"), "--trainer.logger.save_dir", str(tmp_path / "logs"),
+                            "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt"),
                             "--trainer.val_check_interval", "2", "--trainer.log_every_n_steps", "3",
                             "--data.cache_dir", str(tmp_path / "cache")]) == 0
+    assert read_status(run_dir)["status"] == "finished"
+
+
+def test_a_new_run_folder_from_a_checkpoint_at_its_runs_end_is_refused(done_run, tmp_path, capsys):
+    """Lightning would stop at once and leave a folder without status or checkpoint."""
+    error = fit_error(["fit", "--config", str(done_run / "config.yaml"), "--trainer.logger.save_dir", str(tmp_path),
+                       "--ckpt_path", str(done_run / "checkpoints" / "last.ckpt")], capsys)
+    assert "is at step 5, the end of its run (max_steps 5): nothing is left to train" in error
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", ["fit", "validate"])
@@ -465,8 +477,10 @@ def test_a_logger_that_resolves_to_the_run_folder_is_refused_before_writing(done
     run_dir = shutil.copytree(done_run, tmp_path / "run")
     logger = json.dumps({"class_path": "faults.FolderLogger", "init_args": {"folder": str(run_dir)}})
     before = snapshot(tmp_path)
-    error = work_error([command, "--config", str(run_dir / "config.yaml"), "--trainer.logger", logger,
-                        "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")], capsys)
+    # a fit from its last checkpoint is refused earlier (nothing left to train): this one starts afresh
+    checkpoint = [] if command == "fit" else ["--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")]
+    error = work_error([command, "--config", str(run_dir / "config.yaml"), "--trainer.logger", logger, *checkpoint],
+                       capsys)
     assert str(run_dir) in error and ("already holds a finished run" in error or "would write into the run" in error)
     assert snapshot(tmp_path) == before
 

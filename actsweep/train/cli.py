@@ -144,6 +144,8 @@ class ActSweepCLI(LightningCLI):
         if differences:
             raise ConfigError(f"--ckpt_path {path} was trained with other settings ({'; '.join(differences)}); "
                               "use the run's own config.yaml, or drop --ckpt_path to start afresh")
+        if fit:
+            refuse_finished_checkpoint(path, checkpoint, config.trainer)
         if subcommand == "test":  # before Lightning restores anything (or the data is tokenized)
             state = checkpoint.get(TextDataModule.__qualname__) or {}  # where Lightning keeps a data module's state
             TextDataModule(**settings(config.data)).check_trained_on(state.get("training_corpus"))
@@ -254,6 +256,18 @@ def check_trainer(trainer: Any, fit: bool) -> None:
     for name in ("accumulate_grad_batches", "log_every_n_steps"):
         if trainer.get(name) is not None and trainer[name] < 1:
             raise ConfigError(f"{name} must be >= 1, got {trainer[name]}")
+
+
+def refuse_finished_checkpoint(path: str, checkpoint: dict, trainer: Any) -> None:
+    """Refuse to start a new run folder from a checkpoint at its run's last step: Lightning would stop
+    at once, leaving a folder with no status and no checkpoint. Its own run folder may take it (a run
+    killed after its last checkpoint: the fit ends at once and records it finished)."""
+    step, max_steps = checkpoint.get("global_step", 0), trainer.get("max_steps") or -1
+    target = run_folder(trainer.logger)
+    if 0 < max_steps <= step and (target is None or target.resolve() != Path(path).resolve().parent.parent):
+        raise ConfigError(f"--ckpt_path {path} is at step {step}, the end of its run (max_steps {max_steps}): "
+                          "nothing is left to train; evaluate it with `actsweep validate` or `actsweep test`, "
+                          "or drop --ckpt_path to start afresh")
 
 
 def sets_its_own_length(callbacks: Any) -> bool:
