@@ -60,6 +60,20 @@ def check_unique_keys(path: str | os.PathLike, text: str) -> None:
         raise ConfigError(f"{path} repeats the key {key!r} (lines {first} and {second}); keep one and merge them")
 
 
+def check_config_files(args: list[str]) -> None:
+    """Refuse a `--config` file named in `args` that repeats a key (a missing one is the parser's to name)."""
+    for path in dict.fromkeys(config_files(args)):
+        if Path(path).is_file():
+            check_unique_keys(path, Path(path).read_text())
+
+
+def config_files(args: list[str]) -> list[str]:
+    """The files that `--config` options (`--config F` or `--config=F`) in `args` name."""
+    pairs = zip(args, [*args[1:], None])
+    return [value if flag == "--config" else flag.split("=", 1)[1] for flag, value in pairs
+            if (flag == "--config" and value) or flag.startswith("--config=")]
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """The YAML file at `path` (safe types), refused when it repeats a key."""
     text = Path(path).read_text()

@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from actsweep.data.module import TextDataModule
 from actsweep.errors import ActSweepError, ConfigError
-from actsweep.io import check_free, check_unique_keys, check_writable, hold_run
+from actsweep.io import check_config_files, check_free, check_writable, hold_run
 from actsweep.status import read_run_info, write_run_info
 from actsweep.train.checkpoints import SPECIAL_PATHS, RecordSettings, load_checked, resume_differences
 from actsweep.train.epochs import EpochBudget
@@ -40,7 +40,8 @@ from actsweep.train.optim import adamw_kernel_args
 from actsweep.train.schedules import check_run_length
 from actsweep.train.preemption import SaveOnSignal
 from actsweep.train.run_status import RunStatus
-from actsweep.train.run_folders import redirect_evaluation, refuse_run_folder, run_folder, run_root, write_folders
+from actsweep.train.run_folders import (redirect_evaluation, refuse_finished_checkpoint, refuse_run_folder, run_folder,
+                                        run_root, write_folders)
 
 
 DESCRIPTION = """actsweep: FFN activations x normalization x learning rate x attention in small GPTs.
@@ -258,18 +259,6 @@ def check_trainer(trainer: Any, fit: bool) -> None:
             raise ConfigError(f"{name} must be >= 1, got {trainer[name]}")
 
 
-def refuse_finished_checkpoint(path: str, checkpoint: dict, trainer: Any) -> None:
-    """Refuse to start a new run folder from a checkpoint at its run's last step: Lightning would stop
-    at once, leaving a folder with no status and no checkpoint. Its own run folder may take it (a run
-    killed after its last checkpoint: the fit ends at once and records it finished)."""
-    step, max_steps = checkpoint.get("global_step", 0), trainer.get("max_steps") or -1
-    target = run_folder(trainer.logger)
-    if 0 < max_steps <= step and (target is None or target.resolve() != Path(path).resolve().parent.parent):
-        raise ConfigError(f"--ckpt_path {path} is at step {step}, the end of its run (max_steps {max_steps}): "
-                          "nothing is left to train; evaluate it with `actsweep validate` or `actsweep test`, "
-                          "or drop --ckpt_path to start afresh")
-
-
 def sets_its_own_length(callbacks: Any) -> bool:
     """An `EpochBudget` among the parsed callbacks (jsonargparse gives each its full class_path, also
     for `--trainer.callbacks+=EpochBudget`) sets max_steps itself, from the data, when the fit starts
@@ -308,20 +297,6 @@ def resume_settings(config: Any) -> dict[str, Any]:
     if model.schedule != "constant" or 0 < model.warmup < 1:  # the schedule's steps depend on max_steps
         settings["trainer.max_steps"] = trainer.max_steps
     return settings
-
-
-def check_config_files(args: list[str]) -> None:
-    """Refuse a `--config` file named in `args` that repeats a key (a missing one is the parser's to name)."""
-    for path in dict.fromkeys(config_files(args)):
-        if Path(path).is_file():
-            check_unique_keys(path, Path(path).read_text())
-
-
-def config_files(args: list[str]) -> list[str]:
-    """The files that `--config` options (`--config F` or `--config=F`) in `args` name."""
-    pairs = zip(args, [*args[1:], None])
-    return [value if flag == "--config" else flag.split("=", 1)[1] for flag, value in pairs
-            if (flag == "--config" and value) or flag.startswith("--config=")]
 
 
 def accumulation_for(global_batch: int, batch_size: int, processes: int) -> int:

@@ -1,5 +1,6 @@
 """Where a command writes, and which run folders it must not: a fit never enters a finished or
-diverged run, an evaluation never writes into a run (its results go to `<run>/<command>/version_N`).
+diverged run nor starts a new one from a finished run's last checkpoint, an evaluation never writes
+into a run (its results go to `<run>/<command>/version_N`).
 Pure functions of the parsed settings, so the CLI refuses before anything is created."""
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ def refuse_done_folder(folder: str | os.PathLike | None) -> None:
         raise ConfigError(f"{folder} already holds a {status} run; choose another "
                           "--trainer.logger.version (or name), or delete that folder to run it again")
 
+
+
+def refuse_finished_checkpoint(path: str, checkpoint: dict, trainer: Any) -> None:
+    """Refuse to start a new run folder from a checkpoint at its run's last step: Lightning would stop
+    at once, leaving a folder with no status and no checkpoint. Its own run folder may take it (a run
+    killed after its last checkpoint: the fit ends at once and records it finished)."""
+    step, max_steps = checkpoint.get("global_step", 0), trainer.get("max_steps") or -1
+    target = run_folder(trainer.logger)
+    if 0 < max_steps <= step and (target is None or target.resolve() != Path(path).resolve().parent.parent):
+        raise ConfigError(f"--ckpt_path {path} is at step {step}, the end of its run (max_steps {max_steps}): "
+                          "nothing is left to train; evaluate it with `actsweep validate` or `actsweep test`, "
+                          "or drop --ckpt_path to start afresh")
 
 
 def refuse_run_folder(folder: str | os.PathLike | None, subcommand: str) -> None:
