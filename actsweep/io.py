@@ -235,8 +235,7 @@ def check_free(run_dir: str | os.PathLike) -> None:
     command can refuse a busy run before it builds anything (`hold_run` takes the lock later)."""
     run_dir = Path(run_dir).resolve()
     path = run_dir / LOCK_FILE
-    inherited = os.environ.get(LOCK_FD_VAR)
-    if run_dir in _held or not path.is_file() or (inherited and _same_file(int(inherited), path)):
+    if run_dir in _held or not path.is_file() or inherited_lock(run_dir) is not None:
         return
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -250,13 +249,15 @@ def check_free(run_dir: str | os.PathLike) -> None:
 def hold_run(run_dir: str | os.PathLike) -> None:
     """Hold `run_dir` until this process exits: the lock a parent passed down (`LOCK_FD_VAR`), or a new one."""
     run_dir = Path(run_dir).resolve()
-    if run_dir in _held:
-        return
+    if run_dir not in _held:
+        inherited = inherited_lock(run_dir)
+        _held[run_dir] = lock_run(run_dir) if inherited is None else inherited
+
+
+def inherited_lock(run_dir: Path) -> int | None:
+    """The descriptor of `run_dir`'s lock a parent passed down (`LOCK_FD_VAR`), if it is that lock."""
     inherited = os.environ.get(LOCK_FD_VAR)
-    if inherited and _same_file(int(inherited), run_dir / LOCK_FILE):
-        _held[run_dir] = int(inherited)
-        return
-    _held[run_dir] = lock_run(run_dir)
+    return int(inherited) if inherited and _same_file(int(inherited), run_dir / LOCK_FILE) else None
 
 
 def _same_file(fd: int, path: Path) -> bool:
